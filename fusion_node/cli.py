@@ -1,0 +1,81 @@
+"""The `fusion` console command: one entry point whose subcommands live in their own modules.
+
+Each subcommand module exposes `register(subparsers)`; it adds its parser and sets
+`func=<callable(args) -> int>` as default. Modules are imported lazily so `fusion --help`
+stays fast and a subcommand whose optional dependency is missing fails alone, with one line.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> module providing register(); the order is the order of `fusion --help`.
+SUBCOMMANDS: dict[str, str] = {
+    "node": "fusion_node.ros.node_cli",
+    "play": "fusion_node.ros.player",
+    "record": "fusion_node.ros.recorder",
+    "replay": "fusion_node.replay",
+    "sample-bag": "fusion_node.world.sample_bag",
+    "train": "fusion_node.train",
+    "eval": "fusion_node.evaluate",
+    "export": "fusion_node.export.cli",
+    "bench": "fusion_node.bench.cli",
+}
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse prints usage + message; we want one line
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = _Parser(prog="fusion", description="Multimodal fusion for ROS 2: run, replay, train, export, bench.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, module in SUBCOMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=f"see `fusion {name} --help`", add_help=False)
+            continue
+        try:
+            importlib.import_module(module).register(sub)
+        except ImportError as exc:
+            p = sub.add_parser(name, help=f"(unavailable: {exc})")
+            p.set_defaults(func=_unavailable(name, exc))
+    return parser
+
+
+def _unavailable(name: str, exc: Exception):
+    def run(_args: argparse.Namespace) -> int:
+        raise UsageError(f"fusion {name}: unavailable: {exc}")
+
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Only the chosen subcommand's module is imported: torch/rclpy load only when needed.
+    only = next((a for a in argv if not a.startswith("-")), None)
+    only = only if only in SUBCOMMANDS else None
+    try:
+        parser = build_parser(only)
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

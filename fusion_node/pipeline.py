@@ -1,0 +1,111 @@
+"""The one data path: samples -> SyncBuffer -> AlignedFrame -> preprocess -> backend -> FusedOutput.
+
+Drivers (live node, offline replay, dataset builder, benchmarks) convert messages and feed them
+here; none of them aligns or preprocesses on its own. Times passed as `arrival`/`now` are receive
+times on one clock: the wall clock live, the bag's log time offline.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fusion_node import MODALITIES
+from fusion_node.config import ModelSpec, PipelineConfig, SyncConfig
+from fusion_node.frames import AlignedFrame, FusedOutput, Sample
+from fusion_node.model_dir import load_spec, model_id
+from fusion_node.preprocess import Preprocessor
+from fusion_node.sync import SyncBuffer
+
+# Outputs that FusedState carries in dedicated fields rather than in `outputs`.
+_STATE, _WEIGHTS = "state", "weights"
+_EXTRAS = ("image_attention",)
+
+
+def sync_config_for(spec: ModelSpec, sync: SyncConfig) -> SyncConfig:
+    """The sync settings a model needs: its joint order and its audio window and rate."""
+    return dataclasses.replace(
+        sync,
+        joint_names=tuple(spec.joint_names),
+        audio_rate=spec.audio_rate,
+        audio_window=spec.audio_samples / spec.audio_rate,
+    )
+
+
+class Pipeline:
+    def __init__(self, cfg: PipelineConfig, backend=None, text_encoder=None, spec: ModelSpec | None = None) -> None:
+        self.cfg = cfg
+        model_dir = Path(cfg.model_dir)
+        self.spec = spec or load_spec(model_dir)
+        self.model_id = model_id(model_dir, self.spec)
+        if backend is None:
+            from fusion_node.backends import create_backend
+
+            backend = create_backend(cfg)
+        self.backend = backend
+        if text_encoder is None:
+            from fusion_node.text import TextEncoder
+
+            text_encoder = TextEncoder(self.spec.text_encoder, device=cfg.device)
+        self.text_encoder = text_encoder
+        self.preprocess = Preprocessor(self.spec, text_encoder.encode)
+        self.sync = SyncBuffer(sync_config_for(self.spec, cfg.sync))
+        self.frames_inferred = 0
+
+    # -- ingest and alignment ------------------------------------------------------------
+    def add(self, modality: str, sample: Sample, arrival: float) -> bool:
+        """Hand a converted sample to the sync buffer; False when it was dropped (counted there)."""
+        return self.sync.add(modality, sample, arrival)
+
+    def frames(self, now: float) -> list[AlignedFrame]:
+        return self.sync.poll(now)
+
+    # -- inference -----------------------------------------------------------------------
+    def infer(self, frame: AlignedFrame, now: float | None = None) -> FusedOutput:
+        """Run the model on one frame. `now` (arrival clock) dates the result for the latency."""
+        t0 = time.perf_counter()
+        outputs = self.backend.run(self.preprocess(frame))
+        compute = time.perf_counter() - t0
+        self.frames_inferred += 1
+        waited = max(0.0, (now if now is not None else frame.arrival) - frame.arrival)
+        return self._to_output(frame, outputs, latency=waited + compute)
+
+    def _to_output(self, frame: AlignedFrame, outputs: dict[str, np.ndarray], latency: float) -> FusedOutput:
+        weights = np.asarray(outputs[_WEIGHTS], dtype=np.float32).reshape(-1)
+        heads = {
+            k: np.asarray(v, dtype=np.float32).reshape(-1)
+            for k, v in outputs.items()
+            if k not in (_STATE, _WEIGHTS, *_EXTRAS)
+        }
+        extras = {k: np.asarray(outputs[k], dtype=np.float32).reshape(-1) for k in _EXTRAS if k in outputs}
+        return FusedOutput(
+            stamp=frame.stamp,
+            model_id=self.model_id,
+            backend=self.backend.name,
+            state=np.asarray(outputs[_STATE], dtype=np.float32).reshape(-1),
+            present={m: bool(frame.present.get(m, False)) for m in MODALITIES},
+            age={m: float(frame.age.get(m, float("nan"))) for m in MODALITIES},
+            weight={m: float(w) for m, w in zip(MODALITIES, weights)},
+            outputs=heads,
+            latency=float(latency),
+            extras=extras,
+        )
+
+    # -- offline convenience: one call per message ----------------------------------------
+    def push(self, modality: str, sample: Sample, arrival: float) -> list[FusedOutput]:
+        self.add(modality, sample, arrival)
+        return self.poll(arrival)
+
+    def poll(self, now: float) -> list[FusedOutput]:
+        return [self.infer(f, now) for f in self.frames(now)]
+
+    def flush(self) -> list[FusedOutput]:
+        return [self.infer(f) for f in self.sync.flush()]
+
+    def reset(self, reason: str) -> None:
+        self.sync.reset(reason)
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        return self.sync.stats()

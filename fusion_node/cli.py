@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from fusion_node import rosenv
+
 # subcommand -> module providing register(); the order is the order of `fusion --help`.
 SUBCOMMANDS: dict[str, str] = {
     "node": "fusion_node.ros.node_cli",
@@ -22,6 +24,8 @@ SUBCOMMANDS: dict[str, str] = {
     "export": "fusion_node.export.cli",
     "bench": "fusion_node.bench.cli",
 }
+# Subcommands that talk DDS: their process needs the colcon-built fusion_msgs on the loader path.
+ROS_SUBCOMMANDS = frozenset({"node", "play", "record", "bench"})
 
 
 class UsageError(Exception):
@@ -56,10 +60,13 @@ def _unavailable(name: str, exc: Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from_shell = argv is None  # only a real command line may re-exec the process
     argv = list(sys.argv[1:] if argv is None else argv)
     # Only the chosen subcommand's module is imported: torch/rclpy load only when needed.
     only = next((a for a in argv if not a.startswith("-")), None)
     only = only if only in SUBCOMMANDS else None
+    if from_shell and only in ROS_SUBCOMMANDS:
+        rosenv.ensure_ros_env()
     try:
         parser = build_parser(only)
         args = parser.parse_args(argv)

@@ -60,12 +60,11 @@ def _unavailable(name: str, exc: Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from_shell = argv is None  # only a real command line may re-exec the process
     argv = list(sys.argv[1:] if argv is None else argv)
     # Only the chosen subcommand's module is imported: torch/rclpy load only when needed.
     only = next((a for a in argv if not a.startswith("-")), None)
     only = only if only in SUBCOMMANDS else None
-    if from_shell and only in ROS_SUBCOMMANDS:
+    if only in ROS_SUBCOMMANDS:
         rosenv.ensure_ros_env()
     try:
         parser = build_parser(only)

@@ -2,12 +2,13 @@
 
 `colcon build` in ros2_ws installs fusion_msgs under ros2_ws/install/fusion_msgs: its Python
 package needs PYTHONPATH, its C type-support libraries need LD_LIBRARY_PATH (read by the
-dynamic loader only at process start, hence the re-exec), and ament_index needs
-AMENT_PREFIX_PATH. On a real ROS install where the workspace is sourced, fusion_msgs already
-imports and nothing here changes anything.
+dynamic loader only at process start), and ament_index needs AMENT_PREFIX_PATH.
+ros_env() gives subprocesses that environment; ensure_ros_env() fixes up the running
+process. On a real ROS install where the workspace is sourced, fusion_msgs already imports.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 from collections.abc import Mapping
@@ -16,7 +17,6 @@ from pathlib import Path
 INSTALL_ENV_VAR = "FUSION_WS_INSTALL"
 """Overrides the colcon install dir holding fusion_msgs (default: <repo>/ros2_ws/install)."""
 
-_REEXEC_MARK = "_FUSION_ROS_ENV"
 # Interface packages the Python code imports from the workspace. fusion_node itself is
 # deliberately absent: its colcon-installed copy must not shadow the editable checkout.
 _WORKSPACE_PACKAGES = ("fusion_msgs",)
@@ -85,17 +85,43 @@ def ros_messages_available() -> bool:
     return True
 
 
-def ensure_ros_env() -> None:
-    """Re-exec this process under ros_env() if fusion_msgs is built but not yet usable.
+def _preload(libs: list[Path]) -> None:
+    """dlopen the workspace libraries globally, so the loader resolves the extension's NEEDED
+    entries by soname although LD_LIBRARY_PATH was read before it was set. They depend on
+    each other, so load in passes until no more succeed."""
+    pending = list(libs)
+    while pending:
+        failed = []
+        for lib in pending:
+            try:
+                ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+            except OSError:
+                failed.append(lib)
+        if len(failed) == len(pending):
+            return  # the import that follows reports what is missing
+        pending = failed
 
-    Call it before importing rclpy or message modules, at most once per process. A no-op
-    when fusion_msgs already works (sourced ROS workspace) or when the workspace is not
-    built (the import error that follows then names what is missing).
+
+def ensure_ros_env() -> None:
+    """Make fusion_msgs usable in this process; call before creating ROS nodes.
+
+    Applies the DDS defaults to os.environ. When the workspace's fusion_msgs is built but not
+    loadable (no sourced setup.bash), extends os.environ with ros_env() (for later lookups by
+    rcpputils/ament_index and for subprocesses), sys.path, and preloads the libraries: the
+    dynamic loader read LD_LIBRARY_PATH at process start, so setting it now is not enough.
+    A no-op beyond the defaults on a sourced ROS workspace or when nothing is built.
     """
-    if os.environ.get(_REEXEC_MARK) or not _built_prefixes() or ros_messages_available():
+    for name, value in _DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    prefixes = _built_prefixes()
+    if not prefixes or ros_messages_available():
         return
-    env = ros_env()
-    env[_REEXEC_MARK] = "1"
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, sys.orig_argv, env)
+    os.environ.update(ros_env())
+    for prefix in reversed(prefixes):
+        site = str(_site_packages(prefix))
+        if site not in sys.path:
+            sys.path.insert(0, site)
+    # A failed import above leaves a partial fusion_msgs in sys.modules; import it afresh.
+    for name in [m for m in sys.modules if m.split(".")[0] in _WORKSPACE_PACKAGES]:
+        del sys.modules[name]
+    _preload(sorted(lib for prefix in prefixes for lib in (prefix / "lib").glob("lib*.so")))

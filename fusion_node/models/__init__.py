@@ -1,0 +1,16 @@
+"""Fusion models: encoders, fusion heads, contrastive alignment, model I/O (build/load/save/export)."""
+from fusion_node.models.io import export_onnx, load_model, load_spec, model_id, save_model, sha256_file
+from fusion_node.models.model import (
+    BASE_OUTPUT_NAMES,
+    INPUT_NAMES,
+    TASKS,
+    FusionModel,
+    build_model,
+    count_parameters,
+    example_inputs,
+)
+
+__all__ = [
+    "BASE_OUTPUT_NAMES", "INPUT_NAMES", "TASKS", "FusionModel", "build_model", "count_parameters",
+    "example_inputs", "export_onnx", "load_model", "load_spec", "model_id", "save_model", "sha256_file",
+]

@@ -1,0 +1,167 @@
+"""Per-modality encoders: image token grid, in-graph log-mel audio, normalised joints, text projection.
+
+Everything here exports to ONNX with static shapes: the audio front end is a strided conv1d
+with a fixed windowed-DFT kernel followed by a mel matmul (no torch.stft), and missing
+values are cleaned with elementwise ops rather than data-dependent control flow.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _coord_grid(h: int, w: int) -> torch.Tensor:
+    """(2, h, w) x/y coordinates in [0, 1] at pixel centres (same convention as target_xy)."""
+    ys = (torch.arange(h, dtype=torch.float32) + 0.5) / h
+    xs = (torch.arange(w, dtype=torch.float32) + 0.5) / w
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy])
+
+
+class ImageEncoder(nn.Module):
+    """Small strided CNN with coordinate channels -> (tokens [B,G,d], pooled [B,d]).
+
+    Coordinate channels and a per-token positional embedding let position-dependent heads
+    (target_xy) read where a feature is; the pooled vector keeps a coarse 4x4 layout for the
+    same reason instead of a plain global mean.
+    """
+
+    def __init__(self, image_size: tuple[int, int], dim: int, width: int = 32) -> None:
+        super().__init__()
+        h, w = image_size
+        if h % 8 or w % 8:
+            raise ValueError(f"image_size must be divisible by 8, got {image_size}")
+        self.register_buffer("coords", _coord_grid(h, w)[None], persistent=False)
+        self.net = nn.Sequential(
+            nn.Conv2d(5, width, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(2 * width, dim, 1),
+        )
+        self.grid = (h // 8, w // 8)
+        self.register_buffer("token_xy", _coord_grid(*self.grid).flatten(1).T.contiguous(), persistent=False)
+        self.pos = nn.Linear(2, dim)
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.pooled = nn.Sequential(nn.Linear(16 * dim, dim), nn.GELU(), nn.Linear(dim, dim))
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([image * 2.0 - 1.0, self.coords.expand(image.shape[0], -1, -1, -1)], dim=1)
+        feat = self.net(x)  # [B, d, h/8, w/8]
+        tokens = feat.flatten(2).transpose(1, 2) + self.pos(self.token_xy)
+        pooled = self.pooled(self.pool(feat).flatten(1))
+        return tokens, pooled
+
+
+def mel_filterbank(n_freq: int, n_mels: int, rate: int, fmin: float = 50.0) -> np.ndarray:
+    """(n_freq, n_mels) triangular HTK-mel filters, float32."""
+
+    def hz_to_mel(f: np.ndarray | float) -> np.ndarray:
+        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
+
+    def mel_to_hz(m: np.ndarray) -> np.ndarray:
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+    freqs = np.linspace(0.0, rate / 2.0, n_freq)
+    edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(rate / 2.0), n_mels + 2))
+    fb = np.zeros((n_freq, n_mels), np.float32)
+    for m in range(n_mels):
+        lo, mid, hi = edges[m], edges[m + 1], edges[m + 2]
+        up = (freqs - lo) / max(mid - lo, 1e-6)
+        down = (hi - freqs) / max(hi - mid, 1e-6)
+        fb[:, m] = np.clip(np.minimum(up, down), 0.0, None)
+    return fb
+
+
+class LogMel(nn.Module):
+    """Waveform [B,N] -> log-mel [B,n_mels,T] with a Hann-windowed DFT as a strided conv1d."""
+
+    def __init__(self, rate: int, n_fft: int = 512, hop: int = 256, n_mels: int = 40) -> None:
+        super().__init__()
+        n_freq = n_fft // 2 + 1
+        t = np.arange(n_fft)
+        window = 0.5 - 0.5 * np.cos(2 * np.pi * t / n_fft)
+        k = np.arange(n_freq)[:, None]
+        phase = 2 * np.pi * k * t[None] / n_fft
+        kernel = np.concatenate([np.cos(phase) * window, -np.sin(phase) * window]).astype(np.float32)
+        self.register_buffer("dft", torch.from_numpy(kernel)[:, None, :], persistent=False)
+        self.register_buffer("mel", torch.from_numpy(mel_filterbank(n_freq, n_mels, rate)).T.contiguous(), persistent=False)
+        self.hop = hop
+        self.n_freq = n_freq
+        self.n_mels = n_mels
+
+    def frames(self, samples: int) -> int:
+        return (samples - self.dft.shape[-1]) // self.hop + 1
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        spec = nn.functional.conv1d(audio[:, None, :], self.dft, stride=self.hop)  # [B, 2F, T]
+        re, im = spec[:, : self.n_freq], spec[:, self.n_freq :]
+        power = re * re + im * im
+        return torch.log(torch.matmul(self.mel, power) + 1e-6)  # [B, M, T]
+
+
+class AudioEncoder(nn.Module):
+    """Log-mel -> temporal convs -> mean+max pooling over time -> [B,d].
+
+    Max pooling keeps brief (100-300 ms) events that a mean over a 0.5 s window would dilute.
+    """
+
+    def __init__(self, rate: int, samples: int, dim: int, width: int = 48) -> None:
+        super().__init__()
+        self.logmel = LogMel(rate)
+        if self.logmel.frames(samples) < 3:
+            raise ValueError(f"audio_samples={samples} is too short for the log-mel front end")
+        m = self.logmel.n_mels
+        self.norm = nn.GroupNorm(1, m)  # per-example level normalisation: robust to mic gain
+        self.net = nn.Sequential(
+            nn.Conv1d(m, width, 3, padding=1), nn.GELU(),
+            nn.Conv1d(width, width, 3, padding=1), nn.GELU(),
+        )
+        self.out = nn.Sequential(nn.Linear(2 * width, dim), nn.GELU(), nn.Linear(dim, dim))
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        x = self.net(self.norm(self.logmel(audio)))
+        return self.out(torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1))
+
+
+class JointEncoder(nn.Module):
+    """Positions+velocities [B,2J] -> one token [B,d], normalised inside the graph.
+
+    `mean`/`std` are persistent buffers set from training data (set_stats), so deployed
+    models carry their own normalisation. NaN velocities (publisher gave none) become 0.
+    sin/cos of positions make forward kinematics of revolute joints easy to learn.
+    """
+
+    def __init__(self, num_joints: int, dim: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.num_joints = num_joints
+        self.register_buffer("mean", torch.zeros(2 * num_joints))
+        self.register_buffer("std", torch.ones(2 * num_joints))
+        self.net = nn.Sequential(nn.Linear(4 * num_joints, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def set_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.mean.copy_(mean.to(self.mean))
+        self.std.copy_(std.to(self.std).clamp_min(1e-3))
+
+    def forward(self, joints: torch.Tensor) -> torch.Tensor:
+        joints = torch.where(torch.isfinite(joints), joints, torch.zeros_like(joints))
+        pos = joints[:, : self.num_joints]
+        x = torch.cat([(joints - self.mean) / self.std, torch.sin(pos), torch.cos(pos)], dim=1)
+        return self.net(x)
+
+
+class TextEncoder(nn.Module):
+    """Projection of a precomputed 384-d sentence embedding to one token [B,d]."""
+
+    def __init__(self, text_dim: int, dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(text_dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        return self.net(text)
+

@@ -1,0 +1,81 @@
+"""FusionModel: encoders + a fusion head + task heads, with the model I/O contract.
+
+forward(image, audio, joints, text, present) -> tuple in `output_names` order:
+state [B,D], weights [B,4], target_xy [B,2], direction [B,2], command [B,C]
+(+ image_attention [B,G] for attention heads). Shapes are static for a given ModelSpec.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fusion_node.config import ModelSpec
+from fusion_node.models.encoders import AudioEncoder, ImageEncoder, JointEncoder, TextEncoder
+from fusion_node.models.heads import Encoded, TaskHeads, build_head
+
+INPUT_NAMES: tuple[str, ...] = ("image", "audio", "joints", "text", "present")
+BASE_OUTPUT_NAMES: tuple[str, ...] = ("state", "weights", "target_xy", "direction", "command")
+TASKS: tuple[str, ...] = ("target_xy", "direction", "command")
+
+
+class FusionModel(nn.Module):
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        d = int(spec.extra.get("token_dim", 64))
+        width = int(spec.extra.get("image_width", 32))
+        self.image = ImageEncoder(tuple(spec.image_size), d, width=width)
+        self.audio = AudioEncoder(spec.audio_rate, spec.audio_samples, d)
+        self.joints = JointEncoder(len(spec.joint_names), d)
+        self.text = TextEncoder(spec.text_dim, d)
+        self.head = build_head(spec.fusion, d, spec.dim, len(spec.commands), self.image.num_tokens, spec.extra)
+        self.tasks = None if spec.fusion == "late" else TaskHeads(spec.dim, len(spec.commands))
+        self.token_dim = d
+        self.output_names: tuple[str, ...] = BASE_OUTPUT_NAMES + (
+            ("image_attention",) if spec.fusion == "attention" else ()
+        )
+
+    def encode(self, image: torch.Tensor, audio: torch.Tensor, joints: torch.Tensor, text: torch.Tensor,
+               present: torch.Tensor) -> Encoded:
+        tokens, pooled = self.image(image)
+        vectors = torch.stack([pooled, self.audio(audio), self.joints(joints), self.text(text)], dim=1)
+        return Encoded(tokens, vectors, present)
+
+    def forward(self, image: torch.Tensor, audio: torch.Tensor, joints: torch.Tensor, text: torch.Tensor,
+                present: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.forward_encoded(self.encode(image, audio, joints, text, present))
+
+    def forward_encoded(self, enc: Encoded) -> tuple[torch.Tensor, ...]:
+        fused = self.head(enc)
+        outputs = fused.outputs if fused.outputs is not None else self.tasks(fused.state)
+        result = (fused.state, fused.weights, outputs["target_xy"], outputs["direction"], outputs["command"])
+        if fused.image_attention is not None:
+            result = result + (fused.image_attention,)
+        return result
+
+    def named_outputs(self, outputs: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        return dict(zip(self.output_names, outputs))
+
+
+def build_model(spec: ModelSpec) -> FusionModel:
+    """A freshly initialised model for `spec` (seed torch beforehand for reproducibility)."""
+    return FusionModel(spec)
+
+
+def example_inputs(spec: ModelSpec, batch: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random inputs with the contract's names, shapes and ranges (all modalities present)."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = spec.image_size
+    j = len(spec.joint_names)
+    text = torch.randn(batch, spec.text_dim, generator=g)
+    return {
+        "image": torch.rand(batch, 3, h, w, generator=g),
+        "audio": torch.rand(batch, spec.audio_samples, generator=g) * 2 - 1,
+        "joints": torch.randn(batch, 2 * j, generator=g),
+        "text": text / text.norm(dim=1, keepdim=True),
+        "present": torch.ones(batch, 4),
+    }
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

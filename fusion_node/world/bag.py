@@ -1,0 +1,251 @@
+"""Recording the simulated world into rosbag2 (MCAP or sqlite3) with realistic sensor timing.
+
+Timing model, per stream:
+  header stamp = capture time (camera/joint sample times jitter around their nominal grid; an
+                 AudioFrame's stamp is the capture time of its first sample),
+  log time     = when a recorder would have received it: stamp + transport latency (+ the chunk
+                 length for audio) + uniform [0, reorder] delay, so messages of one topic can
+                 arrive out of stamp order. Messages are written in log-time order, as recorded.
+/instruction (std_msgs/String, no header) is logged at the time the instruction takes effect;
+/ground_truth is stamped with the camera frame's stamp and logged with it.
+The world's seed, config and objects are stored as bag metadata under `fusion.world`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from .audio import to_s16le
+from .config import JOINT_NAMES, WorldConfig
+from .sim import World
+
+TOPICS: dict[str, str] = {
+    "/camera/image_raw": "sensor_msgs/msg/Image",
+    "/audio": "fusion_msgs/msg/AudioFrame",
+    "/joint_states": "sensor_msgs/msg/JointState",
+    "/instruction": "std_msgs/msg/String",
+    "/ground_truth": "fusion_msgs/msg/GroundTruth",
+}
+STORAGES = ("mcap", "sqlite3")
+CAMERA_FRAME = "camera"
+AUDIO_FRAME = "microphone"
+# publishers of /joint_states when split_joints: a second controller owns the wrist
+JOINT_GROUPS_SPLIT: tuple[tuple[str, ...], ...] = (JOINT_NAMES[:2], JOINT_NAMES[2:])
+
+
+@dataclass
+class BagSummary:
+    path: Path
+    seed: int
+    duration: float
+    storage: str
+    counts: dict[str, int] = field(default_factory=dict)
+    bytes: int = 0
+    objects: list[str] = field(default_factory=list)
+    instructions: list[str] = field(default_factory=list)
+    commands: list[tuple[float, str]] = field(default_factory=list)  # (onset s, command)
+
+
+@dataclass(order=True)
+class _Event:
+    log_ns: int
+    order: int  # tie-break: stream rank then sequence, so equal log times stay deterministic
+    topic: str = field(compare=False)
+    make: Callable[[], Any] = field(compare=False)
+
+
+def _ns(start_ns: int, t: float) -> int:
+    return start_ns + int(round(t * 1e9))
+
+
+class _Schedule:
+    """Every message of an episode as (log time, builder); builders run only when written."""
+
+    def __init__(self, world: World, duration: float, store: Any) -> None:
+        self.world, self.duration, self.store = world, duration, store
+        c = world.config
+        self.start_ns = int(round(c.start_time * 1e9))
+        self.rng = np.random.default_rng([world.seed, 8])
+        T = store.types
+        self.Header, self.Time = T["std_msgs/msg/Header"], T["builtin_interfaces/msg/Time"]
+        self.Image, self.JointState = T["sensor_msgs/msg/Image"], T["sensor_msgs/msg/JointState"]
+        self.AudioFrame, self.String = T["fusion_msgs/msg/AudioFrame"], T["std_msgs/msg/String"]
+        self.GroundTruth = T["fusion_msgs/msg/GroundTruth"]
+        self.events: list[_Event] = []
+        self._camera()
+        self._audio()
+        self._joints()
+        self._instructions()
+        heapq.heapify(self.events)
+
+    def _add(self, log_t: float, rank: int, seq: int, topic: str, make: Callable[[], Any]) -> None:
+        self.events.append(_Event(_ns(self.start_ns, log_t), rank * 10**9 + seq, topic, make))
+
+    def _header(self, t: float, frame: str) -> Any:
+        ns = _ns(self.start_ns, t)
+        return self.Header(stamp=self.Time(sec=ns // 10**9, nanosec=ns % 10**9), frame_id=frame)
+
+    def _camera(self) -> None:
+        c = self.world.config
+        n = int(np.floor(self.duration * c.camera_rate - 0.5)) + 1
+        capture = (np.arange(n) + 0.5) / c.camera_rate + self.rng.uniform(-c.camera_jitter, c.camera_jitter, n)
+        arrive = capture + c.camera_latency + self.rng.uniform(0, c.reorder, n)
+        for k in range(n):
+            t = float(capture[k])
+            self._add(arrive[k], 0, k, "/camera/image_raw", lambda t=t: self._image(t))
+            self._add(arrive[k], 1, k, "/ground_truth", lambda t=t: self._truth(t))
+
+    def _image(self, t: float) -> Any:
+        img = self.world.render(t)
+        h, w = img.shape[:2]
+        return self.Image(header=self._header(t, CAMERA_FRAME), height=h, width=w, encoding="rgb8",
+                          is_bigendian=0, step=w * 3, data=img.reshape(-1))
+
+    def _truth(self, t: float) -> Any:
+        g = self.world.truth(t)
+        return self.GroundTruth(header=self._header(t, CAMERA_FRAME), target_xy=g.target_xy.astype(np.float32),
+                                direction=g.direction.astype(np.float32), command=g.command,
+                                instruction=g.instruction, target=g.target)
+
+    def _audio(self) -> None:
+        c = self.world.config
+        size = int(round(c.audio_chunk * c.audio_rate))
+        n = int(self.duration * c.audio_rate) // size
+        first = np.arange(n) * size
+        stamp = first / c.audio_rate + self.rng.uniform(-c.audio_jitter, c.audio_jitter, n)
+        arrive = (first + size) / c.audio_rate + c.audio_latency + self.rng.uniform(0, c.reorder, n)
+        for k in range(n):
+            self._add(arrive[k], 2, k, "/audio",
+                      lambda k=k: self._audio_msg(float(stamp[k]), int(first[k]), size))
+
+    def _audio_msg(self, stamp: float, first: int, size: int) -> Any:
+        data = np.frombuffer(to_s16le(self.world.audio_samples(first, size)), np.uint8)
+        return self.AudioFrame(header=self._header(stamp, AUDIO_FRAME), sample_rate=self.world.config.audio_rate,
+                               channels=1, encoding="S16LE", data=data)
+
+    def _joints(self) -> None:
+        c = self.world.config
+        groups = JOINT_GROUPS_SPLIT if c.split_joints else (JOINT_NAMES,)
+        n = int(np.floor(self.duration * c.joint_rate))
+        for g, names in enumerate(groups):
+            # independent publishers are not phase-locked: offset the second one's sample grid
+            grid = (np.arange(n) + 0.37 * g) / c.joint_rate
+            t = np.maximum(grid + self.rng.uniform(-c.joint_jitter, c.joint_jitter, n), 0.0)
+            arrive = t + c.joint_latency + self.rng.uniform(0, c.reorder, n)
+            q, v = self.world.joints(t)
+            cols = [JOINT_NAMES.index(x) for x in names]
+            for k in range(n):
+                self._add(arrive[k], 3 + g, k, "/joint_states",
+                          lambda k=k, names=names, cols=cols, t=t, q=q, v=v: self.JointState(
+                              header=self._header(float(t[k]), ""), name=list(names),
+                              position=q[k, cols].copy(), velocity=v[k, cols].copy(),
+                              effort=np.zeros(0, np.float64)))
+
+    def _instructions(self) -> None:
+        for k, inst in enumerate(self.world.instructions.until(self.duration)):
+            self._add(inst.time, 5, k, "/instruction", lambda text=inst.text: self.String(data=text))
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __iter__(self) -> Iterator[_Event]:
+        while self.events:
+            yield heapq.heappop(self.events)
+
+
+def _check_out(path: Path, overwrite: bool) -> None:
+    if path.exists():
+        if not overwrite:
+            raise ValueError(f"{path}: already exists (remove it, choose another path, or pass --overwrite)")
+        if not (path.is_dir() and (path / "metadata.yaml").is_file()):
+            raise ValueError(f"{path}: exists and is not a rosbag2 directory; refusing to replace it")
+        shutil.rmtree(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ValueError(f"{path}: parent directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{path}: parent directory {parent} is not writable")
+
+
+def write_bag(path: str | Path, config: WorldConfig | None = None, seed: int = 0, duration: float = 10.0,
+              storage: str = "mcap", overwrite: bool = False, progress: bool = False) -> BagSummary:
+    """Simulate `duration` seconds of the world for `seed` and record them as a rosbag2 at `path`."""
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+
+    from fusion_node.bag.typestore import get_typestore
+
+    path = Path(path)
+    if storage not in STORAGES:
+        raise ValueError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
+    if not (0 < duration <= 3600):
+        raise ValueError(f"duration must be in (0, 3600] s, got {duration}")
+    world = World(config, seed)
+    _check_out(path, overwrite)
+    store = get_typestore()
+    schedule = _Schedule(world, duration, store)
+
+    writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
+    if storage == "mcap":
+        # zstd chunks inside the MCAP file: readers decompress transparently, frames shrink ~10x
+        writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+    writer.set_custom_data("fusion.world", json.dumps(world_metadata(world, duration)))
+    summary = BagSummary(path, world.seed, duration, storage, objects=[o.name for o in world.objects])
+    try:
+        writer.open()
+    except OSError as exc:
+        raise RuntimeError(f"{path}: cannot create bag: {exc.strerror or exc}") from None
+    try:
+        conns = {topic: writer.add_connection(topic, msgtype, typestore=store) for topic, msgtype in TOPICS.items()}
+        counts = dict.fromkeys(TOPICS, 0)
+        with tqdm(total=len(schedule), desc=f"sample-bag {path.name}", unit="msg", disable=not progress,
+                  leave=False, mininterval=0.2) as bar:
+            for event in schedule:
+                msgtype = TOPICS[event.topic]
+                writer.write(conns[event.topic], event.log_ns, store.serialize_cdr(event.make(), msgtype))
+                counts[event.topic] += 1
+                bar.update()
+        writer.close()
+    except BaseException:
+        writer.abort()
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    summary.counts = counts
+    summary.bytes = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    summary.instructions = [i.text for i in world.instructions.until(duration)]
+    summary.commands = [(e.onset, world.commands[e.command]) for e in world.audio.schedule(duration)]
+    return summary
+
+
+def world_metadata(world: World, duration: float) -> dict[str, Any]:
+    """What a reader needs to know about how a bag was simulated (stored in the bag)."""
+    return {
+        "seed": world.seed,
+        "duration": duration,
+        "config": dataclasses.asdict(world.config),
+        "objects": [o.name for o in world.objects],
+        "commands": list(world.commands),
+        "joint_names": list(JOINT_NAMES),
+    }
+
+
+def generate_episodes(out_dir: str | Path, count: int, first_seed: int = 0, duration: float = 10.0,
+                      config: WorldConfig | None = None, storage: str = "mcap", overwrite: bool = False,
+                      progress: bool = False) -> list[BagSummary]:
+    """Write `count` episodes (seeds first_seed, first_seed+1, ...) as out_dir/episode_<seed>."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = range(first_seed, first_seed + count)
+    return [write_bag(out / f"episode_{s:06d}", config, s, duration, storage, overwrite)
+            for s in tqdm(seeds, desc="episodes", unit="bag", disable=not progress)]

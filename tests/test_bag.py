@@ -99,10 +99,11 @@ def test_writer_refuses_to_replace_a_non_bag(tmp_path: Path) -> None:
 
 
 def test_custom_type_decodes_from_the_definition_stored_in_the_bag(tmp_path: Path) -> None:
-    from rosbags.typesys import get_types_from_msg
+    from rosbags.typesys import Stores, get_types_from_msg
+    from rosbags.typesys import get_typestore as rosbags_typestore
 
     definition = "float64 speed\nstring label\nint32[] ids\n"
-    store = get_typestore()
+    store = rosbags_typestore(Stores.EMPTY)  # the shared store must not learn acme_msgs
     store.register(get_types_from_msg(definition, "acme_msgs/msg/Thing"))
     with Writer(tmp_path / "b", version=9, storage_plugin=StoragePlugin.MCAP) as w:
         c = w.add_connection("/thing", "acme_msgs/msg/Thing", typestore=store)

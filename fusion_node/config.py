@@ -32,7 +32,8 @@ class SyncConfig:
     rate_hz: float = 0.0  # used when reference == "clock"
     horizon: float = 2.0  # s of history kept per modality
     max_entries: int = 4096  # hard cap per modality buffer
-    future_tolerance: float = 1.0  # s a stamp may lead the newest reference before it is suspect
+    future_tolerance: float = 1.0  # s a stamp may lead the stream clock (stamp - arrival) before it is suspect
+    jump_threshold: float = 1.0  # s a stamp may fall behind its stream's newest before a clock jump is suspected
     audio_window: float = 0.5  # s
     audio_rate: int = 16000  # Hz the window is resampled to
     audio_channel: int = -1  # -1 mixes channels to mono, else selects one

@@ -1,0 +1,278 @@
+"""SyncBuffer: event-time alignment of all modalities onto reference times, with deadlines.
+
+Inputs arrive in any order through add(); poll(now) emits an AlignedFrame per reference time
+(each camera frame, or each tick of a fixed-rate clock) once every modality has data at or
+after it (so interpolation and windows are complete) or once that modality's max_wait has
+passed since the reference arrived. Frames leave in reference-time order, each once.
+
+Clock sanity uses the skew stamp - arrival: a sample whose skew leads the last accepted one
+by more than future_tolerance, or whose stamp falls more than jump_threshold behind its own
+stream, is held as suspect. A few suspects in a row mean the clock really jumped (bag loop,
+simulation reset): pending frames are flushed, buffers reset, and the suspects replayed into
+the new epoch. An isolated suspect expires and is counted (future or late) and dropped.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from fusion_node import MODALITIES
+from fusion_node.config import SyncConfig
+from fusion_node.frames import AlignedFrame
+from fusion_node.sync.policies import DUPLICATE, OK, Policy, make_policy
+from fusion_node.sync.ring import Ring
+from fusion_node.sync.stats import ModalityStats
+
+log = logging.getLogger(__name__)
+
+# Consecutive suspect samples that prove a clock jump: at the rates here, a few milliseconds.
+JUMP_CONFIRM = 8
+# Housekeeping (horizon eviction) runs every this many accepted samples, and after emissions.
+EVICT_EVERY = 1024
+# Drops are logged at most this often per modality and reason (arrival-clock seconds).
+LOG_EVERY = 5.0
+
+INF = float("inf")
+NAN = float("nan")
+
+
+class SyncBuffer:
+    """Aligns samples from several modalities onto reference times; see the module docstring."""
+
+    def __init__(self, cfg: SyncConfig) -> None:
+        self.cfg = cfg
+        self._check(cfg)
+        self._stats: dict[str, ModalityStats] = {}
+        self._policies: dict[str, Policy] = {}
+        for name, ms in cfg.modalities.items():
+            self._stats[name] = ModalityStats()
+            self._policies[name] = make_policy(name, ms, cfg, self._stats[name])
+        self._clock = cfg.reference == "clock"
+        if self._clock:
+            self._ref_policy: Policy | None = None
+            self._ref = Ring()
+        else:
+            self._ref_policy = self._policies[cfg.reference]
+            self._ref = self._ref_policy.ring
+        self._others = [p for n, p in self._policies.items() if p is not self._ref_policy]
+        self._future_tol = cfg.future_tolerance
+        self._jump = cfg.jump_threshold
+        self._horizon = cfg.horizon
+        self._frames = 0
+        self._skipped_ticks = 0
+        self._outbox: list[AlignedFrame] = []
+        self._suspects: list[tuple[str, Any, float]] = []
+        self._last_log: dict[tuple[str, str], float] = {}
+        self._start_epoch()
+
+    @staticmethod
+    def _check(cfg: SyncConfig) -> None:
+        unknown = sorted(set(cfg.modalities) - set(MODALITIES))
+        if unknown:
+            raise ValueError(f"sync.modalities: unknown modality {', '.join(unknown)} (known: {', '.join(MODALITIES)})")
+        if cfg.reference == "clock":
+            if not cfg.rate_hz > 0:
+                raise ValueError("sync.rate_hz must be > 0 when sync.reference is 'clock'")
+        elif cfg.reference not in cfg.modalities:
+            raise ValueError(f"sync.reference {cfg.reference!r} is not a configured modality or 'clock'")
+        if cfg.horizon <= 0 or cfg.max_entries < 2:
+            raise ValueError("sync.horizon must be > 0 and sync.max_entries >= 2")
+
+    def _start_epoch(self) -> None:
+        self._watermark = -INF  # stamp of the last emitted reference
+        self._skew = INF  # stamp - arrival of the last accepted sample; INF until the first one
+        # Clock mode: the first accepted stamp creates the first tick; image mode never ticks.
+        self._next_tick = -INF if self._clock else INF
+        self._tick_k: int | None = None
+        self._adds = 0
+
+    # ------------------------------------------------------------------ ingest
+    def add(self, modality: str, sample: Any, arrival: float) -> bool:
+        """Store one sample received at `arrival`; False when it was dropped (and counted)."""
+        pol = self._policies.get(modality)
+        if pol is None:
+            raise ValueError(f"modality {modality!r} is not configured (configured: {', '.join(self._policies)})")
+        pol.stats.received += 1
+        return self._ingest(pol, modality, sample, arrival)
+
+    def _ingest(self, pol: Policy, modality: str, sample: Any, arrival: float) -> bool:
+        try:
+            stamp = sample.stamp + 0.0
+            arrival = arrival + 0.0
+        except (AttributeError, TypeError):
+            return self._drop(pol, "invalid", arrival)
+        if stamp - stamp != 0.0 or arrival - arrival != 0.0:  # NaN or infinite
+            return self._drop(pol, "invalid", arrival)
+        skew = stamp - arrival
+        if skew > self._skew + self._future_tol or stamp < pol.newest - self._jump:
+            return self._suspect(modality, sample, arrival)
+        if self._suspects:
+            self._expire_suspects(arrival)
+        return self._accept(pol, sample, stamp, arrival, skew)
+
+    def _accept(self, pol: Policy, sample: Any, stamp: float, arrival: float, skew: float) -> bool:
+        if stamp <= self._watermark:
+            pol.stats.late += 1
+            if not pol.useful_late(sample, stamp, self._watermark):
+                return self._drop(pol, "late", arrival, counted=True)
+        try:
+            code = pol.insert(stamp, sample, arrival)
+        except (AttributeError, TypeError, ValueError, IndexError):
+            code = -1
+        if code != OK:
+            return self._drop(pol, "duplicate" if code == DUPLICATE else "invalid", arrival)
+        pol.stats.accepted += 1
+        self._skew = skew
+        if stamp >= self._next_tick:
+            self._tick(stamp, arrival)
+        self._adds += 1
+        if self._adds % EVICT_EVERY == 0:
+            self._evict()
+        return True
+
+    def _drop(self, pol: Policy, reason: str, arrival: float, counted: bool = False) -> bool:
+        st = pol.stats
+        st.dropped += 1
+        if reason == "duplicate":
+            st.duplicates += 1
+        elif reason == "invalid":
+            st.invalid += 1
+        elif reason == "future":
+            st.future += 1
+        elif reason == "late" and not counted:
+            st.late += 1
+        key = (pol.name, reason)
+        last = self._last_log.get(key)
+        if last is None or not arrival - last < LOG_EVERY:  # also logs again after a clock jump
+            self._last_log[key] = arrival
+            log.warning("sync: dropped %s sample (%s); %d dropped so far", pol.name, reason, st.dropped)
+        return False
+
+    def _suspect(self, modality: str, sample: Any, arrival: float) -> bool:
+        self._expire_suspects(arrival)
+        self._suspects.append((modality, sample, arrival))
+        if len(self._suspects) < JUMP_CONFIRM:
+            return True  # held, decided later
+        held = self._suspects
+        self._suspects = []
+        self.reset("clock jump")
+        for modality_, sample_, arrival_ in held:
+            self._ingest(self._policies[modality_], modality_, sample_, arrival_)
+        return True
+
+    def _expire_suspects(self, arrival: float) -> None:
+        """Suspects not confirmed by a run of followers within future_tolerance are bad stamps."""
+        keep = []
+        for item in self._suspects:
+            if arrival - item[2] <= self._future_tol and len(keep) + 1 < JUMP_CONFIRM:
+                keep.append(item)
+                continue
+            pol = self._policies[item[0]]
+            ahead = item[1].stamp - item[2] > self._skew + self._future_tol
+            self._drop(pol, "future" if ahead else "late", arrival)
+        self._suspects = keep
+
+    def _tick(self, stamp: float, arrival: float) -> None:
+        """Clock mode: create the ticks the stream clock has now reached, each 'arriving' now."""
+        rate = self.cfg.rate_hz
+        k = self._tick_k
+        if k is None:
+            k = math.ceil(stamp * rate - 1e-9)
+        elif stamp - k / rate > self._horizon:  # long silence: no frames for times nobody can fill
+            skip_to = math.ceil((stamp - self._horizon) * rate - 1e-9)
+            self._skipped_ticks += skip_to - k
+            k = skip_to
+        while k / rate <= stamp:
+            t = k / rate
+            if t > self._watermark:
+                self._ref.push(t, None, arrival)
+            k += 1
+        self._tick_k = k
+        self._next_tick = k / rate
+
+    # ------------------------------------------------------------------ emit
+    def poll(self, now: float) -> list[AlignedFrame]:
+        """Frames whose inputs are complete or whose deadlines passed by `now`, in order."""
+        out = self._outbox
+        if out:
+            self._outbox = []
+        ref = self._ref
+        stamps, arrivals = ref.stamps, ref.arrivals
+        emitted = False
+        while len(stamps) > ref.head:
+            t = stamps[ref.head]
+            arr = arrivals[ref.head]
+            for pol in self._others:
+                if pol.coverage < t and now < arr + pol.max_wait:
+                    break
+            else:
+                out.append(self._emit())
+                emitted = True
+                continue
+            break
+        if emitted:
+            self._evict()
+        return out
+
+    def flush(self) -> list[AlignedFrame]:
+        """End of stream: emit every pending reference with whatever is present."""
+        out = self._outbox
+        self._outbox = []
+        while len(self._ref):
+            out.append(self._emit())
+        return out
+
+    def _emit(self) -> AlignedFrame:
+        ref = self._ref
+        i = ref.head
+        t = ref.stamps[i]
+        frame = AlignedFrame(stamp=t, image=None, audio=None, joint_position=None,
+                             joint_velocity=None, joint_mask=None, text=None,
+                             arrival=ref.arrivals[i])
+        if self._ref_policy is not None:
+            self._ref_policy.fill(frame, t)
+        for pol in self._others:
+            pol.fill(frame, t)
+        for name in MODALITIES:
+            if name not in frame.present:
+                frame.present[name] = False
+                frame.age[name] = NAN
+                frame.used[name] = ()
+        ref.drop_before(i + 1)
+        self._watermark = t
+        self._frames += 1
+        return frame
+
+    def _evict(self) -> None:
+        wm = self._watermark
+        for pol in self._others:
+            top = pol.newest - self._horizon
+            # Keep what the next reference may need, unless the reference stream stalled.
+            cutoff = min(top, max(wm, top - self._horizon))
+            if cutoff > -INF:
+                pol.evict(cutoff)
+
+    # ------------------------------------------------------------------ control
+    def reset(self, reason: str) -> None:
+        """Start a new epoch: pending frames are resolved into the next poll(), buffers cleared."""
+        log.warning("sync: reset (%s)", reason)
+        self._outbox.extend(self.flush())
+        for pol in self._policies.values():
+            pol.clear()
+            pol.stats.resets += 1
+        self._ref.clear()
+        self._suspects = []
+        self._start_epoch()
+
+    def pending(self) -> int:
+        """Reference times waiting for data or deadlines."""
+        return len(self._ref)
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Per modality counters and age/alignment summaries, plus 'frames' for the buffer."""
+        out = {name: self._stats[name].summary(pol.size()) for name, pol in self._policies.items()}
+        out["frames"] = {"emitted": float(self._frames), "pending": float(len(self._ref)),
+                         "skipped_ticks": float(self._skipped_ticks),
+                         "suspects": float(len(self._suspects))}
+        return out

@@ -1,0 +1,535 @@
+"""Per-modality resolution policies: what a modality stores and how it fills an AlignedFrame.
+
+Policies: `reference` (the sample clocks the frame), `nearest`/`exact` (one sample within a
+tolerance), `latest` (newest at or before the reference, valid for a TTL), `interpolate`
+(joints: linear in position and velocity, publishers merged by joint name) and `window`
+(audio: the last W seconds stitched from chunks, resampled, gaps zero-filled).
+
+Insertion is the hot path: it validates cheaply and appends to a Ring; all numpy work
+(selection, interpolation, stitching) happens lazily in fill(), once per emitted frame.
+"""
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from typing import Any
+
+import numpy as np
+
+from fusion_node.config import ModalitySync, SyncConfig
+from fusion_node.frames import AlignedFrame
+from fusion_node.sync.ring import Ring
+from fusion_node.sync.stats import ModalityStats
+
+OK, DUPLICATE, INVALID = 0, 1, 2
+
+# Stamps converted from integer nanoseconds to float differ only by rounding, far below this.
+EXACT_EPS = 1e-6
+
+# Distinct joint-name sets (publishers) kept apart; more is a misconfigured graph, not data.
+MAX_JOINT_GROUPS = 32
+
+NAN = float("nan")
+INF = float("inf")
+
+
+class Policy:
+    """Base: one modality's storage, its completeness mark and how it fills a frame.
+
+    coverage: newest time the modality has data for; a reference time t is complete for the
+    modality once coverage >= t. newest: newest stamp accepted (survives eviction, for jump
+    detection). lookback: how far before a reference time fill() reads, so eviction keeps it.
+    """
+
+    lookback = 0.0
+
+    def __init__(self, name: str, ms: ModalitySync, cfg: SyncConfig, stats: ModalityStats) -> None:
+        self.name = name
+        self.tolerance = ms.tolerance
+        self.max_wait = ms.max_wait
+        self.cap = cfg.max_entries
+        self.stats = stats
+        self.coverage = -INF
+        self.newest = -INF
+        self.ring = Ring()
+
+    def insert(self, stamp: float, sample: Any, arrival: float) -> int:
+        raise NotImplementedError
+
+    def fill(self, frame: AlignedFrame, t: float) -> None:
+        raise NotImplementedError
+
+    def useful_late(self, sample: Any, stamp: float, watermark: float) -> bool:
+        """Whether a sample behind the emitted watermark can still serve a later frame."""
+        return stamp >= watermark - self.lookback
+
+    def _push(self, stamp: float, item: Any, arrival: float) -> int:
+        ring = self.ring
+        if not ring.push(stamp, item, arrival):
+            return DUPLICATE
+        if len(ring.stamps) - ring.head > self.cap:
+            self.stats.evicted += ring.drop_before(ring.head + 1)
+        if stamp > self.newest:
+            self.newest = stamp
+        return OK
+
+    def evict(self, cutoff: float) -> None:
+        """Drop what no reference time >= cutoff can use (the sample just before it stays)."""
+        ring = self.ring
+        i = ring.index_left(cutoff - self.lookback) - 1
+        if i > ring.head:
+            self.stats.evicted += ring.drop_before(i)
+
+    def size(self) -> int:
+        return len(self.ring)
+
+    def clear(self) -> None:
+        self.ring.clear()
+        self.coverage = -INF
+        self.newest = -INF
+
+    def _absent(self, frame: AlignedFrame) -> None:
+        frame.present[self.name] = False
+        frame.age[self.name] = NAN
+        frame.used[self.name] = ()
+        self.stats.missing += 1
+
+    def _present(self, frame: AlignedFrame, age: float, error: float, used: tuple[float, ...],
+                 arrival: float) -> None:
+        frame.present[self.name] = True
+        frame.age[self.name] = age
+        frame.used[self.name] = used
+        if arrival > frame.arrival:
+            frame.arrival = arrival
+        self.stats.record(age, error)
+
+
+def _set_image(frame: AlignedFrame, sample: Any) -> None:
+    frame.image = sample.image
+
+
+def _set_text(frame: AlignedFrame, sample: Any) -> None:
+    frame.text = sample.text
+
+
+_SETTERS = {"image": _set_image, "text": _set_text}
+_FIELDS = {"image": "image", "text": "text"}
+
+
+class SamplePolicy(Policy):
+    """nearest / exact / latest over whole samples (camera images, instructions)."""
+
+    def __init__(self, name: str, ms: ModalitySync, cfg: SyncConfig, stats: ModalityStats,
+                 mode: str) -> None:
+        super().__init__(name, ms, cfg, stats)
+        if name not in _SETTERS:
+            raise ValueError(f"sync.modalities.{name}: policy {mode!r} is not available for {name}")
+        self.mode = mode
+        self.ttl = ms.ttl
+        self.field = _FIELDS[name]
+        self.setter = _SETTERS[name]
+        if mode == "exact":
+            self.tolerance = EXACT_EPS
+        # latest may serve any later frame; nearest/exact only one within the tolerance.
+        self.lookback = INF if mode == "latest" else self.tolerance
+
+    def insert(self, stamp: float, sample: Any, arrival: float) -> int:
+        if not hasattr(sample, self.field):
+            return INVALID
+        code = self._push(stamp, sample, arrival)
+        if code == OK and stamp > self.coverage:
+            self.coverage = stamp
+        return code
+
+    def evict(self, cutoff: float) -> None:
+        if self.mode == "latest":
+            # Only the newest entry at or before the cutoff can still be "latest".
+            ring = self.ring
+            i = ring.index_right(cutoff) - 1
+            if i > ring.head:
+                self.stats.evicted += ring.drop_before(i)
+            return
+        super().evict(cutoff)
+
+    def fill(self, frame: AlignedFrame, t: float) -> None:
+        ring = self.ring
+        stamps, head = ring.stamps, ring.head
+        j = -1
+        if self.mode == "latest":
+            j = bisect_right(stamps, t, head) - 1
+            if j >= head and self.ttl > 0.0 and t - stamps[j] > self.ttl:
+                j = -1
+        else:
+            i = bisect_left(stamps, t, head)
+            best = INF
+            if i < len(stamps) and stamps[i] - t <= self.tolerance:
+                j, best = i, stamps[i] - t
+            if i - 1 >= head and t - stamps[i - 1] <= self.tolerance and t - stamps[i - 1] < best:
+                j = i - 1
+        if j < head:
+            self._absent(frame)
+            return
+        s = stamps[j]
+        self.setter(frame, ring.items[j])
+        self._present(frame, t - s, abs(t - s), (s,), ring.arrivals[j])
+
+
+class ReferencePolicy(Policy):
+    """The reference modality: each accepted sample is a pending frame, emitted in stamp order."""
+
+    def __init__(self, name: str, ms: ModalitySync, cfg: SyncConfig, stats: ModalityStats) -> None:
+        super().__init__(name, ms, cfg, stats)
+        self.setter = _SETTERS.get(name)
+        if self.setter is None:
+            raise ValueError(f"sync.reference: {name} cannot clock frames (use image or clock)")
+        self.field = _FIELDS[name]
+
+    def insert(self, stamp: float, sample: Any, arrival: float) -> int:
+        if not hasattr(sample, self.field):
+            return INVALID
+        return self._push(stamp, sample, arrival)
+
+    def useful_late(self, sample: Any, stamp: float, watermark: float) -> bool:
+        return False
+
+    def fill(self, frame: AlignedFrame, t: float) -> None:
+        ring = self.ring
+        self.setter(frame, ring.items[ring.head])
+        self._present(frame, 0.0, 0.0, (t,), ring.arrivals[ring.head])
+
+
+class JointGroup:
+    """Samples of one publisher (one joint-name tuple) and where its joints go in config order."""
+
+    __slots__ = ("ring", "index", "select", "width", "newest")
+
+    def __init__(self, names: tuple[str, ...], order: dict[str, int]) -> None:
+        known = [(k, order[n]) for k, n in enumerate(names) if n in order]
+        self.ring = Ring()
+        self.width = len(names)
+        self.index = np.array([c for _, c in known], dtype=np.intp)
+        # None when the publisher's order already is a contiguous prefix we can use directly.
+        sel = [k for k, _ in known]
+        self.select = None if sel == list(range(len(names))) else np.array(sel, dtype=np.intp)
+        self.newest = -INF
+
+
+class JointPolicy(Policy):
+    """interpolate / nearest / exact for JointState samples merged by joint name.
+
+    Each joint-name tuple (one publisher) has its own ring, so a slow publisher never has to
+    be searched through a fast one's samples. Per joint, the group whose sample is closest
+    to the reference time wins. interpolate is linear between the samples bracketing the
+    reference time, or extrapolated from the two nearest on one side when the stream has
+    not reached it yet, never further than `tolerance`. Missing velocities (NaN) are
+    replaced by the finite difference of the positions used, or 0 from a single sample.
+    """
+
+    def __init__(self, name: str, ms: ModalitySync, cfg: SyncConfig, stats: ModalityStats,
+                 mode: str) -> None:
+        super().__init__(name, ms, cfg, stats)
+        self.mode = mode
+        if mode == "exact":
+            self.tolerance = EXACT_EPS
+        self.lookback = self.tolerance
+        self.horizon = cfg.horizon
+        self.order = {n: k for k, n in enumerate(cfg.joint_names)}
+        self.n_joints = len(cfg.joint_names)
+        self.groups: dict[tuple[str, ...], JointGroup] = {}
+        self.group_list: list[JointGroup] = []
+
+    def insert(self, stamp: float, sample: Any, arrival: float) -> int:
+        g = self.groups.get(sample.names)
+        if g is None:
+            g = self._new_group(sample.names)
+            if g is None:
+                return INVALID
+        if len(sample.position) != g.width or len(sample.velocity) != g.width:
+            return INVALID
+        ring = g.ring
+        if not ring.push(stamp, sample, arrival):
+            return DUPLICATE
+        if len(ring.stamps) - ring.head > self.cap:
+            self.stats.evicted += ring.drop_before(ring.head + 1)
+        if stamp > g.newest:
+            g.newest = stamp
+            if stamp > self.newest:
+                self.newest = stamp
+            if len(self.group_list) == 1:
+                self.coverage = stamp
+            else:
+                self._update_coverage()
+        return OK
+
+    def _new_group(self, names: Any) -> JointGroup | None:
+        if not isinstance(names, tuple) or len(self.groups) >= MAX_JOINT_GROUPS:
+            return None
+        if not any(n in self.order for n in names) or len(set(names)) != len(names):
+            return None
+        g = JointGroup(names, self.order)
+        self.groups[names] = g
+        self.group_list.append(g)
+        return g
+
+    def _update_coverage(self) -> None:
+        # A publisher silent for longer than the horizon no longer holds frames back.
+        live = [g.newest for g in self.group_list if g.newest >= self.newest - self.horizon]
+        self.coverage = min(live) if live else -INF
+
+    def evict(self, cutoff: float) -> None:
+        lo = cutoff - self.lookback
+        for g in self.group_list:
+            ring = g.ring
+            i = ring.index_left(lo) - 1
+            if i > ring.head:
+                self.stats.evicted += ring.drop_before(i)
+        stale = [g for g in self.group_list if g.newest < cutoff - self.horizon]
+        if stale:
+            for g in stale:
+                self.stats.evicted += len(g.ring)
+                self.group_list.remove(g)
+            self.groups = {k: g for k, g in self.groups.items() if g not in stale}
+            self._update_coverage()
+
+    def size(self) -> int:
+        return sum(len(g.ring) for g in self.group_list)
+
+    def clear(self) -> None:
+        super().clear()
+        self.groups.clear()
+        self.group_list.clear()
+
+    def _pick(self, ring: Ring, t: float) -> tuple[int, int, float, float] | None:
+        """(a, b, age, error) of the samples to combine at t, or None when out of tolerance."""
+        stamps, head, n = ring.stamps, ring.head, len(ring.stamps)
+        if n <= head:
+            return None
+        i = bisect_left(stamps, t, head)
+        tol = self.tolerance
+        if i < n and stamps[i] - t <= EXACT_EPS:
+            return i, i, t - stamps[i], 0.0
+        if self.mode != "interpolate":
+            j = -1
+            if i < n and stamps[i] - t <= tol:
+                j = i
+            if i > head and t - stamps[i - 1] <= tol and (j < 0 or t - stamps[i - 1] < stamps[j] - t):
+                j = i - 1
+            if j < 0 or (self.mode == "exact" and abs(t - stamps[j]) > EXACT_EPS):
+                return None
+            return j, j, t - stamps[j], abs(t - stamps[j])
+        if head < i < n:  # bracketed: interpolation
+            d0, d1 = t - stamps[i - 1], stamps[i] - t
+            if min(d0, d1) > tol:
+                return None
+            return i - 1, i, (d0 if d0 <= d1 else -d1), 0.0
+        if i == n:  # stream has not reached t: extrapolate forward from the last two
+            d = t - stamps[n - 1]
+            if d > tol:
+                return None
+            return max(n - 2, head), n - 1, d, d
+        d = stamps[head] - t  # all samples after t (start of stream): extrapolate backward
+        if d > tol:
+            return None
+        return head, min(head + 1, n - 1), -d, d
+
+    def fill(self, frame: AlignedFrame, t: float) -> None:
+        J = self.n_joints
+        pos = np.zeros(J, dtype=np.float64)
+        vel = np.zeros(J, dtype=np.float64)
+        best = np.full(J, INF)
+        used: list[float] = []
+        age_out, err_out, arrival = 0.0, 0.0, -INF
+        for g in self.group_list:
+            pick = self._pick(g.ring, t)
+            if pick is None:
+                continue
+            a, b, age, err = pick
+            ring = g.ring
+            sa, sb = ring.stamps[a], ring.stamps[b]
+            A, B = ring.items[a], ring.items[b]
+            pa, va = np.asarray(A.position, dtype=np.float64), np.asarray(A.velocity, dtype=np.float64)
+            if a == b:
+                p, v = pa, np.nan_to_num(va, nan=0.0)
+                used.append(sa)
+            else:
+                pb, vb = np.asarray(B.position, dtype=np.float64), np.asarray(B.velocity, dtype=np.float64)
+                w = (t - sa) / (sb - sa)
+                dp = pb - pa
+                p = pa + dp * w
+                v = va + (vb - va) * w
+                if np.isnan(v).any():
+                    v = np.where(np.isnan(v), dp / (sb - sa), v)
+                used.extend((sa, sb))
+            if g.select is not None:
+                p, v = p[g.select], v[g.select]
+            idx = g.index
+            win = best[idx] > abs(age)
+            if not win.all():
+                idx, p, v = idx[win], p[win], v[win]
+            pos[idx] = p
+            vel[idx] = v
+            best[idx] = abs(age)
+            if abs(age) > abs(age_out):
+                age_out = age
+            err_out = max(err_out, err)
+            arrival = max(arrival, ring.arrivals[a], ring.arrivals[b])
+        mask = best < INF
+        if not mask.any():
+            frame.joint_mask = mask
+            self._absent(frame)
+            return
+        frame.joint_position = pos.astype(np.float32)
+        frame.joint_velocity = vel.astype(np.float32)
+        frame.joint_mask = mask
+        self._present(frame, age_out, err_out, tuple(used), arrival)
+
+
+class WindowPolicy(Policy):
+    """Audio: the last `audio_window` seconds ending at the reference time.
+
+    Chunks whose stamps agree with the sample count of their predecessor (within half a
+    chunk and the tolerance) form one contiguous run; a run is placed at the mean of its
+    chunks' stamp-implied start times, so per-chunk stamp jitter is averaged out instead of
+    tearing the signal. Runs are resampled to `audio_rate` by linear interpolation when
+    their rate differs. Whatever no run covers stays zero and counts towards audio_gap.
+    """
+
+    def __init__(self, name: str, ms: ModalitySync, cfg: SyncConfig, stats: ModalityStats) -> None:
+        super().__init__(name, ms, cfg, stats)
+        if name != "audio":
+            raise ValueError(f"sync.modalities.{name}: policy 'window' is only for audio")
+        self.window = cfg.audio_window
+        self.rate = cfg.audio_rate
+        self.channel = cfg.audio_channel
+        self.n_out = int(round(self.window * self.rate))
+        if self.n_out <= 0:
+            raise ValueError("sync.audio_window * sync.audio_rate must be at least one sample")
+        self.lookback = self.window
+        self.max_chunk = 0.0  # longest chunk held: how far before the window a chunk may start
+
+    def insert(self, stamp: float, sample: Any, arrival: float) -> int:
+        data, rate = sample.samples, sample.sample_rate
+        if rate <= 0 or data.ndim != 2 or data.shape[0] == 0:
+            return INVALID
+        c = self.channel
+        if c >= data.shape[1]:
+            return INVALID
+        dur = data.shape[0] / rate
+        code = self._push(stamp, sample, arrival)
+        if code == OK:
+            if stamp + dur > self.coverage:
+                self.coverage = stamp + dur
+            if dur > self.max_chunk:
+                self.max_chunk = dur
+        return code
+
+    def useful_late(self, sample: Any, stamp: float, watermark: float) -> bool:
+        return sample.end > watermark - self.window
+
+    def evict(self, cutoff: float) -> None:
+        ring = self.ring
+        i = ring.index_left(cutoff - self.window - self.max_chunk)
+        if i > ring.head:
+            self.stats.evicted += ring.drop_before(i)
+
+    def clear(self) -> None:
+        super().clear()
+        self.max_chunk = 0.0
+
+    def _mono(self, data: np.ndarray) -> np.ndarray:
+        if self.channel >= 0:
+            return data[:, self.channel]
+        if data.shape[1] == 1:
+            return data[:, 0]
+        return data.mean(axis=1, dtype=np.float32)
+
+    def fill(self, frame: AlignedFrame, t: float) -> None:
+        ring = self.ring
+        stamps, items = ring.stamps, ring.items
+        t0 = t - self.window
+        lo = bisect_left(stamps, t0 - self.max_chunk, ring.head)
+        hi = bisect_left(stamps, t, ring.head)
+        runs: list[list[int]] = []  # chunk indices per contiguous run
+        pred, rate_run, err = -INF, 0, 0.0
+        for k in range(lo, hi):
+            chunk = items[k]
+            if chunk.end <= t0:
+                continue
+            s, r, n = stamps[k], chunk.sample_rate, chunk.samples.shape[0]
+            if runs and r == rate_run and abs(s - pred) <= min(self.tolerance, 0.5 * n / r):
+                runs[-1].append(k)
+                err = max(err, abs(s - pred))
+            else:
+                runs.append([k])
+                rate_run = r
+            pred = s + n / r
+        if not runs:
+            frame.audio_gap = 1.0
+            self._absent(frame)
+            return
+        out = np.zeros(self.n_out, dtype=np.float32)
+        covered, cover_end, newest_end, arrival = 0, 0, -INF, -INF
+        used: list[float] = []
+        for run in runs:
+            lo_k, hi_k, end, start = self._place(out, run, t0, stamps, items)
+            if hi_k > max(lo_k, cover_end):
+                covered += hi_k - max(lo_k, cover_end)
+                cover_end = hi_k
+            newest_end = max(newest_end, end)
+            for k in run:
+                used.append(stamps[k])
+                arrival = max(arrival, ring.arrivals[k])
+        frame.audio = out
+        frame.audio_gap = 1.0 - covered / self.n_out
+        self._present(frame, max(0.0, t - newest_end), err, tuple(used), arrival)
+
+    def _place(self, out: np.ndarray, run: list[int], t0: float, stamps: list[float],
+               items: list[Any]) -> tuple[int, int, float, float]:
+        """Write one run into `out`; returns the output index range it covers and its time span."""
+        rate = items[run[0]].sample_rate
+        offsets, count, parts = 0.0, 0, []
+        for k in run:
+            offsets += stamps[k] - count / rate
+            data = self._mono(items[k].samples)
+            parts.append(data)
+            count += data.shape[0]
+        start = offsets / len(run)  # mean stamp-implied start of the run
+        x = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        R, n_out = self.rate, self.n_out
+        if rate == R:
+            off = int(round((start - t0) * R))
+            a, b = max(off, 0), min(off + count, n_out)
+            if b > a:
+                out[a:b] = x[a - off:b - off]
+        else:
+            a = max(int(math.ceil((start - t0) * R - 1e-9)), 0)
+            b = min(int(math.floor((start + (count - 1) / rate - t0) * R + 1e-9)) + 1, n_out)
+            if b > a:
+                src = ((t0 - start) + np.arange(a, b) / R) * rate
+                out[a:b] = np.interp(src, np.arange(count), x)
+        return a, b, start + count / rate, start
+
+
+def make_policy(name: str, ms: ModalitySync, cfg: SyncConfig, stats: ModalityStats) -> Policy:
+    """Build the policy for one configured modality; raises ValueError on an unusable choice."""
+    p = ms.policy
+    if p == "reference":
+        if cfg.reference == "clock":
+            # Under a fixed-rate clock the camera is an ordinary stream: nearest within half a tick.
+            clock_ms = ModalitySync("nearest", max(ms.tolerance, 0.5 / cfg.rate_hz), ms.max_wait, ms.ttl)
+            return SamplePolicy(name, clock_ms, cfg, stats, "nearest")
+        if cfg.reference != name:
+            raise ValueError(f"sync.modalities.{name}: policy 'reference' but sync.reference is {cfg.reference!r}")
+        return ReferencePolicy(name, ms, cfg, stats)
+    if p == "window":
+        return WindowPolicy(name, ms, cfg, stats)
+    if p in ("nearest", "exact", "interpolate") and name == "joints":
+        return JointPolicy(name, ms, cfg, stats, p)
+    if p == "interpolate":
+        raise ValueError(f"sync.modalities.{name}: policy 'interpolate' is only for joints")
+    if p in ("nearest", "exact", "latest"):
+        if name == "audio":
+            raise ValueError("sync.modalities.audio: use policy 'window'")
+        return SamplePolicy(name, ms, cfg, stats, p)
+    raise ValueError(f"sync.modalities.{name}: unknown policy {p!r} "
+                     "(reference, nearest, exact, interpolate, window, latest)")

@@ -1,0 +1,59 @@
+"""Per-modality synchronisation counters and bounded windows of ages and alignment errors."""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Frames, not messages, feed the windows: 1024 frames is half a minute at 30 Hz.
+WINDOW = 1024
+
+COUNTERS = ("received", "accepted", "late", "dropped", "duplicates", "future", "invalid",
+            "evicted", "resets", "missing", "frames")
+
+
+@dataclass
+class ModalityStats:
+    """Counters are totals since construction; ages/errors cover the last WINDOW frames.
+
+    received: add() calls; accepted: stored; late: stamp behind the emitted watermark;
+    dropped: rejected for any reason (late and useless, duplicate, future, invalid);
+    duplicates: stamp already held; future: stamp ahead of the clock by more than
+    future_tolerance; invalid: malformed sample; evicted: removed by horizon or entry cap;
+    resets: buffer resets (clock jumps); missing: frames emitted without this modality;
+    frames: frames emitted with it present.
+    age: reference time minus the stamp of the sample used (seconds, signed).
+    align_err: time error of the value delivered at the reference time (seconds): |age| for
+    nearest/exact/latest, the extrapolation distance for interpolate (0 when bracketed), the
+    largest stamp correction applied when stitching audio chunks for window.
+    """
+
+    received: int = 0
+    accepted: int = 0
+    late: int = 0
+    dropped: int = 0
+    duplicates: int = 0
+    future: int = 0
+    invalid: int = 0
+    evicted: int = 0
+    resets: int = 0
+    missing: int = 0
+    frames: int = 0
+    ages: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
+    errors: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
+
+    def record(self, age: float, error: float) -> None:
+        self.frames += 1
+        self.ages.append(age)
+        self.errors.append(error)
+
+    def summary(self, size: int) -> dict[str, float]:
+        out = {name: float(getattr(self, name)) for name in COUNTERS}
+        out["size"] = float(size)
+        for key, values in (("age", self.ages), ("align_err", self.errors)):
+            arr = np.abs(np.fromiter(values, dtype=np.float64, count=len(values)))
+            out[f"{key}_mean"] = float(arr.mean()) if arr.size else 0.0
+            out[f"{key}_p50"] = float(np.median(arr)) if arr.size else 0.0
+            out[f"{key}_max"] = float(arr.max()) if arr.size else 0.0
+        return out

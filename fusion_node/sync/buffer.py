@@ -195,8 +195,7 @@ class SyncBuffer:
     def poll(self, now: float) -> list[AlignedFrame]:
         """Frames whose inputs are complete or whose deadlines passed by `now`, in order."""
         out = self._outbox
-        if out:
-            self._outbox = []
+        self._outbox = []
         ref = self._ref
         stamps, arrivals = ref.stamps, ref.arrivals
         emitted = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shlex
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -125,3 +126,23 @@ def ensure_ros_env() -> None:
     for name in [m for m in sys.modules if m.split(".")[0] in _WORKSPACE_PACKAGES]:
         del sys.modules[name]
     _preload(sorted(lib for prefix in prefixes for lib in (prefix / "lib").glob("lib*.so")))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m fusion_node.rosenv [CMD ARGS...]`: run CMD under ros_env(), or print it as
+    shell exports (`eval "$(python -m fusion_node.rosenv)"`)."""
+    args = sys.argv[1:] if argv is None else argv
+    env = ros_env()
+    if not args:
+        for name in ("AMENT_PREFIX_PATH", "LD_LIBRARY_PATH", "PYTHONPATH", *_DEFAULTS):
+            print(f"export {name}={shlex.quote(env[name])}")
+        return 0
+    try:
+        os.execvpe(args[0], args, env)
+    except OSError as exc:
+        print(f"error: cannot run {args[0]}: {exc.strerror}", file=sys.stderr)
+        return 127
+
+
+if __name__ == "__main__":
+    sys.exit(main())

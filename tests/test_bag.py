@@ -92,9 +92,9 @@ def test_writer_output_opens_with_mcap_library(tmp_path: Path) -> None:
 def test_writer_refuses_to_replace_a_non_bag(tmp_path: Path) -> None:
     (tmp_path / "keep").mkdir()
     (tmp_path / "keep" / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="not a bag"):
+    with pytest.raises(ValueError, match="not a bag"):
         BagWriter(tmp_path / "keep", overwrite=True)
-    with pytest.raises(FileExistsError, match="exists"):
+    with pytest.raises(ValueError, match="exists"):
         BagWriter(tmp_path / "keep")
 
 

@@ -25,9 +25,9 @@ class BagWriter:
         self.path = Path(path)
         if self.path.exists():
             if not overwrite:
-                raise FileExistsError(f"{self.path}: output exists (choose another path or overwrite)")
+                raise ValueError(f"{self.path}: output exists (choose another path or overwrite)")
             if not _is_bag_dir(self.path):
-                raise FileExistsError(f"{self.path}: exists and is not a bag; refusing to replace it")
+                raise ValueError(f"{self.path}: exists and is not a bag; refusing to replace it")
             shutil.rmtree(self.path)
         self.typestore = typestore or get_typestore()
         self._writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)

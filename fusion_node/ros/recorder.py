@@ -1,0 +1,212 @@
+"""`fusion record OUT`: subscribe to topics and write them to an MCAP bag (ros2 bag record's job
+where rosbag2 is not installable).
+
+Subscriptions are raw (CDR bytes, never deserialized) with QoS matched to the publishers;
+callbacks only timestamp and enqueue, a writer thread does the disk work. The queue is bounded:
+if the disk cannot keep up, messages are dropped and counted, never buffered without limit.
+Log time is the receive time on the system clock, as ros2 bag records it.
+"""
+from __future__ import annotations
+
+import argparse
+import queue
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fusion_node.bag.typestore import get_typestore
+from fusion_node.bag.writer import BagWriter
+
+_STOP = None  # queue sentinel
+
+
+@dataclass
+class RecordOptions:
+    topics: tuple[str, ...] = ()  # empty: every topic seen (see all_topics)
+    all_topics: bool = False
+    duration: float = 0.0  # s; 0 = until interrupted
+    discovery: float = 5.0  # s to wait for the requested topics to appear
+    queue_size: int = 20_000  # messages held between callbacks and the writer thread
+    overwrite: bool = False
+
+
+@dataclass
+class RecordStats:
+    counts: dict[str, int] = field(default_factory=dict)
+    dropped: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)
+    wall: float = 0.0
+
+    def summary(self, out: Path) -> str:
+        per = ", ".join(f"{t} {n}" for t, n in sorted(self.counts.items()))
+        return f"recorded {sum(self.counts.values())} messages in {self.wall:.1f} s to {out} ({per}); dropped {self.dropped}"
+
+
+def _publisher_qos(node, topic: str):
+    from fusion_node.ros.bagtypes import qos_profile
+
+    offered = [info.qos_profile for info in node.get_publishers_info_by_topic(topic)]
+    return qos_profile(offered, depth=1000)
+
+
+class Recorder:
+    """Subscriptions on `node` feeding a BagWriter through a bounded queue."""
+
+    def __init__(self, node, writer: BagWriter, opts: RecordOptions) -> None:
+        self.node = node
+        self.opts = opts
+        self.stats = RecordStats()
+        self.writer = writer
+        self._queue: queue.Queue = queue.Queue(maxsize=opts.queue_size)
+        self._subs: dict[str, object] = {}
+        self._thread = threading.Thread(target=self._drain, name="fusion-record-writer", daemon=True)
+        self._known = get_typestore()
+
+    def start(self) -> None:
+        self.writer.open()
+        self._thread.start()
+
+    def subscribe_available(self) -> list[str]:
+        """Subscribe to requested (or, with all_topics, all) topics that are now visible."""
+        from fusion_node.ros.bagtypes import message_class
+
+        added = []
+        for topic, types in self.node.get_topic_names_and_types():
+            if topic in self._subs or topic in self.stats.skipped:
+                continue
+            if not self.opts.all_topics and topic not in self.opts.topics:
+                continue
+            msgtype = types[0]
+            cls = message_class(msgtype)
+            if cls is None:
+                self.stats.skipped[topic] = f"type {msgtype} is not installed"
+            elif msgtype not in self._known.fielddefs:
+                self.stats.skipped[topic] = f"no message definition known for {msgtype}"
+            if topic in self.stats.skipped:
+                print(f"warning: not recording {topic}: {self.stats.skipped[topic]}", file=sys.stderr)
+                continue
+            self.writer.add_topic(topic, msgtype)
+            self.stats.counts[topic] = 0
+            self._subs[topic] = self.node.create_subscription(
+                cls, topic, self._callback(topic), _publisher_qos(self.node, topic), raw=True
+            )
+            added.append(topic)
+        return added
+
+    @property
+    def subscribed(self) -> list[str]:
+        return sorted(self._subs)
+
+    def missing(self) -> list[str]:
+        return [t for t in self.opts.topics if t not in self._subs and t not in self.stats.skipped]
+
+    def _callback(self, topic: str):
+        put = self._queue.put_nowait
+
+        def on_message(data: bytes) -> None:
+            try:
+                put((topic, time.time_ns(), data))
+            except queue.Full:
+                self.stats.dropped += 1
+
+        return on_message
+
+    def _drain(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            topic, t, data = item
+            self.writer.write(topic, t, data)
+            self.stats.counts[topic] += 1
+
+    def stop(self) -> None:
+        for sub in self._subs.values():
+            self.node.destroy_subscription(sub)
+        self._subs.clear()
+        self._queue.put(_STOP)
+        self._thread.join()
+        self.writer.close()
+
+
+def record(out: str | Path, opts: RecordOptions) -> RecordStats:
+    """Record until opts.duration elapses or SIGINT/SIGTERM; the bag is closed either way."""
+    if not opts.topics and not opts.all_topics:
+        raise ValueError("name the topics to record, or pass --all")
+    from fusion_node.rosenv import ensure_ros_env
+
+    ensure_ros_env()
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    out = Path(out)
+    writer = BagWriter(out, overwrite=opts.overwrite)  # refuses an existing OUT before touching ROS
+    rclpy.init()
+    node = rclpy.create_node("fusion_recorder")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    rec = Recorder(node, writer, opts)
+    stopping = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    t0 = time.monotonic()
+    try:
+        rec.start()
+        deadline = t0 + opts.discovery
+        while (rec.missing() or not rec.subscribed) and time.monotonic() < deadline and not stopping.is_set():
+            rec.subscribe_available()
+            executor.spin_once(timeout_sec=0.05)
+        if rec.missing():
+            raise RuntimeError(f"topic(s) not published within {opts.discovery:g} s: {', '.join(rec.missing())}")
+        print(f"recording {', '.join(rec.subscribed)} to {out}", file=sys.stderr)
+        t0 = time.monotonic()
+        next_scan = t0 + 0.5
+        while not stopping.is_set() and (opts.duration <= 0 or time.monotonic() - t0 < opts.duration):
+            executor.spin_once(timeout_sec=0.05)
+            if opts.all_topics and time.monotonic() >= next_scan:
+                rec.subscribe_available()
+                next_scan = time.monotonic() + 0.5
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        rec.stop()
+        rec.stats.wall = time.monotonic() - t0
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return rec.stats
+
+
+DESCRIPTION = """Subscribe to topics and write them to an MCAP rosbag2 directory (OUT/OUT.mcap +
+metadata.yaml) that rosbags, the mcap tools and Foxglove open. Messages are stored as received
+(raw CDR) with their receive time. Stops after --duration or on Ctrl-C / SIGTERM."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("record", help="record ROS topics to an MCAP bag", description=DESCRIPTION)
+    p.add_argument("out", metavar="OUT", help="bag directory to create")
+    p.add_argument("topics", nargs="*", metavar="TOPIC", help="topics to record")
+    p.add_argument("--all", action="store_true", help="record every topic, including ones appearing later")
+    p.add_argument("--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (default: never)")
+    p.add_argument("--discovery", type=float, default=5.0, metavar="S",
+                   help="wait up to S seconds for the topics to appear (default 5)")
+    p.add_argument("--queue-size", type=int, default=20_000, help="messages buffered for the writer (default 20000)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it is an existing bag")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    opts = RecordOptions(
+        topics=tuple(args.topics),
+        all_topics=args.all,
+        duration=args.duration,
+        discovery=args.discovery,
+        queue_size=args.queue_size,
+        overwrite=args.overwrite,
+    )
+    stats = record(args.out, opts)
+    print(stats.summary(Path(args.out)))
+    return 1 if stats.dropped else 0

@@ -134,8 +134,9 @@ def test_split_joints_and_sqlite3(tmp_path: Path) -> None:
 
 
 def test_generate_episodes_differ(tmp_path: Path) -> None:
-    summaries = generate_episodes(tmp_path / "eps", 2, first_seed=30, duration=0.5)
+    summaries = generate_episodes(tmp_path / "eps", 2, first_seed=30, duration=0.5, vary=True)
     assert [s.seed for s in summaries] == [30, 31]
+    assert [s.path.name for s in summaries] == ["episode_000030", "episode_000031"]
     assert all(s.path.is_dir() for s in summaries)
     assert summaries[0].objects != summaries[1].objects
 

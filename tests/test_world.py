@@ -6,11 +6,12 @@ import itertools
 import numpy as np
 import pytest
 
-from fusion_node.world import COMMANDS, TABLE_SIZE, World, WorldConfig
+from fusion_node.world import COMMANDS, TABLE_SIZE, World, WorldConfig, varied_config
 from fusion_node.world.arm import LINKS, effector, forward_kinematics
 from fusion_node.world.audio import BEEP_HZ, COMMAND_SOUNDS
 from fusion_node.world.language import COLOUR_SYNONYMS, PARAPHRASES, SHAPE_SYNONYMS, TEMPLATES
 from fusion_node.world.scene import ARM_RGB, COLOURS, SHAPES, TABLE_RGB
+from fusion_node.world.truth import direction
 
 TIMES = np.arange(0.05, 20.0, 0.1)
 
@@ -193,3 +194,28 @@ def test_bad_config_and_seed_are_rejected() -> None:
         World(WorldConfig(n_objects=7))
     with pytest.raises(ValueError, match="seed"):
         World(WorldConfig(), -1)
+
+
+def test_misaligned_inputs_change_the_truth() -> None:
+    """Joints or audio taken 50 ms off the reference time give measurably wrong answers."""
+    angles, flips = [], []
+    for seed in range(3):
+        w = World(WorldConfig(), seed)
+        t = np.arange(0.1, 30.0, 0.1)
+        stale = effector(w.joints(t - 0.05)[0])
+        for ti, eff in zip(t, stale):
+            g = w.truth(ti)
+            d = direction(eff, g.target_xy * np.asarray(TABLE_SIZE))
+            angles.append(np.degrees(np.arccos(np.clip(d @ g.direction, -1, 1))))
+        flips.append(np.mean(w.audio.command_at(t) != w.audio.command_at(t - 0.05)))
+    assert np.mean(angles) > 3.0  # degrees of direction error from stale joints alone
+    assert np.mean(flips) > 0.03  # share of frames whose command label differs
+
+
+def test_varied_config_is_seeded_and_valid() -> None:
+    base = WorldConfig(width=96, height=72)
+    a, b, c = varied_config(base, 1), varied_config(base, 1), varied_config(base, 2)
+    assert a == b and a != c
+    assert (a.width, a.height, a.command_hold) == (96, 72, base.command_hold)
+    for seed in range(20):
+        varied_config(base, seed).validate()

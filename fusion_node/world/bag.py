@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .audio import to_s16le
-from .config import JOINT_NAMES, WorldConfig
+from .config import JOINT_NAMES, WorldConfig, varied_config
 from .sim import World
 
 TOPICS: dict[str, str] = {
@@ -240,12 +240,17 @@ def world_metadata(world: World, duration: float) -> dict[str, Any]:
 
 def generate_episodes(out_dir: str | Path, count: int, first_seed: int = 0, duration: float = 10.0,
                       config: WorldConfig | None = None, storage: str = "mcap", overwrite: bool = False,
-                      progress: bool = False) -> list[BagSummary]:
-    """Write `count` episodes (seeds first_seed, first_seed+1, ...) as out_dir/episode_<seed>."""
+                      vary: bool = False, progress: bool = False) -> list[BagSummary]:
+    """Write `count` episodes (seeds first_seed, first_seed+1, ...) as out_dir/episode_<seed>.
+
+    With vary=True each episode's scene, sound and latencies are drawn by varied_config(config, seed).
+    """
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     seeds = range(first_seed, first_seed + count)
-    return [write_bag(out / f"episode_{s:06d}", config, s, duration, storage, overwrite)
+    base = config or WorldConfig()
+    return [write_bag(out / f"episode_{s:06d}", varied_config(base, s) if vary else base, s, duration, storage,
+                      overwrite)
             for s in tqdm(seeds, desc="episodes", unit="bag", disable=not progress)]

@@ -6,7 +6,10 @@ table area, so normalised image coordinates are table coordinates divided by TAB
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+
+import numpy as np
 
 TABLE_SIZE: tuple[float, float] = (0.8, 0.6)  # metres seen by the camera (x, y); 4:3 like the defaults
 JOINT_NAMES: tuple[str, ...] = ("joint1", "joint2", "joint3")
@@ -38,7 +41,7 @@ class WorldConfig:
     # scene
     n_objects: int = 5  # at most 6: one per cell of a 3x2 grid, so objects never overlap
     object_speed: float = 0.06  # m/s, peak speed of the slow object drift
-    arm_speed: float = 1.0  # scales every joint frequency
+    arm_speed: float = 1.5  # scales every joint frequency: mean effector speed about 0.7 m/s
     arm_alpha: float = 0.35  # opacity of the arm over the table: faint on purpose
     occlusion_fraction: float = 0.35  # long-run share of time the arm is not visible at all
     # audio events
@@ -69,3 +72,22 @@ class WorldConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+
+def varied_config(base: WorldConfig, seed: int) -> WorldConfig:
+    """A copy of `base` with scene, sound and timing knobs drawn per episode (training variety).
+
+    Rates, sizes, command hold and phrasing stay as in `base`: they define the task, not its look.
+    """
+    rng = np.random.default_rng([seed, 9])
+    return dataclasses.replace(
+        base,
+        n_objects=int(rng.integers(3, 7)),
+        object_speed=float(rng.uniform(0.03, 0.1)),
+        arm_speed=float(rng.uniform(1.0, 2.0)),
+        arm_alpha=float(rng.uniform(0.25, 0.45)),
+        occlusion_fraction=float(rng.uniform(0.2, 0.5)),
+        noise_level=float(rng.uniform(0.01, 0.04)),
+        event_gap=float(rng.uniform(0.6, 1.8)),
+        camera_latency=float(rng.uniform(0.005, 0.05)),
+    )

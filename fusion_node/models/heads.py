@@ -170,7 +170,7 @@ class CrossAttentionBlock(nn.Module):
 
 
 class AttentionFusion(nn.Module):
-    """Learned readout queries cross-attend to [null, image tokens, audio, joints, text].
+    """Learned readout queries cross-attend to [null, image grid tokens, pooled image, audio, joints, text].
 
     Several layers let the queries first pick up the instruction and then look for it among
     the image tokens. The always-present null token keeps every row of the attention defined
@@ -188,19 +188,19 @@ class AttentionFusion(nn.Module):
         self.blocks = nn.ModuleList(CrossAttentionBlock(d, heads) for _ in range(layers))
         self.ln = nn.LayerNorm(queries * d)
         self.out = nn.Linear(queries * d, out)
-        # token index -> modality (0 = null column of the assignment matrix)
-        owner = torch.zeros(1 + num_tokens + NUM_MODALITIES - 1, NUM_MODALITIES + 1)
+        # token index -> owner (column 0 = null, then MODALITIES): null, grid, then one token per modality
+        owner = torch.zeros(1 + num_tokens + NUM_MODALITIES, NUM_MODALITIES + 1)
         owner[0, 0] = 1.0
         owner[1 : 1 + num_tokens, 1] = 1.0
-        for i in range(1, NUM_MODALITIES):
-            owner[num_tokens + i, i + 1] = 1.0
+        for i in range(NUM_MODALITIES):
+            owner[1 + num_tokens + i, i + 1] = 1.0
         self.register_buffer("owner", owner, persistent=False)
 
     def forward(self, enc: Encoded) -> Fused:
         b = enc.present.shape[0]
-        img = enc.image_tokens + self.type_embed[0]
-        others = enc.vectors[:, 1:] + self.type_embed[1:][None]
-        kv = torch.cat([self.null[None].expand(b, -1, -1), img, others], dim=1)
+        grid = enc.image_tokens + self.type_embed[0]
+        vectors = enc.vectors + self.type_embed[None]
+        kv = torch.cat([self.null[None].expand(b, -1, -1), grid, vectors], dim=1)
         presence = torch.cat([torch.ones_like(enc.present[:, :1]), enc.present], dim=1)  # null + 4
         key_mask = torch.matmul(presence, self.owner.T)  # [B, K]
         q = self.queries[None].expand(b, -1, -1)

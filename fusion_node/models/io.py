@@ -1,67 +1,37 @@
-"""Model directories: config.json (ModelSpec) + model.safetensors (+ model.onnx, MODEL_CARD.md).
+"""Saving, loading and exporting torch models in model directories (layout: fusion_node.model_dir).
 
 No pickle anywhere: weights are safetensors, the spec is JSON. model_id ties published
 states to the exact weights: f"{spec.name}-{sha256(model.safetensors)[:8]}".
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from fusion_node.config import ModelSpec, from_dict, to_dict
+from fusion_node.config import ModelSpec, to_dict
+from fusion_node.model_dir import SPEC_FILE, WEIGHTS_FILE, load_spec, model_id, sha256_file
 from fusion_node.models.model import INPUT_NAMES, FusionModel, build_model, example_inputs
 
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
-ONNX = "model.onnx"
-CARD = "MODEL_CARD.md"
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def load_spec(model_dir: str | Path) -> ModelSpec:
-    path = Path(model_dir) / CONFIG
-    if not path.is_file():
-        raise FileNotFoundError(f"model config not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: invalid JSON: {exc}") from exc
-    return from_dict(ModelSpec, data)
-
-
-def model_id(model_dir: str | Path) -> str:
-    spec = load_spec(model_dir)
-    weights = Path(model_dir) / WEIGHTS
-    if not weights.is_file():
-        raise FileNotFoundError(f"model weights not found: {weights}")
-    return f"{spec.name}-{sha256_file(weights)[:8]}"
+__all__ = ["export_onnx", "load_model", "load_spec", "model_id", "save_model", "sha256_file"]
 
 
 def save_model(model_dir: str | Path, spec: ModelSpec, model: FusionModel) -> Path:
     """Write config.json and model.safetensors (CPU, contiguous copies) into model_dir."""
     out = Path(model_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG).write_text(json.dumps(to_dict(spec), indent=2) + "\n")
+    (out / SPEC_FILE).write_text(json.dumps(to_dict(spec), indent=2) + "\n")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / WEIGHTS), metadata={"name": spec.name, "fusion": spec.fusion})
+    save_file(state, str(out / WEIGHTS_FILE), metadata={"name": spec.name, "fusion": spec.fusion})
     return out
 
 
 def load_model(model_dir: str | Path, device: str = "cpu") -> tuple[ModelSpec, FusionModel]:
     """(spec, model in eval mode) from a model dir; a spec/weights mismatch is a clear error."""
     spec = load_spec(model_dir)
-    weights = Path(model_dir) / WEIGHTS
+    weights = Path(model_dir) / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"model weights not found: {weights}")
     model = build_model(spec)

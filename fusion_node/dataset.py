@@ -1,0 +1,287 @@
+"""Training/evaluation samples built from bags through the pipeline's sync and preprocessing, cached as .npz.
+
+A bag is read in log-time order (the recorder's receive clock), each message converted by
+fusion_node.convert and handed to the same SyncBuffer (configured by pipeline.sync_config_for)
+and Preprocessor the Pipeline runs live; every emitted frame is preprocessed exactly as at run
+time and paired with the /ground_truth message stamped with the same camera time. Nothing here
+aligns or preprocesses on its own.
+
+`naive=True` builds the baseline a node gets when it ignores header stamps: every sample is
+restamped with its arrival time and joints take the nearest sample instead of interpolating.
+
+Cache files are plain .npz (no pickle): model inputs (images as uint8, audio as float16),
+labels, and the distinct instruction strings with their sentence embeddings, so text is
+encoded once per string.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fusion_node import MODALITIES
+from fusion_node.config import ModalitySync, ModelSpec, SyncConfig, to_dict
+from fusion_node.convert import BadMessage, converter_for
+from fusion_node.frames import AlignedFrame, Sample
+from fusion_node.pipeline import sync_config_for
+from fusion_node.preprocess import Preprocessor
+from fusion_node.sync import SyncBuffer
+
+log = logging.getLogger(__name__)
+
+TRUTH_TOPIC = "/ground_truth"
+CACHE_VERSION = 1
+LABELS = ("target_xy", "direction", "command", "has_target")
+
+
+@dataclass
+class SampleSet:
+    """Columns of N samples; `text_index` points into `texts`/`text_emb` (-1 = no instruction)."""
+
+    image: np.ndarray  # [N,3,H,W] uint8 (= preprocess output * 255)
+    audio: np.ndarray  # [N,S] float16
+    joints: np.ndarray  # [N,2J] float32
+    text_index: np.ndarray  # [N] int32
+    present: np.ndarray  # [N,4] float32
+    target_xy: np.ndarray  # [N,2] float32
+    direction: np.ndarray  # [N,2] float32
+    command: np.ndarray  # [N] int64
+    has_target: np.ndarray  # [N] bool: an instruction is in force, so target/direction are defined
+    stamp: np.ndarray  # [N] float64 reference times
+    episode: np.ndarray  # [N] int32 index of the source bag
+    texts: np.ndarray  # [T] str
+    text_emb: np.ndarray  # [T,384] float32
+
+    def __len__(self) -> int:
+        return int(self.stamp.shape[0])
+
+    def inputs(self, idx: np.ndarray | slice) -> dict[str, np.ndarray]:
+        """Model inputs (contract names, float32) for the rows `idx`, identical to preprocess output."""
+        ti = self.text_index[idx]
+        text = np.where((ti >= 0)[:, None], self.text_emb[np.maximum(ti, 0)], 0.0).astype(np.float32)
+        return {
+            "image": self.image[idx].astype(np.float32) * np.float32(1.0 / 255.0),
+            "audio": self.audio[idx].astype(np.float32),
+            "joints": self.joints[idx],
+            "text": text,
+            "present": self.present[idx],
+        }
+
+    def labels(self, idx: np.ndarray | slice) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k)[idx] for k in LABELS}
+
+    def with_texts(self, texts: np.ndarray, text_emb: np.ndarray, text_index: np.ndarray) -> SampleSet:
+        return dataclasses.replace(self, texts=texts, text_emb=text_emb, text_index=text_index)
+
+    def save(self, path: str | Path, meta: dict) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        arrays["texts"] = np.asarray(self.texts, dtype=np.str_)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, meta=np.asarray(json.dumps(meta)), **arrays)
+        tmp.replace(path)
+
+    @staticmethod
+    def load(path: str | Path) -> tuple[SampleSet, dict]:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"dataset file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                data = {f.name: z[f.name] for f in dataclasses.fields(SampleSet)}
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"{path}: not a fusion dataset file: {exc}") from None
+        return SampleSet(**data), meta
+
+    @staticmethod
+    def concat(sets: list[SampleSet]) -> SampleSet:
+        """Join sets; their instruction tables are merged and episodes renumbered."""
+        if not sets:
+            raise ValueError("no samples to concatenate")
+        texts: dict[str, int] = {}
+        embs: list[np.ndarray] = []
+        cols: dict[str, list[np.ndarray]] = {f.name: [] for f in dataclasses.fields(SampleSet)}
+        episode_base = 0
+        for s in sets:
+            remap = np.empty(len(s.texts), np.int32)
+            for i, t in enumerate(s.texts):
+                if str(t) not in texts:
+                    texts[str(t)] = len(texts)
+                    embs.append(s.text_emb[i])
+                remap[i] = texts[str(t)]
+            for name in cols:
+                if name in ("texts", "text_emb"):
+                    continue
+                value = getattr(s, name)
+                if name == "text_index":
+                    value = np.where(value >= 0, remap[np.maximum(value, 0)], -1).astype(np.int32)
+                elif name == "episode":
+                    value = value + episode_base
+                cols[name].append(value)
+            episode_base += int(s.episode.max()) + 1 if len(s) else 0
+        out = {k: np.concatenate(v) for k, v in cols.items() if k not in ("texts", "text_emb")}
+        emb = np.stack(embs) if embs else np.zeros((0, sets[0].text_emb.shape[1]), np.float32)
+        return SampleSet(**out, texts=np.asarray(list(texts), dtype=np.str_), text_emb=emb.astype(np.float32))
+
+
+def naive_sync(sync: SyncConfig) -> SyncConfig:
+    """Joints by nearest sample (no interpolation) within a huge tolerance; used with arrival stamps."""
+    mods = dict(sync.modalities)
+    mods["joints"] = ModalitySync("nearest", tolerance=1e3, max_wait=mods["joints"].max_wait)
+    return dataclasses.replace(sync, modalities=mods)
+
+
+def _restamp(sample: Sample, arrival: float) -> Sample:
+    return dataclasses.replace(sample, stamp=arrival)
+
+
+def bag_samples(path: str | Path, skip_topics: Iterable[str] = (TRUTH_TOPIC,)) -> Iterator[tuple[str, Sample, float, str, object]]:
+    """(modality, sample, arrival, topic, decoded message) in log-time order; unconvertible messages are counted
+    and skipped, the ground-truth topic is yielded with modality "" and sample None."""
+    from fusion_node.bag.reader import BagReader
+
+    skip = set(skip_topics)
+    bad = 0
+    with BagReader(path) as reader:
+        for m in reader.messages():
+            msg = reader.decode(m)
+            if m.topic in skip:
+                yield "", None, m.time, m.topic, msg
+                continue
+            try:
+                modality, conv = converter_for(m.msgtype)
+                sample = conv(msg, m.time)
+            except BadMessage as exc:
+                bad += 1
+                if bad <= 3:
+                    log.warning("%s: %s at %.3f s: %s (skipped)", path, m.topic, m.time, exc)
+                continue
+            yield modality, sample, m.time, m.topic, msg
+    if bad:
+        log.warning("%s: %d message(s) could not be converted", path, bad)
+
+
+def build_from_bag(path: str | Path, spec: ModelSpec, sync: SyncConfig, text_encoder, stride: int = 1,
+                   naive: bool = False) -> SampleSet:
+    """Samples of one bag: every `stride`-th emitted frame that has a ground-truth message."""
+    cfg = sync_config_for(spec, naive_sync(sync) if naive else sync)
+    buf = SyncBuffer(cfg)
+    pre = Preprocessor(spec, text_encoder.encode)
+    truths: dict[int, object] = {}
+    frames: list[tuple[float, dict[str, np.ndarray], str | None]] = []
+    capture: dict[int, float] = {}  # naive: arrival-stamped image -> its real capture stamp
+
+    def take(emitted: list[AlignedFrame]) -> None:
+        for f in emitted:
+            stamp = capture.pop(_key(f.stamp), f.stamp) if naive else f.stamp
+            frames.append((stamp, pre(f), f.text))
+
+    for modality, sample, arrival, topic, msg in bag_samples(path):
+        if topic == TRUTH_TOPIC:
+            truths[_key(_stamp(msg.header.stamp))] = msg
+            continue
+        if naive:
+            if modality == "image":
+                capture[_key(arrival)] = sample.stamp
+            sample = _restamp(sample, arrival)
+        buf.add(modality, sample, arrival)
+        take(buf.poll(arrival))
+    take(buf.flush())
+    return _assemble(frames[::stride] if stride > 1 else frames, truths, text_encoder, spec)
+
+
+def _stamp(t) -> float:
+    return t.sec + t.nanosec * 1e-9
+
+
+def _key(t: float) -> int:
+    return int(round(t * 1e6))
+
+
+def _assemble(frames, truths, text_encoder, spec: ModelSpec) -> SampleSet:
+    rows = [(stamp, inputs, text, truths.get(_key(stamp))) for stamp, inputs, text in frames]
+    missing = sum(1 for r in rows if r[3] is None)
+    if missing:
+        log.warning("%d frame(s) without ground truth skipped", missing)
+    rows = [r for r in rows if r[3] is not None]
+    texts = sorted({r[2] for r in rows if r[2]})
+    index = {t: i for i, t in enumerate(texts)}
+    emb = np.stack([text_encoder.encode(t) for t in texts]) if texts else np.zeros((0, spec.text_dim), np.float32)
+    n = len(rows)
+    h, w = spec.image_size
+    out = SampleSet(
+        image=np.zeros((n, 3, h, w), np.uint8),
+        audio=np.zeros((n, spec.audio_samples), np.float16),
+        joints=np.zeros((n, 2 * len(spec.joint_names)), np.float32),
+        text_index=np.full(n, -1, np.int32),
+        present=np.zeros((n, len(MODALITIES)), np.float32),
+        target_xy=np.zeros((n, 2), np.float32),
+        direction=np.zeros((n, 2), np.float32),
+        command=np.zeros(n, np.int64),
+        has_target=np.zeros(n, bool),
+        stamp=np.zeros(n, np.float64),
+        episode=np.zeros(n, np.int32),
+        texts=np.asarray(texts, dtype=np.str_),
+        text_emb=emb.astype(np.float32),
+    )
+    for i, (stamp, x, text, truth) in enumerate(rows):
+        out.image[i] = np.rint(x["image"][0] * 255.0).astype(np.uint8)
+        out.audio[i] = x["audio"][0]
+        out.joints[i] = x["joints"][0]
+        out.present[i] = x["present"][0]
+        if text and x["present"][0, MODALITIES.index("text")] > 0:
+            out.text_index[i] = index[text]
+        out.target_xy[i] = truth.target_xy
+        out.direction[i] = truth.direction
+        out.command[i] = int(truth.command)
+        out.has_target[i] = bool(truth.instruction)
+        out.stamp[i] = stamp
+    return out
+
+
+def cache_key(path: Path, spec: ModelSpec, sync: SyncConfig, stride: int, naive: bool) -> str:
+    """Changes when the bag, the model's input contract or the alignment settings change."""
+    stat = [(str(p.relative_to(path)) if path.is_dir() else p.name, p.stat().st_size, int(p.stat().st_mtime))
+            for p in (sorted(path.rglob("*")) if path.is_dir() else [path]) if p.is_file()]
+    inputs = {k: v for k, v in to_dict(spec).items() if k not in ("name", "fusion", "dim", "extra")}
+    blob = json.dumps([CACHE_VERSION, stat, inputs, to_dict(sync), stride, naive], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def load_or_build(paths: Iterable[str | Path], spec: ModelSpec, sync: SyncConfig, cache_dir: str | Path,
+                  text_encoder=None, stride: int = 1, naive: bool = False, progress: bool = True) -> SampleSet:
+    """One SampleSet from dataset files (.npz) and/or bags (built once, then read from cache_dir)."""
+    from tqdm import tqdm
+
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("no bags or dataset files given")
+    sets = []
+    for p in tqdm(paths, desc="datasets" + (" (naive)" if naive else ""), unit="bag", disable=not progress,
+                  leave=False):
+        if not p.exists():
+            raise FileNotFoundError(f"bag or dataset file not found: {p}")
+        if p.suffix == ".npz":
+            sets.append(SampleSet.load(p)[0])
+            continue
+        cached = Path(cache_dir) / f"{p.name}-{cache_key(p, spec, sync, stride, naive)}.npz"
+        if cached.is_file():
+            sets.append(SampleSet.load(cached)[0])
+            continue
+        if text_encoder is None:
+            from fusion_node.text import TextEncoder
+
+            text_encoder = TextEncoder(spec.text_encoder)
+        built = build_from_bag(p, spec, sync, text_encoder, stride=stride, naive=naive)
+        built.save(cached, {"bag": str(p), "stride": stride, "naive": naive, "version": CACHE_VERSION})
+        sets.append(built)
+    return SampleSet.concat(sets)
+

@@ -1,0 +1,22 @@
+"""Inference backends (TensorRT, ONNX Runtime, PyTorch) behind one `run(dict) -> dict` interface."""
+from fusion_node.backends.base import (
+    INPUT_NAMES,
+    Backend,
+    BackendError,
+    EngineMismatchError,
+    ModelFileError,
+    create_backend,
+    input_shapes,
+    random_inputs,
+)
+
+__all__ = [
+    "INPUT_NAMES",
+    "Backend",
+    "BackendError",
+    "EngineMismatchError",
+    "ModelFileError",
+    "create_backend",
+    "input_shapes",
+    "random_inputs",
+]

@@ -46,6 +46,7 @@ class AudioTrack:
         self._next = self._rng.uniform(0.2, 1.0)
         self._onsets = np.zeros(0)
         self._commands = np.zeros(0, np.int64)
+        self._noise_block: tuple[int, np.ndarray] = (-1, np.zeros(0))
 
     def _extend(self, until: float) -> None:
         rng = self._rng
@@ -92,7 +93,7 @@ class AudioTrack:
         first, last = start // self.rate, (end - 1) // self.rate
         for block in range(first, last + 1):
             b0 = block * self.rate
-            noise = np.random.default_rng([self.seed, 3, block]).normal(0, self.noise_level, self.rate)
+            noise = self._noise(block)
             lo, hi = max(start, b0), min(end, b0 + self.rate)
             out[lo - start:hi - start] = noise[lo - b0:hi - b0]
         t = np.arange(start, end) / self.rate
@@ -103,6 +104,13 @@ class AudioTrack:
             if i0 < i1:
                 out[i0 - start:i1 - start] += self._sound(event, np.arange(i0, i1) / self.rate - event.onset)
         return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+    def _noise(self, block: int) -> np.ndarray:
+        # chunks are requested in order, so keeping the current block avoids regenerating it per chunk
+        if self._noise_block[0] != block:
+            noise = np.random.default_rng([self.seed, 3, block]).normal(0, self.noise_level, self.rate)
+            self._noise_block = (block, noise)
+        return self._noise_block[1]
 
     def _sound(self, event: AudioEvent, tau: np.ndarray) -> np.ndarray:
         d = event.duration

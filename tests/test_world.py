@@ -1,8 +1,6 @@
 """The simulated world: determinism, render/truth consistency, kinematics, audio commands, language."""
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
@@ -10,7 +8,7 @@ from fusion_node.world import COMMANDS, TABLE_SIZE, World, WorldConfig, varied_c
 from fusion_node.world.arm import LINKS, effector, forward_kinematics
 from fusion_node.world.audio import BEEP_HZ, COMMAND_SOUNDS
 from fusion_node.world.language import COLOUR_SYNONYMS, PARAPHRASES, SHAPE_SYNONYMS, TEMPLATES
-from fusion_node.world.scene import ARM_RGB, COLOURS, SHAPES, TABLE_RGB
+from fusion_node.world.scene import ARM_RGB, COLOURS, GRID, OUTER, SHAPES, TABLE_RGB
 from fusion_node.world.truth import direction
 
 TIMES = np.arange(0.05, 20.0, 0.1)
@@ -115,13 +113,17 @@ def test_end_effector_moves_fast_and_velocity_is_the_derivative() -> None:
     assert np.allclose(np.linalg.norm(np.diff(pts, axis=1), axis=-1), LINKS)
 
 
-def test_objects_stay_in_view_and_never_overlap() -> None:
+def test_objects_stay_in_their_cells_so_never_overlap() -> None:
     w = World(WorldConfig(n_objects=6), 9)
-    pos = np.stack([o.position(TIMES) for o in w.objects], axis=1)  # (T, N, 2)
-    r = max(o.radius for o in w.objects)
-    assert (pos > r).all() and (pos < np.asarray(TABLE_SIZE) - r).all()
-    for i, j in itertools.combinations(range(len(w.objects)), 2):
-        assert (np.linalg.norm(pos[:, i] - pos[:, j], axis=-1) > 2 * r).all()
+    cell = np.asarray(TABLE_SIZE) / np.asarray(GRID)
+    cells = set()
+    for o in w.objects:
+        cells.add(tuple(np.floor(o.cell_centre / cell).astype(int)))
+        pos = o.position(TIMES)
+        reach = OUTER * o.radius  # farthest vertex of any shape at any rotation
+        assert (pos - reach >= o.cell_centre - cell / 2).all() and (pos + reach <= o.cell_centre + cell / 2).all()
+        assert np.ptp(pos, axis=0).min() > 0.02  # it does move
+    assert len(cells) == 6
 
 
 def _dominant_hz(x: np.ndarray, rate: int) -> float:

@@ -4,9 +4,9 @@ It writes the sample bags (`fusion sample-bag`) and the training episodes; the t
 then goes through the real pipeline (bag -> SyncBuffer -> preprocess) like any recorded bag.
 """
 from .bag import BagSummary, generate_episodes, write_bag
-from .config import COMMANDS, JOINT_NAMES, TABLE_SIZE, WorldConfig, varied_config
+from .config import COMMANDS, JOINT_NAMES, TABLE_SIZE, WORLD_VERSION, WorldConfig, varied_config
 from .sim import World
 from .truth import GroundTruth
 
-__all__ = ["COMMANDS", "JOINT_NAMES", "TABLE_SIZE", "BagSummary", "GroundTruth", "World", "WorldConfig",
+__all__ = ["COMMANDS", "JOINT_NAMES", "TABLE_SIZE", "WORLD_VERSION", "BagSummary", "GroundTruth", "World", "WorldConfig",
            "generate_episodes", "varied_config", "write_bag"]

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .audio import to_s16le
-from .config import JOINT_NAMES, WorldConfig, varied_config
+from .config import JOINT_NAMES, WORLD_VERSION, WorldConfig, varied_config
 from .sim import World
 
 TOPICS: dict[str, str] = {
@@ -229,6 +229,7 @@ def write_bag(path: str | Path, config: WorldConfig | None = None, seed: int = 0
 def world_metadata(world: World, duration: float) -> dict[str, Any]:
     """What a reader needs to know about how a bag was simulated (stored in the bag)."""
     return {
+        "version": WORLD_VERSION,
         "seed": world.seed,
         "duration": duration,
         "config": dataclasses.asdict(world.config),

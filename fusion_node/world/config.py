@@ -14,6 +14,8 @@ import numpy as np
 TABLE_SIZE: tuple[float, float] = (0.8, 0.6)  # metres seen by the camera (x, y); 4:3 like the defaults
 JOINT_NAMES: tuple[str, ...] = ("joint1", "joint2", "joint3")
 COMMANDS: tuple[str, ...] = ("none", "stop", "go", "slower")
+# Bumped whenever the same seed and config would simulate something different (cached episodes go stale).
+WORLD_VERSION = 2
 
 
 @dataclass

@@ -25,7 +25,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {  # RGB
 TABLE_RGB = (150, 135, 118)
 ARM_RGB = (70, 70, 78)
 GRID = (3, 2)  # cells (x, y)
-RADIUS = 0.045  # m, object half size
+RADIUS = 0.05  # m, inscribed radius: about 8 px across at the 64x64 model input
+OUTER = 1.6  # circumradius / RADIUS of the pointiest shape (triangle)
 OCCLUSION_MEAN = 1.2  # s, mean length of an occlusion episode
 
 
@@ -65,7 +66,7 @@ def random_objects(rng: np.random.Generator, n: int, speed: float) -> list[Scene
         shape, colour = kinds[kind]
         radius = RADIUS * rng.uniform(0.9, 1.1)
         centre = (np.array([cell % GRID[0], cell // GRID[0]]) + 0.5) * cell_size
-        room = cell_size / 2 - radius * 1.15  # keep the whole shape inside the cell
+        room = cell_size / 2 - radius * (OUTER + 0.05)  # whole shape, any rotation, stays inside the cell
         amplitude = room * rng.uniform(0.5, 1.0, size=2)
         # peak speed of each axis = amplitude * 2 pi f; choose f so the peak is about `speed`
         freq = speed * rng.uniform(0.6, 1.0, size=2) / (2 * np.pi * amplitude)
@@ -133,7 +134,7 @@ class Renderer:
             return
         n = 4 if obj.shape == "square" else 3
         # squares: corners at r*sqrt(2) so the inscribed circle has radius r; triangles slightly larger
-        reach = np.sqrt(2) if n == 4 else 1.6
+        reach = np.sqrt(2) if n == 4 else OUTER
         a = obj.angle(t) + 2 * np.pi * np.arange(n) / n
         pts = centre + reach * r * np.stack([np.cos(a), np.sin(a)], axis=-1)
         cv2.fillPoly(frame, [_fix(pts)], colour, cv2.LINE_AA, shift=4)

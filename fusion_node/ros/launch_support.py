@@ -1,0 +1,94 @@
+"""What the launch files, `fusion node` and the e2e benchmark share: DDS transport settings,
+node parameter overrides from launch arguments, and the packaged params file.
+
+ROS-free and launch-free, so it is tested here although `launch`/`launch_ros` are not.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any
+
+from fusion_node.ros.params import package_share
+
+# Fast DDS' default shared-memory segment is 512 KB: a VGA rgb8 image (921,600 bytes) is then
+# fragmented over UDP. LARGE_DATA (Fast DDS >= 2.13, i.e. Jazzy and newer) moves user data to
+# TCP + a large shared-memory transport; older Fast DDS ignores the variable.
+DDS_VARIABLE = "FASTDDS_BUILTIN_TRANSPORTS"
+DDS_MODES: dict[str, str | None] = {"large": "LARGE_DATA", "default": None}
+
+
+def dds_env(mode: str) -> dict[str, str | None]:
+    """Environment changes for a DDS mode: name -> value, None meaning unset."""
+    if mode not in DDS_MODES:
+        raise ValueError(f"unknown DDS mode {mode!r} (choose {', '.join(DDS_MODES)})")
+    return {DDS_VARIABLE: DDS_MODES[mode]}
+
+
+def apply_dds(mode: str, environ: MutableMapping[str, str] | None = None) -> None:
+    """Set the DDS mode in `environ` (default os.environ); call before the first ROS node is created."""
+    env = os.environ if environ is None else environ
+    for name, value in dds_env(mode).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+
+
+def parse_bool(text: str | bool) -> bool:
+    if isinstance(text, bool):
+        return text
+    value = str(text).strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def node_overrides(model: str = "", backend: str = "", use_sim_time: str | bool = False,
+                   auto_activate: str | bool | None = None) -> dict[str, Any]:
+    """Parameters that launch arguments override on top of the params file (empty = keep the file's)."""
+    out: dict[str, Any] = {"use_sim_time": parse_bool(use_sim_time)}
+    if model:
+        out["model_dir"] = str(model)
+    if backend:
+        out["backend"] = str(backend)
+    if auto_activate is not None and auto_activate != "":
+        out["auto_activate"] = parse_bool(auto_activate)
+    return out
+
+
+def default_params_file() -> Path | None:
+    """config/fusion.yaml of a colcon install (share/fusion_node) or of this source checkout."""
+    candidates = [Path(__file__).resolve().parents[2] / "config" / "fusion.yaml"]
+    share = package_share()
+    if share is not None:
+        candidates.insert(0, share / "config" / "fusion.yaml")
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def default_model_dir() -> str:
+    """models/default of a colcon install, else the relative default (resolved by the node)."""
+    share = package_share()
+    if share is not None and (share / "models" / "default" / "config.json").is_file():
+        return str(share / "models" / "default")
+    return "models/default"
+
+
+
+def player_command(bag: str, rate: str, loop: bool, start_offset: str, topics: str, clock: bool,
+                   wait: str) -> list[str]:
+    """`fusion play` for play_bag.launch.py, run with the launching Python (where fusion_node imports:
+    a colcon install puts the `fusion` script in lib/fusion_node, off PATH)."""
+    cmd = [sys.executable, "-m", "fusion_node.cli", "play", bag, "--rate", rate, "--start-offset", start_offset,
+           "--wait-subscribers", wait, "--no-progress"]
+    if loop:
+        cmd.append("--loop")
+    if clock:
+        cmd.append("--clock")
+    if topics.split():
+        cmd += ["--topics", *topics.split()]
+    return cmd

@@ -1,0 +1,154 @@
+"""ROS messages the node publishes: FusedOutput -> fusion_msgs/FusedState, health -> DiagnosticArray.
+
+`health()` is pure and ROS-free (snapshots in, statuses out) so its OK/WARN/ERROR rules are
+unit-tested directly; the `*_msg` builders only copy fields into message objects.
+"""
+from __future__ import annotations
+
+import array
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from fusion_node import MODALITIES
+from fusion_node.frames import FusedOutput
+
+OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
+
+
+def time_msg(t: float):
+    from builtin_interfaces.msg import Time
+
+    sec = math.floor(t)
+    nanosec = min(int(round((t - sec) * 1e9)), 999_999_999)
+    return Time(sec=int(sec), nanosec=nanosec)
+
+
+def fused_state_msg(out: FusedOutput, latency: float, frame_id: str = ""):
+    """The FusedState for one pipeline result; arrays go in as array.array (rclpy's fast path)."""
+    from fusion_msgs.msg import FusedState
+
+    msg = FusedState()
+    msg.header.stamp = time_msg(out.stamp)
+    msg.header.frame_id = frame_id
+    msg.model_id = out.model_id
+    msg.backend = out.backend
+    msg.state = array.array("f", out.state.astype("float32", copy=False).tobytes())
+    msg.modalities = list(MODALITIES)
+    msg.present = [bool(out.present.get(m, False)) for m in MODALITIES]
+    msg.age = array.array("f", [_finite(out.age.get(m)) for m in MODALITIES])
+    msg.weight = array.array("f", [_finite(out.weight.get(m)) for m in MODALITIES])
+    names = list(out.outputs)
+    msg.output_names = names
+    msg.output_sizes = array.array("I", [int(out.outputs[n].size) for n in names])
+    flat = array.array("f")
+    for n in names:
+        flat.frombytes(out.outputs[n].astype("float32", copy=False).tobytes())
+    msg.outputs = flat
+    msg.latency = float(latency)
+    return msg
+
+
+def _finite(v: float | None) -> float:
+    # Absent modalities have no age; NaN says so (consumers read `present` first).
+    return float("nan") if v is None else float(v)
+
+
+@dataclass
+class Status:
+    level: int
+    name: str
+    message: str
+    values: dict[str, str] = field(default_factory=dict)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "inf" if math.isinf(v) else "nan" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def _delta(now: dict, before: dict | None, key: str) -> int:
+    return int(now.get(key, 0)) - int((before or {}).get(key, 0))
+
+
+def health(
+    snapshot: dict,
+    previous: dict | None,
+    sync_stats: dict[str, dict[str, float]],
+    *,
+    node: str,
+    topics: dict[str, str],
+    reference: str,
+    stale_after: float,
+    max_latency: float,
+    backend: str,
+    model_id: str,
+) -> list[Status]:
+    """Statuses for one diagnostics period: one per input, one for inference.
+
+    `previous` is the snapshot of the last period, so counts that grew since then (malformed,
+    skipped, errors) degrade the level for one period instead of forever.
+    """
+    statuses = []
+    for m in MODALITIES:
+        s = snapshot["inputs"][m]
+        prev = (previous or {}).get("inputs", {}).get(m)
+        sync = sync_stats.get(m, {})
+        values = {"topic": topics.get(m, ""), "rate_hz": _fmt(s["rate_hz"]), "age_s": _fmt(s["age"]),
+                  "received": _fmt(s["received"]), "malformed": _fmt(s["malformed"]),
+                  "rejected_by_sync": _fmt(s["rejected"])}
+        values.update({f"sync_{k}": _fmt(v) for k, v in sorted(sync.items())})
+        if s["last_error"]:
+            values["last_error"] = s["last_error"]
+        sporadic = m == "text"
+        if s["received"] == 0:
+            level = OK if sporadic else ERROR if m == reference else WARN
+            msg = "no instruction yet" if sporadic else "no messages received"
+        elif s["age"] > stale_after and not sporadic:
+            level = ERROR if m == reference else WARN
+            msg = f"stale: last message {s['age']:.1f} s ago"
+        else:
+            level, msg = OK, f"{s['rate_hz']:.1f} Hz"
+        bad = _delta(s, prev, "malformed")
+        late = _delta(s, prev, "rejected")
+        if bad or late:
+            level = max(level, WARN)
+            msg += f"; {bad} malformed, {late} rejected (late/duplicate) this period"
+        statuses.append(Status(level, f"{node}: input {m}", msg, values))
+
+    inf, lat = snapshot["inference"], snapshot["latency"]
+    values = {"backend": backend, "model_id": model_id, "published": _fmt(snapshot["published"]),
+              "skipped_latest_wins": _fmt(snapshot["skipped"]), "errors": _fmt(snapshot["errors"]),
+              "resets": _fmt(snapshot["resets"]),
+              "inference_p50_ms": _fmt(inf["p50"] * 1e3), "inference_p99_ms": _fmt(inf["p99"] * 1e3),
+              "latency_p50_ms": _fmt(lat["p50"] * 1e3), "latency_p99_ms": _fmt(lat["p99"] * 1e3),
+              "latency_max_ms": _fmt(lat["max"] * 1e3)}
+    if snapshot["last_error"]:
+        values["last_error"] = snapshot["last_error"]
+    level, parts = OK, [f"{snapshot['published']} published"]
+    errors = _delta(snapshot, previous, "errors")
+    skipped = _delta(snapshot, previous, "skipped")
+    if errors:
+        level = ERROR
+        parts.append(f"{errors} inference errors this period")
+    if skipped:
+        level = max(level, WARN)
+        parts.append(f"{skipped} frames skipped (inference slower than input)")
+    if lat["n"] and lat["p99"] > max_latency:
+        level = max(level, WARN)
+        parts.append(f"latency p99 {lat['p99'] * 1e3:.1f} ms > {max_latency * 1e3:.0f} ms")
+    statuses.append(Status(level, f"{node}: inference", "; ".join(parts), values))
+    return statuses
+
+
+def diagnostic_array_msg(statuses: list[Status], stamp: float, hardware_id: str):
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+    arr = DiagnosticArray()
+    arr.header.stamp = time_msg(stamp)
+    for s in statuses:
+        st = DiagnosticStatus(level=bytes([s.level]), name=s.name, message=s.message, hardware_id=hardware_id)
+        st.values = [KeyValue(key=k, value=v) for k, v in s.values.items()]
+        arr.status.append(st)
+    return arr

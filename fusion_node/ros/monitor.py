@@ -1,0 +1,124 @@
+"""Bounded, thread-safe counters the node keeps for diagnostics: input rates, drops, timings.
+
+ROS-free: the node's callbacks and worker record into it; the diagnostics timer reads a
+plain-dict snapshot that fusion_node.ros.messages turns into a DiagnosticArray.
+Everything is bounded (fixed-size windows), so a node running for days uses constant memory.
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterable
+
+import numpy as np
+
+
+class Window:
+    """The last `size` values of a measurement, with percentiles."""
+
+    def __init__(self, size: int = 1000) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+
+    def add(self, value: float) -> None:
+        self._values.append(float(value))
+
+    def summary(self) -> dict[str, float]:
+        if not self._values:
+            return {"n": 0, "p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+        v = np.fromiter(self._values, dtype=np.float64)
+        return {"n": int(v.size), "p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99)),
+                "max": float(v.max())}
+
+
+class InputCounter:
+    """One input's arrivals (for rate and age), malformed messages and hand-off drops."""
+
+    def __init__(self, rate_window: float = 5.0, max_arrivals: int = 20000) -> None:
+        self.rate_window = rate_window
+        self._arrivals: deque[float] = deque(maxlen=max_arrivals)
+        self.received = 0
+        self.malformed = 0
+        self.rejected = 0  # refused by the sync buffer (late, duplicate, out of horizon)
+        self.last_error = ""
+
+    def arrived(self, now: float) -> None:
+        self.received += 1
+        self._arrivals.append(now)
+
+    def snapshot(self, now: float) -> dict[str, float | str]:
+        while self._arrivals and self._arrivals[0] < now - self.rate_window:
+            self._arrivals.popleft()
+        span = self._arrivals[-1] - self._arrivals[0] if self._arrivals else 0.0
+        rate = (len(self._arrivals) - 1) / span if span > 0 else 0.0
+        last = self._arrivals[-1] if self._arrivals else None
+        return {
+            "received": self.received,
+            "malformed": self.malformed,
+            "rejected": self.rejected,
+            "rate_hz": rate,
+            "age": (now - last) if last is not None else float("inf"),
+            "last_error": self.last_error,
+        }
+
+
+class NodeMonitor:
+    """All counters of one node; every method takes the lock, so callbacks and the worker may share it."""
+
+    def __init__(self, inputs: Iterable[str]) -> None:
+        self._lock = threading.Lock()
+        self.inputs = {name: InputCounter() for name in inputs}
+        self.inference = Window()  # s per model run (preprocess + backend)
+        self.latency = Window()  # s from the last needed input's arrival to publish
+        self.published = 0
+        self.skipped = 0  # frames superseded by a newer one while inference was busy (latest wins)
+        self.errors = 0  # frames whose inference raised
+        self.last_error = ""
+        self.resets = 0
+        self._weight_sum: dict[str, float] = {}
+
+    def arrived(self, name: str, now: float, accepted: bool) -> None:
+        with self._lock:
+            counter = self.inputs[name]
+            counter.arrived(now)
+            if not accepted:
+                counter.rejected += 1
+
+    def malformed(self, name: str, reason: str) -> None:
+        with self._lock:
+            self.inputs[name].malformed += 1
+            self.inputs[name].last_error = reason
+
+    def frame_done(self, inference_s: float, latency_s: float, weights: dict[str, float]) -> None:
+        with self._lock:
+            self.published += 1
+            self.inference.add(inference_s)
+            self.latency.add(latency_s)
+            for name, w in weights.items():
+                self._weight_sum[name] = self._weight_sum.get(name, 0.0) + w
+
+    def frames_skipped(self, n: int) -> None:
+        with self._lock:
+            self.skipped += n
+
+    def frame_failed(self, reason: str) -> None:
+        with self._lock:
+            self.errors += 1
+            self.last_error = reason
+
+    def reset_done(self) -> None:
+        with self._lock:
+            self.resets += 1
+
+    def snapshot(self, now: float) -> dict:
+        with self._lock:
+            return {
+                "inputs": {name: c.snapshot(now) for name, c in self.inputs.items()},
+                "inference": self.inference.summary(),
+                "latency": self.latency.summary(),
+                "published": self.published,
+                "skipped": self.skipped,
+                "errors": self.errors,
+                "last_error": self.last_error,
+                "resets": self.resets,
+                "weights_mean": {k: v / self.published for k, v in self._weight_sum.items()},
+            }

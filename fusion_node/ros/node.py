@@ -1,0 +1,452 @@
+"""FusionNode: the live ROS 2 lifecycle node that feeds messages through the Pipeline.
+
+Lifecycle: configure reads and validates parameters, loads the model and backend and warms
+them up; activate creates subscriptions, publishers, the diagnostics timer and the inference
+worker; deactivate and cleanup release them. `auto_activate` runs configure + activate at start.
+
+Threading: subscription callbacks only convert a message and add the sample to the sync buffer
+(under a lock held for microseconds). One worker thread polls the buffer and runs inference. When
+inference is slower than the camera, the buffer emits several frames per poll and only the newest
+is inferred (latest wins); the others are counted as skipped, so nothing queues without bound.
+
+Clocks: `arrival` times handed to the sync buffer are time.monotonic() (deadlines are about
+waiting for data in transport, whatever the ROS clock does); sample stamps come from headers,
+and the headerless instruction is stamped with the node's ROS clock, so use_sim_time with
+`fusion play --clock` keeps all stamps on the bag's time line.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from fusion_node import MODALITIES, convert
+from fusion_node.frames import AlignedFrame
+from fusion_node.ros import messages, params
+from fusion_node.ros.audio_common import audio_data_stamped_from_msg, audio_stamped_from_msg
+from fusion_node.ros.monitor import NodeMonitor
+
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+
+# Upper bound between two polls of the sync buffer: the granularity of max_wait deadlines.
+_POLL_PERIOD = 0.005
+
+
+def sensor_qos(depth: int) -> QoSProfile:
+    """SensorDataQoS with a configurable depth (best effort matches every publisher)."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def latched_qos() -> QoSProfile:
+    """Instructions: reliable and transient local, so a late-joining node gets the one in force."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def output_qos() -> QoSProfile:
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+class FusionNode(LifecycleNode):
+    def __init__(self, node_name: str = params.NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self._param_errors = self._declare_parameters()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.cfg = None
+        self.settings = params.NodeSettings()
+        self.pipeline = None
+        self.monitor = NodeMonitor(MODALITIES)
+        self._sync_lock = threading.Lock()  # guards pipeline.sync: callbacks add, the worker polls
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._subs: list = []
+        self._state_pub = None
+        self._diag_pub = None
+        self._diag_timer = None
+        self._reset_srv = None
+        self._audio_info = None  # latest audio_common AudioInfo (AudioDataStamped input)
+        self._frame_id = ""
+        self._previous_snapshot: dict | None = None
+
+    # -- parameters ------------------------------------------------------------------------
+    def _declare_parameters(self) -> list[str]:
+        """Declare every parameter; overrides that violate a descriptor are kept as errors for configure."""
+        from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+
+        errors = []
+        for name, default in params.defaults().items():
+            desc = params.descriptor(name, default)
+            try:
+                self.declare_parameter(name, params.ros_value(default), desc)
+            except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
+                errors.append(f"{name}: {exc}")
+                self.declare_parameter(name, params.ros_value(default), desc, ignore_override=True)
+        return errors
+
+    def _parameter_values(self) -> dict[str, Any]:
+        return {name: self.get_parameter(name).value for name in params.defaults()}
+
+    def _on_set_parameters(self, changes: list) -> Any:
+        from rcl_interfaces.msg import SetParametersResult
+
+        configured = self.pipeline is not None
+        for p in changes:
+            reason = params.check_change(p.name, p.value, configured)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        for p in changes:
+            self._apply_runtime(p.name, p.value)
+        return SetParametersResult(successful=True)
+
+    def _apply_runtime(self, name: str, value: Any) -> None:
+        if self.pipeline is None:
+            return  # read by the next configure
+        if name.startswith("sync."):
+            from fusion_node.sync import SyncBuffer
+
+            # The buffer reads its timing once, so a new one takes over (what it held is
+            # dropped: at most the frames of one max_wait) and the change counts as a reset.
+            with self._sync_lock:
+                self.pipeline.sync = SyncBuffer(params.apply_sync_change(self.pipeline.sync.cfg, name, value))
+            self.monitor.reset_done()
+        elif name == "log_throttle":
+            self.settings.log_throttle = float(value)
+        elif name.startswith("diagnostics."):
+            setattr(self.settings.diagnostics, name.split(".", 1)[1], float(value))
+        self.get_logger().info(f"parameter {name} = {value!r} applied")
+
+    def _warn(self, text: str) -> None:
+        self.get_logger().warning(text, throttle_duration_sec=self.settings.log_throttle)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def autostart(self) -> bool:
+        """Configure and activate when `auto_activate` is set; False when a transition failed."""
+        if not self.get_parameter("auto_activate").value:
+            self.get_logger().info("waiting for a lifecycle manager (auto_activate is false)")
+            return True
+        return self.trigger_configure() == SUCCESS and self.trigger_activate() == SUCCESS
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        log = self.get_logger()
+        if self._param_errors:
+            log.error("configure failed: invalid parameters: " + "; ".join(self._param_errors))
+            return FAILURE
+        try:
+            cfg, settings = params.load(self._parameter_values())
+            cfg.model_dir = str(params.resolve_model_dir(cfg.model_dir))
+            from fusion_node.pipeline import Pipeline
+
+            pipeline = Pipeline(cfg)
+            self._warm_up(pipeline, settings.warmup_runs)
+        except Exception as exc:  # noqa: BLE001 - a broken model or config must fail the transition, not the process
+            log.error(f"configure failed: {exc}")
+            return FAILURE
+        self.cfg, self.settings, self.pipeline = cfg, settings, pipeline
+        self.monitor = NodeMonitor(MODALITIES)
+        self._previous_snapshot = None
+        from std_srvs.srv import Trigger
+
+        self._reset_srv = self.create_service(Trigger, "~/reset", self._on_reset)
+        log.info(f"configured: model {pipeline.model_id} on {pipeline.backend.name} from {cfg.model_dir}")
+        return SUCCESS
+
+    def _warm_up(self, pipeline, runs: int) -> None:
+        """Run the model on a blank frame so the first real frame pays no lazy initialisation."""
+        spec = pipeline.spec
+        h, w = spec.image_size
+        present = {m: True for m in MODALITIES}
+        frame = AlignedFrame(
+            stamp=0.0, image=np.zeros((h, w, 3), np.uint8), audio=np.zeros(spec.audio_samples, np.float32),
+            joint_position=np.zeros(len(spec.joint_names), np.float32),
+            joint_velocity=np.zeros(len(spec.joint_names), np.float32),
+            joint_mask=np.ones(len(spec.joint_names), bool), text="stop", present=present,
+            age={m: 0.0 for m in MODALITIES},
+        )
+        for _ in range(runs):
+            pipeline.infer(frame)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from fusion_msgs.msg import FusedState
+
+        s = self.settings
+        try:
+            self._state_pub = self.create_lifecycle_publisher(FusedState, s.topics.state, output_qos())
+            self._diag_pub = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", output_qos())
+            self._subs = self._create_subscriptions()
+        except Exception as exc:  # noqa: BLE001 - e.g. a missing audio_common_msgs package
+            self.get_logger().error(f"activate failed: {exc}")
+            self.release_active()
+            return FAILURE
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._work, name="fusion-inference", daemon=True)
+        self._worker.start()
+        self._diag_timer = self.create_timer(s.diagnostics.period, self._publish_diagnostics)
+        self.get_logger().info(f"active: publishing {s.topics.state}")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        ret = super().on_deactivate(state)
+        self.release_active()
+        return ret
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release_configured()
+        return SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release_active()
+        self.release_configured()
+        return SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release_active()
+        self.release_configured()
+        return SUCCESS
+
+    def release_active(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
+            self._worker = None
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        for pub in (self._state_pub, self._diag_pub):
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+        self._state_pub = self._diag_pub = None
+
+    def release_configured(self) -> None:
+        if self._reset_srv is not None:
+            self.destroy_service(self._reset_srv)
+            self._reset_srv = None
+        self.pipeline = None
+
+    # -- inputs ------------------------------------------------------------------------------
+    def _create_subscriptions(self) -> list:
+        from sensor_msgs.msg import CompressedImage, Image, JointState
+        from std_msgs.msg import String
+
+        s = self.settings
+        qos = sensor_qos(s.sensor_qos_depth)
+        subs = []
+        if s.image_transport == "compressed":
+            subs.append(self.create_subscription(
+                CompressedImage, s.topics.image + "/compressed",
+                self._handler("image", convert.compressed_image_from_msg), qos))
+        else:
+            subs.append(self.create_subscription(Image, s.topics.image,
+                                                 self._handler("image", convert.image_from_msg), qos))
+        subs.extend(self._audio_subscriptions(qos))
+        for topic in s.topics.joints:
+            subs.append(self.create_subscription(JointState, topic,
+                                                 self._handler("joints", convert.joints_from_msg), qos))
+        subs.append(self.create_subscription(String, s.topics.text, self._on_text, latched_qos(),
+                                             event_callbacks=self._qos_warning(s.topics.text)))
+        return subs
+
+    def _qos_warning(self, topic: str):
+        """Event callbacks that log a publisher whose QoS cannot reach this subscription."""
+        try:
+            from rclpy.event_handler import SubscriptionEventCallbacks
+        except ImportError:  # Humble
+            from rclpy.qos_event import SubscriptionEventCallbacks
+
+        def incompatible(info: Any) -> None:
+            self._warn(f"{topic}: a publisher's QoS is incompatible (policy id {info.last_policy_kind}); "
+                       "publish instructions reliable + transient local")
+
+        return SubscriptionEventCallbacks(incompatible_qos=incompatible)
+
+    def _audio_subscriptions(self, qos: QoSProfile) -> list:
+        s = self.settings
+        if s.audio_type == "fusion_msgs/AudioFrame":
+            from fusion_msgs.msg import AudioFrame
+
+            return [self.create_subscription(AudioFrame, s.topics.audio,
+                                             self._handler("audio", convert.audio_from_msg), qos)]
+        try:
+            import audio_common_msgs.msg as acm
+        except ImportError:
+            raise RuntimeError(f"audio_type {s.audio_type} needs the audio_common_msgs package") from None
+        if s.audio_type == "audio_common_msgs/AudioStamped":
+            return [self.create_subscription(acm.AudioStamped, s.topics.audio,
+                                             self._handler("audio", audio_stamped_from_msg), qos)]
+        convert_stamped = self._handler("audio", lambda msg, _arrival: audio_data_stamped_from_msg(msg, self._audio_info))
+        return [
+            self.create_subscription(acm.AudioDataStamped, s.topics.audio, convert_stamped, qos),
+            self.create_subscription(acm.AudioInfo, s.topics.audio_info, self._on_audio_info, QoSProfile(depth=1)),
+        ]
+
+    def _on_audio_info(self, msg: Any) -> None:
+        self._audio_info = msg
+
+    def _handler(self, modality: str, conv: Callable[[Any, float | None], Any]) -> Callable[[Any], None]:
+        def callback(msg: Any) -> None:
+            self._ingest(modality, conv, msg)
+
+        return callback
+
+    def _on_text(self, msg: Any) -> None:
+        # Headerless: stamped with the ROS clock so it shares the sensors' (possibly simulated) time line.
+        stamp = self.get_clock().now().nanoseconds * 1e-9
+        self._ingest("text", lambda m, _arrival: convert.text_from_msg(m, stamp), msg)
+
+    def _ingest(self, modality: str, conv: Callable[[Any, float | None], Any], msg: Any) -> None:
+        """Convert and hand over; never raises (a bad message is counted and logged, rate-limited)."""
+        arrival = time.monotonic()
+        pipeline = self.pipeline
+        if pipeline is None:
+            return
+        try:
+            sample = conv(msg, arrival)
+            if modality == "image" and not self._frame_id:
+                self._frame_id = str(getattr(msg.header, "frame_id", ""))
+            with self._sync_lock:
+                accepted = pipeline.add(modality, sample, arrival)
+        except Exception as exc:  # noqa: BLE001 - BadMessage, and anything a hostile message provokes
+            reason = str(exc) if isinstance(exc, convert.BadMessage) else f"{type(exc).__name__}: {exc}"
+            self.monitor.malformed(modality, reason)
+            self._warn(f"dropped malformed {modality} message: {reason}")
+            return
+        self.monitor.arrived(modality, arrival, accepted)
+        self._wake.set()
+
+    def _on_reset(self, request: Any, response: Any) -> Any:
+        pipeline = self.pipeline
+        if pipeline is None:
+            response.success, response.message = False, "node is not configured"
+            return response
+        with self._sync_lock:
+            pipeline.reset("reset service")
+        self.monitor.reset_done()
+        self.get_logger().info("sync buffer reset by service call")
+        response.success, response.message = True, "sync buffer reset"
+        return response
+
+    # -- inference worker ----------------------------------------------------------------------
+    def _work(self) -> None:
+        pipeline = self.pipeline
+        while not self._stop.is_set():
+            self._wake.wait(_POLL_PERIOD)
+            self._wake.clear()
+            now = time.monotonic()
+            try:
+                with self._sync_lock:
+                    frames = pipeline.frames(now)
+            except Exception as exc:  # noqa: BLE001 - keep serving; the buffer is reset below
+                self.monitor.frame_failed(f"sync: {type(exc).__name__}: {exc}")
+                self._warn(f"sync buffer failed ({exc}); resetting it")
+                with self._sync_lock:
+                    pipeline.reset(f"error: {exc}")
+                continue
+            if not frames:
+                continue
+            if len(frames) > 1:
+                self.monitor.frames_skipped(len(frames) - 1)
+            self._infer_and_publish(pipeline, frames[-1], now)
+
+    def _infer_and_publish(self, pipeline, frame: AlignedFrame, now: float) -> None:
+        t0 = time.perf_counter()
+        try:
+            out = pipeline.infer(frame, now)
+        except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node
+            self.monitor.frame_failed(f"{type(exc).__name__}: {exc}")
+            self._warn(f"inference failed: {exc}")
+            return
+        inference = time.perf_counter() - t0
+        pub = self._state_pub
+        if pub is None:
+            return
+        frame_id = self.settings.frame_id or self._frame_id
+        msg = messages.fused_state_msg(out, time.monotonic() - frame.arrival, frame_id)
+        pub.publish(msg)
+        self.monitor.frame_done(inference, msg.latency, out.weight)
+
+    # -- diagnostics ---------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        pipeline, pub = self.pipeline, self._diag_pub
+        if pipeline is None or pub is None:
+            return
+        snapshot = self.monitor.snapshot(time.monotonic())
+        with self._sync_lock:
+            sync_stats = pipeline.stats()
+        s = self.settings
+        topics = {"image": s.topics.image + ("/compressed" if s.image_transport == "compressed" else ""),
+                  "audio": s.topics.audio, "joints": ",".join(s.topics.joints), "text": s.topics.text}
+        statuses = messages.health(
+            snapshot, self._previous_snapshot, sync_stats, node=self.get_fully_qualified_name(), topics=topics,
+            reference=self.cfg.sync.reference, stale_after=s.diagnostics.stale_after,
+            max_latency=s.diagnostics.max_latency, backend=pipeline.backend.name, model_id=pipeline.model_id,
+        )
+        self._previous_snapshot = snapshot
+        stamp = self.get_clock().now().nanoseconds * 1e-9
+        pub.publish(messages.diagnostic_array_msg(statuses, stamp, self.get_name()))
+
+
+def spin(node: FusionNode, duration: float | None = None, summary: bool = False) -> int:
+    """Autostart and spin until shutdown (or `duration` seconds); 1 when autostart failed."""
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        if not node.autostart():
+            node.get_logger().error("could not start; see the errors above")
+            return 1
+        if duration is None:
+            executor.spin()
+        else:
+            end = time.monotonic() + duration
+            while rclpy.ok() and time.monotonic() < end:
+                executor.spin_once(timeout_sec=min(0.1, max(0.0, end - time.monotonic())))
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.release_active()
+        node.release_configured()
+        if summary:
+            print(summary_line(node.monitor.snapshot(time.monotonic())), flush=True)
+        executor.shutdown()
+        node.destroy_node()
+    return 0
+
+
+def summary_line(snapshot: dict) -> str:
+    """One line for the end of a run: frames, latency, inference time, drops, mean weights."""
+    lat, inf = snapshot["latency"], snapshot["inference"]
+    bad = {m: s["malformed"] for m, s in snapshot["inputs"].items() if s["malformed"]}
+    weights = " ".join(f"{m}={w:.2f}" for m, w in snapshot["weights_mean"].items())
+    return (f"fusion node: {snapshot['published']} fused states; latency p50 {lat['p50'] * 1e3:.1f} ms "
+            f"p99 {lat['p99'] * 1e3:.1f} ms; inference p50 {inf['p50'] * 1e3:.1f} ms; "
+            f"skipped {snapshot['skipped']}; malformed {bad or 0}; mean weights {weights or '-'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`ros2 run fusion_node fusion_node [--ros-args ...]`."""
+    from fusion_node import rosenv
+
+    rosenv.ensure_ros_env()
+    rclpy.init(args=sys.argv if argv is None else argv)
+    try:
+        return spin(FusionNode())
+    finally:
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

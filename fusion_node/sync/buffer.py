@@ -86,6 +86,13 @@ class SyncBuffer:
         self._next_tick = -INF if self._clock else INF
         self._tick_k: int | None = None
         self._adds = 0
+        # poll() re-evaluates the head frame only when it may have become ready: at `_wake` (the
+        # deadline that held it back) or once `_dirty` (a sample of a modality with `wakes` set,
+        # i.e. the one it waited for or the reference, or a frame put in the outbox).
+        self._wake = INF
+        self._dirty = False
+        for pol in self._policies.values():
+            pol.wakes = pol is self._ref_policy
 
     # ------------------------------------------------------------------ ingest
     def add(self, modality: str, sample: Any, arrival: float) -> bool:
@@ -94,9 +101,33 @@ class SyncBuffer:
         if pol is None:
             raise ValueError(f"modality {modality!r} is not configured (configured: {', '.join(self._policies)})")
         pol.stats.received += 1
-        return self._ingest(pol, modality, sample, arrival)
+        try:
+            stamp = sample.stamp
+            skew = stamp - arrival
+        except (AttributeError, TypeError):
+            return self._drop(pol, "invalid", arrival)
+        # One combined test keeps the common case (in-time, sane clock) to a single branch.
+        if (skew - skew != 0.0 or skew > self._skew + self._future_tol or stamp <= self._watermark
+                or stamp < pol.newest - self._jump or self._suspects):
+            return self._ingest(pol, modality, sample, arrival)
+        try:
+            code = pol.insert(stamp, sample, arrival)
+        except (AttributeError, TypeError, ValueError, IndexError):
+            code = -1
+        if code:
+            return self._drop(pol, "duplicate" if code == DUPLICATE else "invalid", arrival)
+        self._skew = skew
+        if pol.wakes:
+            self._dirty = True
+        if stamp >= self._next_tick:
+            self._tick(stamp, arrival)
+        self._adds += 1
+        if self._adds % EVICT_EVERY == 0:
+            self._evict()
+        return True
 
     def _ingest(self, pol: Policy, modality: str, sample: Any, arrival: float) -> bool:
+        """The full checks: invalid numbers, suspect clocks, late samples."""
         try:
             stamp = sample.stamp + 0.0
             arrival = arrival + 0.0
@@ -109,21 +140,23 @@ class SyncBuffer:
             return self._suspect(modality, sample, arrival)
         if self._suspects:
             self._expire_suspects(arrival)
-        return self._accept(pol, sample, stamp, arrival, skew)
-
-    def _accept(self, pol: Policy, sample: Any, stamp: float, arrival: float, skew: float) -> bool:
         if stamp <= self._watermark:
             pol.stats.late += 1
             if not pol.useful_late(sample, stamp, self._watermark):
                 return self._drop(pol, "late", arrival, counted=True)
+        return self._store(pol, sample, stamp, arrival, skew)
+
+    def _store(self, pol: Policy, sample: Any, stamp: float, arrival: float, skew: float) -> bool:
+        """The tail of add() for samples that went through the full checks."""
         try:
             code = pol.insert(stamp, sample, arrival)
         except (AttributeError, TypeError, ValueError, IndexError):
             code = -1
         if code != OK:
             return self._drop(pol, "duplicate" if code == DUPLICATE else "invalid", arrival)
-        pol.stats.accepted += 1
         self._skew = skew
+        if pol.wakes:
+            self._dirty = True
         if stamp >= self._next_tick:
             self._tick(stamp, arrival)
         self._adds += 1
@@ -190,20 +223,28 @@ class SyncBuffer:
             k += 1
         self._tick_k = k
         self._next_tick = k / rate
+        self._dirty = True
 
     # ------------------------------------------------------------------ emit
     def poll(self, now: float) -> list[AlignedFrame]:
         """Frames whose inputs are complete or whose deadlines passed by `now`, in order."""
-        out = self._outbox
-        self._outbox = []
+        if not self._dirty and now < self._wake:
+            return []
+        out, self._outbox = self._outbox, []
         ref = self._ref
         stamps, arrivals = ref.stamps, ref.arrivals
         emitted = False
+        self._wake = INF
+        self._dirty = False
+        for pol in self._others:
+            pol.wakes = False
         while len(stamps) > ref.head:
             t = stamps[ref.head]
             arr = arrivals[ref.head]
             for pol in self._others:
                 if pol.coverage < t and now < arr + pol.max_wait:
+                    pol.wakes = True
+                    self._wake = arr + pol.max_wait
                     break
             else:
                 out.append(self._emit())
@@ -244,6 +285,7 @@ class SyncBuffer:
         return frame
 
     def _evict(self) -> None:
+        self._dirty = True  # dropping a silent joint publisher can complete the head frame
         wm = self._watermark
         for pol in self._others:
             top = pol.newest - self._horizon
@@ -257,6 +299,7 @@ class SyncBuffer:
         """Start a new epoch: pending frames are resolved into the next poll(), buffers cleared."""
         log.warning("sync: reset (%s)", reason)
         self._outbox.extend(self.flush())
+        self._dirty = True
         for pol in self._policies.values():
             pol.clear()
             pol.stats.resets += 1
@@ -270,7 +313,9 @@ class SyncBuffer:
 
     def stats(self) -> dict[str, dict[str, float]]:
         """Per modality counters and age/alignment summaries, plus 'frames' for the buffer."""
-        out = {name: self._stats[name].summary(pol.size()) for name, pol in self._policies.items()}
+        held = [m for m, _, _ in self._suspects]
+        out = {name: self._stats[name].summary(pol.size(), held.count(name))
+               for name, pol in self._policies.items()}
         out["frames"] = {"emitted": float(self._frames), "pending": float(len(self._ref)),
                          "skipped_ticks": float(self._skipped_ticks),
                          "suspects": float(len(self._suspects))}

@@ -42,6 +42,7 @@ class Policy:
     """
 
     lookback = 0.0
+    wakes = False  # set by SyncBuffer: a sample of this modality may complete the head frame
 
     def __init__(self, name: str, ms: ModalitySync, cfg: SyncConfig, stats: ModalityStats) -> None:
         self.name = name
@@ -201,7 +202,7 @@ class ReferencePolicy(Policy):
 class JointGroup:
     """Samples of one publisher (one joint-name tuple) and where its joints go in config order."""
 
-    __slots__ = ("ring", "index", "select", "width", "newest")
+    __slots__ = ("ring", "index", "select", "width", "newest", "identity")
 
     def __init__(self, names: tuple[str, ...], order: dict[str, int]) -> None:
         known = [(k, order[n]) for k, n in enumerate(names) if n in order]
@@ -211,6 +212,8 @@ class JointGroup:
         # None when the publisher's order already is a contiguous prefix we can use directly.
         sel = [k for k, _ in known]
         self.select = None if sel == list(range(len(names))) else np.array(sel, dtype=np.intp)
+        # The publisher sends exactly the configured joints in the configured order.
+        self.identity = self.select is None and [c for _, c in known] == list(range(len(order)))
         self.newest = -INF
 
 
@@ -332,66 +335,87 @@ class JointPolicy(Policy):
             return None
         return head, min(head + 1, n - 1), -d, d
 
+    def _values(self, g: JointGroup, a: int, b: int, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """Position and velocity of group g at t from its samples a and b (a == b: hold)."""
+        ring = g.ring
+        A = ring.items[a]
+        if a == b:
+            v = A.velocity
+            return A.position, (np.nan_to_num(v, nan=0.0) if np.isnan(v).any() else v)
+        B = ring.items[b]
+        sa, sb = ring.stamps[a], ring.stamps[b]
+        w = (t - sa) / (sb - sa)
+        dp = B.position - A.position
+        p = A.position + dp * w
+        v = A.velocity + (B.velocity - A.velocity) * w
+        if np.isnan(v).any():
+            v = np.where(np.isnan(v), dp / (sb - sa), v)
+        return p, v
+
     def fill(self, frame: AlignedFrame, t: float) -> None:
-        J = self.n_joints
-        pos = np.zeros(J, dtype=np.float64)
-        vel = np.zeros(J, dtype=np.float64)
-        best = np.full(J, INF)
-        used: list[float] = []
-        age_out, err_out, arrival = 0.0, 0.0, -INF
-        for g in self.group_list:
+        groups = self.group_list
+        picks = []
+        for g in groups:
             pick = self._pick(g.ring, t)
-            if pick is None:
-                continue
-            a, b, age, err = pick
+            if pick is not None:
+                picks.append((g, pick))
+        if not picks:
+            frame.joint_mask = np.zeros(self.n_joints, dtype=bool)
+            self._absent(frame)
+            return
+        J = self.n_joints
+        if len(picks) == 1 and picks[0][0].identity:  # one publisher with every joint, in order
+            g, (a, b, age, err) = picks[0]
+            p, v = self._values(g, a, b, t)
+            frame.joint_position = p.astype(np.float32)
+            frame.joint_velocity = v.astype(np.float32)
+            frame.joint_mask = np.ones(J, dtype=bool)
             ring = g.ring
-            sa, sb = ring.stamps[a], ring.stamps[b]
-            A, B = ring.items[a], ring.items[b]
-            pa, va = np.asarray(A.position, dtype=np.float64), np.asarray(A.velocity, dtype=np.float64)
-            if a == b:
-                p, v = pa, np.nan_to_num(va, nan=0.0)
-                used.append(sa)
-            else:
-                pb, vb = np.asarray(B.position, dtype=np.float64), np.asarray(B.velocity, dtype=np.float64)
-                w = (t - sa) / (sb - sa)
-                dp = pb - pa
-                p = pa + dp * w
-                v = va + (vb - va) * w
-                if np.isnan(v).any():
-                    v = np.where(np.isnan(v), dp / (sb - sa), v)
-                used.extend((sa, sb))
+            used = (ring.stamps[a],) if a == b else (ring.stamps[a], ring.stamps[b])
+            self._present(frame, age, err, used, max(ring.arrivals[a], ring.arrivals[b]))
+            return
+        pos = np.zeros(J, dtype=np.float32)
+        vel = np.zeros(J, dtype=np.float32)
+        best = np.empty(J)
+        best.fill(INF)
+        used_l: list[float] = []
+        age_out, err_out, arrival = 0.0, 0.0, -INF
+        for g, (a, b, age, err) in picks:
+            p, v = self._values(g, a, b, t)
             if g.select is not None:
                 p, v = p[g.select], v[g.select]
             idx = g.index
-            win = best[idx] > abs(age)
+            win = best[idx] > abs(age)  # per joint, the publisher closest in time wins
             if not win.all():
                 idx, p, v = idx[win], p[win], v[win]
             pos[idx] = p
             vel[idx] = v
             best[idx] = abs(age)
+            ring = g.ring
+            used_l.extend((ring.stamps[a],) if a == b else (ring.stamps[a], ring.stamps[b]))
             if abs(age) > abs(age_out):
                 age_out = age
             err_out = max(err_out, err)
             arrival = max(arrival, ring.arrivals[a], ring.arrivals[b])
-        mask = best < INF
-        if not mask.any():
-            frame.joint_mask = mask
-            self._absent(frame)
-            return
-        frame.joint_position = pos.astype(np.float32)
-        frame.joint_velocity = vel.astype(np.float32)
-        frame.joint_mask = mask
-        self._present(frame, age_out, err_out, tuple(used), arrival)
+        frame.joint_position = pos
+        frame.joint_velocity = vel
+        frame.joint_mask = best < INF
+        self._present(frame, age_out, err_out, tuple(used_l), arrival)
 
 
 class WindowPolicy(Policy):
     """Audio: the last `audio_window` seconds ending at the reference time.
 
-    Chunks whose stamps agree with the sample count of their predecessor (within half a
-    chunk and the tolerance) form one contiguous run; a run is placed at the mean of its
-    chunks' stamp-implied start times, so per-chunk stamp jitter is averaged out instead of
-    tearing the signal. Runs are resampled to `audio_rate` by linear interpolation when
-    their rate differs. Whatever no run covers stays zero and counts towards audio_gap.
+    A chunk continues a run when its stamp lies within the tolerance and half a chunk of the
+    position its run predicts (mean stamp-implied start of the run's last ANCHOR_CHUNKS
+    chunks plus the samples so far); a run is placed at the mean implied start of its chunks
+    in the window, so per-chunk stamp jitter is averaged out instead of tearing the signal.
+    Runs are resampled to `audio_rate` by linear interpolation when their rate differs.
+    Whatever no run covers stays zero and counts towards audio_gap.
+
+    The newest run is kept stitched in a tape that grows by the one or two chunks that
+    arrive per frame, so a frame costs one slice copy; windows that reach into older runs
+    or follow out-of-order chunks are assembled from the ring directly.
     """
 
     def __init__(self, name: str, ms: ModalitySync, cfg: SyncConfig, stats: ModalityStats) -> None:
@@ -406,22 +430,31 @@ class WindowPolicy(Policy):
             raise ValueError("sync.audio_window * sync.audio_rate must be at least one sample")
         self.lookback = self.window
         self.max_chunk = 0.0  # longest chunk held: how far before the window a chunk may start
+        self.tape = _Tape(2 * self.n_out)
 
     def insert(self, stamp: float, sample: Any, arrival: float) -> int:
         data, rate = sample.samples, sample.sample_rate
-        if rate <= 0 or data.ndim != 2 or data.shape[0] == 0:
+        if rate <= 0 or data.ndim != 2 or data.shape[0] == 0 or self.channel >= data.shape[1]:
             return INVALID
-        c = self.channel
-        if c >= data.shape[1]:
-            return INVALID
-        dur = data.shape[0] / rate
-        code = self._push(stamp, sample, arrival)
+        n = data.shape[0]
+        dur = n / rate
+        if stamp <= self.ring.newest:
+            self.tape.clear()  # out of order: the tape may have stitched past this chunk
+        # Stored once as (mono, n, rate, end): a view unless channels must be mixed.
+        code = self._push(stamp, (self._mono(data), n, rate, stamp + dur), arrival)
         if code == OK:
             if stamp + dur > self.coverage:
                 self.coverage = stamp + dur
             if dur > self.max_chunk:
                 self.max_chunk = dur
         return code
+
+    def _mono(self, data: np.ndarray) -> np.ndarray:
+        if self.channel >= 0:
+            return data[:, self.channel]
+        if data.shape[1] == 1:
+            return data[:, 0]
+        return data.mean(axis=1, dtype=np.float32)
 
     def useful_late(self, sample: Any, stamp: float, watermark: float) -> bool:
         return sample.end > watermark - self.window
@@ -435,13 +468,10 @@ class WindowPolicy(Policy):
     def clear(self) -> None:
         super().clear()
         self.max_chunk = 0.0
+        self.tape.clear()
 
-    def _mono(self, data: np.ndarray) -> np.ndarray:
-        if self.channel >= 0:
-            return data[:, self.channel]
-        if data.shape[1] == 1:
-            return data[:, 0]
-        return data.mean(axis=1, dtype=np.float32)
+    def _continues(self, dev: float, n: int, rate: int) -> bool:
+        return -self.tolerance <= dev <= self.tolerance and abs(dev) * rate <= 0.5 * n
 
     def fill(self, frame: AlignedFrame, t: float) -> None:
         ring = self.ring
@@ -449,65 +479,156 @@ class WindowPolicy(Policy):
         t0 = t - self.window
         lo = bisect_left(stamps, t0 - self.max_chunk, ring.head)
         hi = bisect_left(stamps, t, ring.head)
-        runs: list[list[int]] = []  # chunk indices per contiguous run
-        pred, rate_run, err = -INF, 0, 0.0
-        for k in range(lo, hi):
-            chunk = items[k]
-            if chunk.end <= t0:
-                continue
-            s, r, n = stamps[k], chunk.sample_rate, chunk.samples.shape[0]
-            if runs and r == rate_run and abs(s - pred) <= min(self.tolerance, 0.5 * n / r):
-                runs[-1].append(k)
-                err = max(err, abs(s - pred))
-            else:
-                runs.append([k])
-                rate_run = r
-            pred = s + n / r
-        if not runs:
+        while lo < hi and items[lo][3] <= t0:
+            lo += 1
+        if lo >= hi:
             frame.audio_gap = 1.0
             self._absent(frame)
             return
+        tape = self.tape
+        k = max(lo, bisect_right(stamps, tape.last, ring.head))
+        for k in range(k, hi):
+            mono, n, r, end = items[k]
+            s = stamps[k]
+            if not (tape.stamps and r == tape.rate and self._continues(s - tape.predict(r), n, r)):
+                tape.clear()
+            tape.append(s, mono, n, r, end, ring.arrivals[k])
+        tape.trim(t0 - self.window)
+        j0 = bisect_right(tape.ends, t0)
+        if j0 < len(tape.stamps) and tape.stamps[j0] <= stamps[lo]:
+            self._fill_from_tape(frame, t, t0, j0)
+        else:
+            self._fill_general(frame, t, t0, lo, hi)
+
+    def _fill_from_tape(self, frame: AlignedFrame, t: float, t0: float, j0: int) -> None:
+        tape = self.tape
+        imps = tape.implied[j0:]
+        start = sum(imps) / len(imps)
         out = np.zeros(self.n_out, dtype=np.float32)
-        covered, cover_end, newest_end, arrival = 0, 0, -INF, -INF
-        used: list[float] = []
-        for run in runs:
-            lo_k, hi_k, end, start = self._place(out, run, t0, stamps, items)
-            if hi_k > max(lo_k, cover_end):
-                covered += hi_k - max(lo_k, cover_end)
-                cover_end = hi_k
-            newest_end = max(newest_end, end)
-            for k in run:
-                used.append(stamps[k])
-                arrival = max(arrival, ring.arrivals[k])
+        a, b = self._place(out, start, tape.rate, tape.buf, tape.base, tape.size, tape.offsets[j0], t0)
+        frame.audio = out
+        frame.audio_gap = 1.0 - (b - a) / self.n_out
+        self._present(frame, max(0.0, t - tape.ends[-1]), max(tape.devs[j0:]), tuple(tape.stamps[j0:]),
+                      max(tape.arrivals[j0:]))
+
+    def _fill_general(self, frame: AlignedFrame, t: float, t0: float, lo: int, hi: int) -> None:
+        """Windows spanning several runs (gaps, rate changes): stitch each run from the ring."""
+        ring = self.ring
+        stamps, items = ring.stamps, ring.items
+        out = np.zeros(self.n_out, dtype=np.float32)
+        run = _Tape(2 * self.n_out)
+        covered = cover_end = 0
+        used, err, arrival, newest_end = [], 0.0, -INF, -INF
+        for k in range(lo, hi + 1):
+            if k < hi:
+                mono, n, r, end = items[k]
+                s = stamps[k]
+                if item_continues := (run.stamps and r == run.rate and self._continues(s - run.predict(r), n, r)):
+                    run.append(s, mono, n, r, end, ring.arrivals[k])
+                    continue
+            if run.stamps:  # close the run collected so far
+                start = sum(run.implied) / len(run.implied)
+                a, b = self._place(out, start, run.rate, run.buf, run.base, run.size, 0, t0)
+                if b > max(a, cover_end):
+                    covered += b - max(a, cover_end)
+                    cover_end = b
+                used.extend(run.stamps)
+                err = max(err, max(run.devs))
+                arrival = max(arrival, max(run.arrivals))
+                newest_end = max(newest_end, run.ends[-1])
+            if k < hi and not item_continues:
+                run.clear()
+                run.append(s, mono, n, r, end, ring.arrivals[k])
         frame.audio = out
         frame.audio_gap = 1.0 - covered / self.n_out
         self._present(frame, max(0.0, t - newest_end), err, tuple(used), arrival)
 
-    def _place(self, out: np.ndarray, run: list[int], t0: float, stamps: list[float],
-               items: list[Any]) -> tuple[int, int, float, float]:
-        """Write one run into `out`; returns the output index range it covers and its time span."""
-        rate = items[run[0]].sample_rate
-        offsets, count, parts = 0.0, 0, []
-        for k in run:
-            offsets += stamps[k] - count / rate
-            data = self._mono(items[k].samples)
-            parts.append(data)
-            count += data.shape[0]
-        start = offsets / len(run)  # mean stamp-implied start of the run
-        x = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    def _place(self, out: np.ndarray, start: float, rate: int, buf: np.ndarray, base: int, size: int,
+               first: int, t0: float) -> tuple[int, int]:
+        """Copy run samples [first, base + size) of a run starting at `start` into the window.
+
+        buf[i] holds run sample base + i. Returns the window index range written.
+        """
         R, n_out = self.rate, self.n_out
         if rate == R:
-            off = int(round((start - t0) * R))
-            a, b = max(off, 0), min(off + count, n_out)
+            off = int(round((start - t0) * R))  # window index of run sample 0
+            a = max(off + first, 0)
+            b = min(off + base + size, n_out)
             if b > a:
-                out[a:b] = x[a - off:b - off]
+                out[a:b] = buf[a - off - base:b - off - base]
+            return a, max(a, b)
+        # Window index k is time t0 + k/R, i.e. run sample (t0 + k/R - start) * rate.
+        a = max(int(math.ceil((start + first / rate - t0) * R - 1e-9)), 0)
+        b = min(int(math.floor((start + (base + size - 1) / rate - t0) * R + 1e-9)) + 1, n_out)
+        if b > a:
+            src = ((t0 - start) + np.arange(a, b) / R) * rate - base
+            out[a:b] = np.interp(src, np.arange(size), buf[:size])
+        return a, max(a, b)
+
+
+# Stamp-implied starts averaged to predict where the next chunk of a run belongs; bounded so a
+# drifting audio clock is followed.
+ANCHOR_CHUNKS = 32
+
+
+class _Tape:
+    """One contiguous audio run: stitched samples plus per-chunk stamps, ends, offsets."""
+
+    __slots__ = ("buf", "size", "base", "rate", "stamps", "ends", "offsets", "implied", "devs",
+                 "arrivals", "last")
+
+    def __init__(self, capacity: int) -> None:
+        self.buf = np.zeros(max(capacity, 1024), dtype=np.float32)
+        self.clear()
+
+    def clear(self) -> None:
+        self.size = 0  # samples held in buf
+        self.base = 0  # run sample index of buf[0]
+        self.rate = 0
+        self.stamps: list[float] = []
+        self.ends: list[float] = []
+        self.offsets: list[int] = []  # run sample index where each chunk starts
+        self.implied: list[float] = []  # stamp - offset / rate: the run start each chunk implies
+        self.devs: list[float] = []  # |stamp - predicted stamp| when the chunk joined
+        self.arrivals: list[float] = []
+        self.last = -INF  # newest stamp stitched (chunks after it are still to be appended)
+
+    def predict(self, rate: int) -> float:
+        recent = self.implied[-ANCHOR_CHUNKS:]
+        return sum(recent) / len(recent) + (self.base + self.size) / rate
+
+    def append(self, stamp: float, mono: np.ndarray, n: int, rate: int, end: float, arrival: float) -> None:
+        if self.stamps:
+            dev = abs(stamp - self.predict(rate))
         else:
-            a = max(int(math.ceil((start - t0) * R - 1e-9)), 0)
-            b = min(int(math.floor((start + (count - 1) / rate - t0) * R + 1e-9)) + 1, n_out)
-            if b > a:
-                src = ((t0 - start) + np.arange(a, b) / R) * rate
-                out[a:b] = np.interp(src, np.arange(count), x)
-        return a, b, start + count / rate, start
+            dev, self.rate = 0.0, rate
+        offset = self.base + self.size
+        if self.size + n > self.buf.shape[0]:
+            grown = np.zeros(max(2 * self.buf.shape[0], self.size + n), dtype=np.float32)
+            grown[:self.size] = self.buf[:self.size]
+            self.buf = grown
+        self.buf[self.size:self.size + n] = mono
+        self.size += n
+        self.stamps.append(stamp)
+        self.ends.append(end)
+        self.offsets.append(offset)
+        self.implied.append(stamp - offset / rate)
+        self.devs.append(dev)
+        self.arrivals.append(arrival)
+        self.last = stamp
+
+    def trim(self, before: float) -> None:
+        """Forget chunks ending before `before`, keeping enough for the anchor."""
+        j = min(bisect_right(self.ends, before), len(self.stamps) - ANCHOR_CHUNKS)
+        if j <= 0:
+            return
+        drop = self.offsets[j] - self.base
+        if 2 * drop >= self.size:  # amortised: move the samples only once half are dead
+            self.buf[:self.size - drop] = self.buf[drop:self.size]
+            self.size -= drop
+            self.base += drop
+            for lst in (self.stamps, self.ends, self.offsets, self.implied, self.devs, self.arrivals):
+                del lst[:j]
 
 
 def make_policy(name: str, ms: ModalitySync, cfg: SyncConfig, stats: ModalityStats) -> Policy:

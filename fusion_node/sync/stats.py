@@ -17,7 +17,7 @@ COUNTERS = ("received", "accepted", "late", "dropped", "duplicates", "future", "
 class ModalityStats:
     """Counters are totals since construction; ages/errors cover the last WINDOW frames.
 
-    received: add() calls; accepted: stored; late: stamp behind the emitted watermark;
+    received: add() calls; accepted: stored (received - dropped - still held as suspect); late: stamp behind the emitted watermark;
     dropped: rejected for any reason (late and useless, duplicate, future, invalid);
     duplicates: stamp already held; future: stamp ahead of the clock by more than
     future_tolerance; invalid: malformed sample; evicted: removed by horizon or entry cap;
@@ -30,7 +30,6 @@ class ModalityStats:
     """
 
     received: int = 0
-    accepted: int = 0
     late: int = 0
     dropped: int = 0
     duplicates: int = 0
@@ -48,8 +47,10 @@ class ModalityStats:
         self.ages.append(age)
         self.errors.append(error)
 
-    def summary(self, size: int) -> dict[str, float]:
-        out = {name: float(getattr(self, name)) for name in COUNTERS}
+    def summary(self, size: int, held: int = 0) -> dict[str, float]:
+        """Plain numbers; `held` samples are suspects not yet accepted or dropped."""
+        out = {name: float(getattr(self, name)) for name in COUNTERS if name != "accepted"}
+        out["accepted"] = float(self.received - self.dropped - held)
         out["size"] = float(size)
         for key, values in (("age", self.ages), ("align_err", self.errors)):
             arr = np.abs(np.fromiter(values, dtype=np.float64, count=len(values)))

@@ -60,6 +60,7 @@ class BagSummary:
 class _Event:
     log_ns: int
     order: int  # tie-break: stream rank then sequence, so equal log times stay deterministic
+    stamp: float = field(compare=False)  # world time of capture; streams yield in stamp order
     topic: str = field(compare=False)
     make: Callable[[], Any] = field(compare=False)
 
@@ -68,42 +69,74 @@ def _ns(start_ns: int, t: float) -> int:
     return start_ns + int(round(t * 1e9))
 
 
+BLOCK = 256  # samples per timing draw: memory stays bounded for any duration
+
+
+def _jitter(rng: np.random.Generator, spread: float, rate: float, n: int) -> np.ndarray:
+    """Capture-time jitter, capped below half a period so a stream's stamps stay in capture order."""
+    spread = min(spread, 0.45 / rate)
+    return rng.uniform(-spread, spread, n)
+
+
 class _Schedule:
-    """Every message of an episode as (log time, builder); builders run only when written."""
+    """Every message of an episode in receive order, generated as a stream; builders run when written.
+
+    Each stream yields in capture order; a heap keyed by receive time holds only the messages
+    that may still be overtaken: since every receive time >= its capture time, a message whose
+    receive time precedes the capture time of the newest message generated can be released.
+    """
 
     def __init__(self, world: World, duration: float, store: Any) -> None:
-        self.world, self.duration, self.store = world, duration, store
+        self.world, self.duration = world, duration
         c = world.config
         self.start_ns = int(round(c.start_time * 1e9))
-        self.rng = np.random.default_rng([world.seed, 8])
         T = store.types
         self.Header, self.Time = T["std_msgs/msg/Header"], T["builtin_interfaces/msg/Time"]
         self.Image, self.JointState = T["sensor_msgs/msg/Image"], T["sensor_msgs/msg/JointState"]
         self.AudioFrame, self.String = T["fusion_msgs/msg/AudioFrame"], T["std_msgs/msg/String"]
         self.GroundTruth = T["fusion_msgs/msg/GroundTruth"]
-        self.events: list[_Event] = []
-        self._camera()
-        self._audio()
-        self._joints()
-        self._instructions()
-        heapq.heapify(self.events)
+        self.n_camera = int(np.floor(duration * c.camera_rate - 0.5)) + 1
+        self.chunk = int(round(c.audio_chunk * c.audio_rate))
+        self.n_audio = int(duration * c.audio_rate) // self.chunk
+        self.joint_groups = JOINT_GROUPS_SPLIT if c.split_joints else (JOINT_NAMES,)
+        self.n_joints = int(np.floor(duration * c.joint_rate))
+        self.instructions = world.instructions.until(duration)
 
-    def _add(self, log_t: float, rank: int, seq: int, topic: str, make: Callable[[], Any]) -> None:
-        self.events.append(_Event(_ns(self.start_ns, log_t), rank * 10**9 + seq, topic, make))
+    def __len__(self) -> int:
+        return 2 * self.n_camera + self.n_audio + len(self.joint_groups) * self.n_joints + len(self.instructions)
+
+    def __iter__(self) -> Iterator[_Event]:
+        streams = [self._camera(), self._audio(), self._instructions()]
+        streams += [self._joints(g, names) for g, names in enumerate(self.joint_groups)]
+        pending: list[_Event] = []
+        for event in heapq.merge(*streams, key=lambda e: e.stamp):
+            heapq.heappush(pending, event)
+            release = _ns(self.start_ns, event.stamp)
+            while pending[0].log_ns < release:
+                yield heapq.heappop(pending)
+        while pending:
+            yield heapq.heappop(pending)
+
+    def _event(self, stamp: float, log_t: float, rank: int, seq: int, topic: str, make: Callable[[], Any]) -> _Event:
+        return _Event(_ns(self.start_ns, log_t), rank * 10**10 + seq, stamp, topic, make)
 
     def _header(self, t: float, frame: str) -> Any:
         ns = _ns(self.start_ns, t)
         return self.Header(stamp=self.Time(sec=ns // 10**9, nanosec=ns % 10**9), frame_id=frame)
 
-    def _camera(self) -> None:
+    def _blocks(self, n: int, stream: int) -> Iterator[tuple[np.ndarray, np.random.Generator]]:
+        rng = np.random.default_rng([self.world.seed, 8, stream])
+        for k0 in range(0, n, BLOCK):
+            yield np.arange(k0, min(n, k0 + BLOCK)), rng
+
+    def _camera(self) -> Iterator[_Event]:
         c = self.world.config
-        n = int(np.floor(self.duration * c.camera_rate - 0.5)) + 1
-        capture = (np.arange(n) + 0.5) / c.camera_rate + self.rng.uniform(-c.camera_jitter, c.camera_jitter, n)
-        arrive = capture + c.camera_latency + self.rng.uniform(0, c.reorder, n)
-        for k in range(n):
-            t = float(capture[k])
-            self._add(arrive[k], 0, k, "/camera/image_raw", lambda t=t: self._image(t))
-            self._add(arrive[k], 1, k, "/ground_truth", lambda t=t: self._truth(t))
+        for k, rng in self._blocks(self.n_camera, 0):
+            capture = (k + 0.5) / c.camera_rate + _jitter(rng, c.camera_jitter, c.camera_rate, k.size)
+            arrive = capture + c.camera_latency + rng.uniform(0, c.reorder, k.size)
+            for i, t in enumerate(capture.tolist()):
+                yield self._event(t, arrive[i], 0, int(k[i]), "/camera/image_raw", lambda t=t: self._image(t))
+                yield self._event(t, arrive[i], 1, int(k[i]), "/ground_truth", lambda t=t: self._truth(t))
 
     def _image(self, t: float) -> Any:
         img = self.world.render(t)
@@ -117,50 +150,40 @@ class _Schedule:
                                 direction=g.direction.astype(np.float32), command=g.command,
                                 instruction=g.instruction, target=g.target)
 
-    def _audio(self) -> None:
+    def _audio(self) -> Iterator[_Event]:
         c = self.world.config
-        size = int(round(c.audio_chunk * c.audio_rate))
-        n = int(self.duration * c.audio_rate) // size
-        first = np.arange(n) * size
-        stamp = first / c.audio_rate + self.rng.uniform(-c.audio_jitter, c.audio_jitter, n)
-        arrive = (first + size) / c.audio_rate + c.audio_latency + self.rng.uniform(0, c.reorder, n)
-        for k in range(n):
-            self._add(arrive[k], 2, k, "/audio",
-                      lambda k=k: self._audio_msg(float(stamp[k]), int(first[k]), size))
+        size = self.chunk
+        for k, rng in self._blocks(self.n_audio, 1):
+            first = k * size
+            stamp = first / c.audio_rate + _jitter(rng, c.audio_jitter, c.audio_rate / size, k.size)
+            arrive = (first + size) / c.audio_rate + c.audio_latency + rng.uniform(0, c.reorder, k.size)
+            for i, t in enumerate(stamp.tolist()):
+                yield self._event(t, arrive[i], 2, int(k[i]), "/audio",
+                                  lambda t=t, f=int(first[i]): self._audio_msg(t, f, size))
 
     def _audio_msg(self, stamp: float, first: int, size: int) -> Any:
         data = np.frombuffer(to_s16le(self.world.audio_samples(first, size)), np.uint8)
         return self.AudioFrame(header=self._header(stamp, AUDIO_FRAME), sample_rate=self.world.config.audio_rate,
                                channels=1, encoding="S16LE", data=data)
 
-    def _joints(self) -> None:
+    def _joints(self, group: int, names: tuple[str, ...]) -> Iterator[_Event]:
         c = self.world.config
-        groups = JOINT_GROUPS_SPLIT if c.split_joints else (JOINT_NAMES,)
-        n = int(np.floor(self.duration * c.joint_rate))
-        for g, names in enumerate(groups):
+        cols = [JOINT_NAMES.index(x) for x in names]
+        for k, rng in self._blocks(self.n_joints, 2 + group):
             # independent publishers are not phase-locked: offset the second one's sample grid
-            grid = (np.arange(n) + 0.37 * g) / c.joint_rate
-            t = np.maximum(grid + self.rng.uniform(-c.joint_jitter, c.joint_jitter, n), 0.0)
-            arrive = t + c.joint_latency + self.rng.uniform(0, c.reorder, n)
+            grid = (k + 0.37 * group) / c.joint_rate
+            t = np.maximum(grid + _jitter(rng, c.joint_jitter, c.joint_rate, k.size), 0.0)
+            arrive = t + c.joint_latency + rng.uniform(0, c.reorder, k.size)
             q, v = self.world.joints(t)
-            cols = [JOINT_NAMES.index(x) for x in names]
-            for k in range(n):
-                self._add(arrive[k], 3 + g, k, "/joint_states",
-                          lambda k=k, names=names, cols=cols, t=t, q=q, v=v: self.JointState(
-                              header=self._header(float(t[k]), ""), name=list(names),
-                              position=q[k, cols].copy(), velocity=v[k, cols].copy(),
-                              effort=np.zeros(0, np.float64)))
+            for i, ti in enumerate(t.tolist()):
+                yield self._event(ti, arrive[i], 3 + group, int(k[i]), "/joint_states",
+                                  lambda ti=ti, p=q[i, cols], dp=v[i, cols]: self.JointState(
+                                      header=self._header(ti, ""), name=list(names), position=p, velocity=dp,
+                                      effort=np.zeros(0, np.float64)))
 
-    def _instructions(self) -> None:
-        for k, inst in enumerate(self.world.instructions.until(self.duration)):
-            self._add(inst.time, 5, k, "/instruction", lambda text=inst.text: self.String(data=text))
-
-    def __len__(self) -> int:
-        return len(self.events)
-
-    def __iter__(self) -> Iterator[_Event]:
-        while self.events:
-            yield heapq.heappop(self.events)
+    def _instructions(self) -> Iterator[_Event]:
+        for k, inst in enumerate(self.instructions):
+            yield self._event(inst.time, inst.time, 5, k, "/instruction", lambda text=inst.text: self.String(data=text))
 
 
 def _check_out(path: Path, overwrite: bool) -> None:

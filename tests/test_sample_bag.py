@@ -1,12 +1,14 @@
 """`fusion sample-bag` and write_bag: rates, stamps, reordering, truth topic, determinism, CLI errors."""
 from __future__ import annotations
 
+import json
 import os
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from rosbags.rosbag2 import Reader
 
 from fusion_node.bag.typestore import get_typestore
@@ -157,6 +159,18 @@ def test_cli_writes_bag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     img = image_from_msg(topics["/camera/image_raw"][0][2]).image
     assert img.shape == (48, 64, 3)
     assert topics["/instruction"][0][2].data == World(WorldConfig(paraphrase=True), 3).instructions.at(0).text
+
+
+def test_cli_vary_and_explicit_latency(tmp_path: Path) -> None:
+    out = tmp_path / "vary"
+    assert main(["sample-bag", str(out), "--duration", "0.3", "--seed", "4", "--vary", "--camera-latency", "0.04",
+                 "--no-progress"]) == 0
+    cam = _read(out)["/camera/image_raw"]
+    delay = np.array([log * 1e-9 - stamp for log, stamp, _ in cam])
+    assert delay.min() >= 0.04 - 1e-3 and delay.max() <= 0.045 + 1e-3
+    meta = yaml.safe_load((out / "metadata.yaml").read_text())["rosbag2_bagfile_information"]["custom_data"]
+    world = json.loads(meta["fusion.world"])
+    assert world["config"]["n_objects"] == len(world["objects"]) and world["seed"] == 4
 
 
 @pytest.mark.parametrize("argv", [

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from .config import WorldConfig
+import dataclasses
+
+from .config import WorldConfig, varied_config
 
 DESCRIPTION = """\
 Write a rosbag2 of the simulated tabletop world: /camera/image_raw (sensor_msgs/Image rgb8),
@@ -62,13 +64,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"camera resolution (default {d.width}x{d.height})")
     p.add_argument("--camera-rate", type=_positive, default=d.camera_rate, help="Hz (default %(default)s)")
     p.add_argument("--joint-rate", type=_positive, default=d.joint_rate, help="Hz (default %(default)s)")
-    p.add_argument("--camera-latency", type=_non_negative, default=d.camera_latency,
-                   help="s from capture to receive for camera frames (default %(default)s)")
+    p.add_argument("--camera-latency", type=_non_negative, default=None,
+                   help=f"s from capture to receive for camera frames (default {d.camera_latency}, or drawn with --vary)")
     p.add_argument("--reorder", type=_non_negative, default=d.reorder,
                    help="s of random extra delay per message (default %(default)s)")
     p.add_argument("--split-joints", action="store_true",
                    help="publish joint1,joint2 and joint3 from two unsynchronised publishers")
     p.add_argument("--paraphrase", action="store_true", help="use the held-out instruction phrasings")
+    p.add_argument("--vary", action="store_true",
+                   help="draw object count, speeds, occlusion, noise, event spacing and camera latency from the seed")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="storage plugin (default mcap)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it is an existing bag")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -79,8 +83,12 @@ def run(args: argparse.Namespace) -> int:
     from .bag import write_bag
 
     config = WorldConfig(width=args.camera_size[0], height=args.camera_size[1], camera_rate=args.camera_rate,
-                         joint_rate=args.joint_rate, camera_latency=args.camera_latency, reorder=args.reorder,
-                         split_joints=args.split_joints, paraphrase=args.paraphrase)
+                         joint_rate=args.joint_rate, reorder=args.reorder, split_joints=args.split_joints,
+                         paraphrase=args.paraphrase)
+    if args.vary:
+        config = varied_config(config, args.seed)
+    if args.camera_latency is not None:
+        config = dataclasses.replace(config, camera_latency=args.camera_latency)
     summary = write_bag(args.out, config, seed=args.seed, duration=args.duration, storage=args.storage,
                         overwrite=args.overwrite, progress=not args.no_progress)
     counts = ", ".join(f"{topic} {n}" for topic, n in summary.counts.items())

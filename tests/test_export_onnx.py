@@ -16,6 +16,7 @@ from fusion_node.config import ModelSpec
 from fusion_node.export.onnx import MIN_OPSET, check_onnx, export_onnx, parity_rows
 from fusion_node.export.parity import compare, cosine
 from fusion_node.models import build_model, save_model
+from fusion_node.world import WorldConfig, write_bag
 
 FUSIONS = ("concat", "gated", "static", "attention", "late")
 
@@ -117,15 +118,23 @@ def test_torch_backend_matches_the_module(exported) -> None:
         np.testing.assert_array_equal(got[name], r.numpy())
 
 
-def test_cli_exports_reports_and_fails_beyond_tolerance(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_exports_reports_real_and_random_parity_and_fails_beyond_tolerance(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     torch.manual_seed(1)
     spec = ModelSpec(name="cli")
     model_dir = save_model(tmp_path / "m", spec, build_model(spec))
+    bag = tmp_path / "bag"
+    write_bag(bag, WorldConfig(), seed=4, duration=1.5)
     report = tmp_path / "parity.json"
-    assert main(["export", "onnx", "--model-dir", str(model_dir), "--random", "2", "--json", str(report)]) == 0
+    assert main(["export", "onnx", "--model-dir", str(model_dir), "--random", "2", "--bag", str(bag),
+                 "--frames", "8", "--json", str(report)]) == 0
     assert (model_dir / "model.onnx").is_file()
     rows = json.loads(report.read_text())["rows"]
-    assert {r["output"] for r in rows} >= {"state", "weights", "command"} and all(r["ok"] for r in rows)
+    assert all(r["ok"] for r in rows)
+    for kind, samples in (("random", 2), ("real", 8)):
+        got = [r for r in rows if r["inputs"] == kind]
+        assert {r["output"] for r in got} == {"state", "weights", "target_xy", "direction", "command"}
+        assert all(r["samples"] == samples and r["max_abs"] <= 1e-4 for r in got)
     assert "max_abs_err" in capsys.readouterr().out
     # ONNX Runtime differs from torch by ~1e-7: a 1e-12 tolerance must fail with exit status 1
     assert main(["export", "onnx", "--model-dir", str(model_dir), "--random", "1", "--tolerance", "1e-12"]) == 1

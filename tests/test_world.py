@@ -47,6 +47,9 @@ def test_audio_is_the_same_however_it_is_requested() -> None:
     assert np.array_equal(np.concatenate(chunks), whole)
     # a late first request (events scheduled lazily) still gives the same samples
     assert np.array_equal(World(seed=3).audio_samples(60000, 5000), whole[60000:65000])
+    # before time 0 there is background noise, continuous with what follows
+    early = World(seed=3).audio_samples(-20000, 21000)
+    assert np.array_equal(early[20000:], whole[:1000]) and 0 < np.abs(early[:20000]).max() < 0.2
 
 
 def test_render_shape_and_custom_resolution() -> None:

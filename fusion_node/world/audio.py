@@ -46,7 +46,7 @@ class AudioTrack:
         self._next = self._rng.uniform(0.2, 1.0)
         self._onsets = np.zeros(0)
         self._commands = np.zeros(0, np.int64)
-        self._noise_block: tuple[int, np.ndarray] = (-1, np.zeros(0))
+        self._noise_block: tuple[int | None, np.ndarray] = (None, np.zeros(0))
 
     def _extend(self, until: float) -> None:
         rng = self._rng
@@ -108,7 +108,9 @@ class AudioTrack:
     def _noise(self, block: int) -> np.ndarray:
         # chunks are requested in order, so keeping the current block avoids regenerating it per chunk
         if self._noise_block[0] != block:
-            noise = np.random.default_rng([self.seed, 3, block]).normal(0, self.noise_level, self.rate)
+            # seed sequences take non-negative words only; blocks before time 0 get their own stream
+            key = [self.seed, 3, block] if block >= 0 else [self.seed, 10, -block]
+            noise = np.random.default_rng(key).normal(0, self.noise_level, self.rate)
             self._noise_block = (block, noise)
         return self._noise_block[1]
 

@@ -163,11 +163,11 @@ def test_cli_writes_bag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 def test_cli_vary_and_explicit_latency(tmp_path: Path) -> None:
     out = tmp_path / "vary"
-    assert main(["sample-bag", str(out), "--duration", "0.3", "--seed", "4", "--vary", "--camera-latency", "0.04",
+    assert main(["sample-bag", str(out), "--duration", "0.3", "--seed", "4", "--vary", "--camera-latency", "0.07",
                  "--no-progress"]) == 0
     cam = _read(out)["/camera/image_raw"]
     delay = np.array([log * 1e-9 - stamp for log, stamp, _ in cam])
-    assert delay.min() >= 0.04 - 1e-3 and delay.max() <= 0.045 + 1e-3
+    assert delay.min() >= 0.07 - 1e-3 and delay.max() <= 0.075 + 1e-3
     meta = yaml.safe_load((out / "metadata.yaml").read_text())["rosbag2_bagfile_information"]["custom_data"]
     world = json.loads(meta["fusion.world"])
     assert world["config"]["n_objects"] == len(world["objects"]) and world["seed"] == 4

@@ -15,7 +15,7 @@ TABLE_SIZE: tuple[float, float] = (0.8, 0.6)  # metres seen by the camera (x, y)
 JOINT_NAMES: tuple[str, ...] = ("joint1", "joint2", "joint3")
 COMMANDS: tuple[str, ...] = ("none", "stop", "go", "slower")
 # Bumped whenever the same seed and config would simulate something different (cached episodes go stale).
-WORLD_VERSION = 2
+WORLD_VERSION = 3
 
 
 @dataclass
@@ -27,7 +27,7 @@ class WorldConfig:
     height: int = 120
     camera_rate: float = 30.0
     camera_jitter: float = 0.002  # s, +- spread of capture times around the nominal grid
-    camera_latency: float = 0.015  # s, capture -> receive (base)
+    camera_latency: float = 0.04  # s, capture -> receive (base): exposure, USB transfer, driver, transport
     # joints
     joint_rate: float = 500.0
     joint_jitter: float = 0.0002
@@ -91,5 +91,5 @@ def varied_config(base: WorldConfig, seed: int) -> WorldConfig:
         occlusion_fraction=float(rng.uniform(0.2, 0.5)),
         noise_level=float(rng.uniform(0.01, 0.04)),
         event_gap=float(rng.uniform(0.6, 1.8)),
-        camera_latency=float(rng.uniform(0.005, 0.05)),
+        camera_latency=float(rng.uniform(0.01, 0.08)),
     )

@@ -1,0 +1,427 @@
+"""`fusion train`: train a fusion model on samples built from bags (or generated world episodes).
+
+Seeded and resumable: the data order and modality dropout of epoch e depend only on
+(seed, e), and a checkpoint (safetensors: weights + optimiser state; JSON: epoch, history)
+is written after every epoch, so `--resume` continues to the same result as an
+uninterrupted run. Under torchrun (WORLD_SIZE > 1) the model is wrapped in
+DistributedDataParallel (gloo on CPU, nccl on CUDA); every rank reads the same data and
+takes its own slice of each epoch's order; rank 0 writes files.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fusion_node.config import ModelSpec, SyncConfig, from_dict, load_yaml, to_dict
+
+CHECKPOINT = "checkpoint.safetensors"
+CHECKPOINT_META = "checkpoint.json"
+TRAIN_LOG = "train_log.json"
+DEFAULT_CACHE = "out/cache"
+TRAIN_SEED_BASE = 0  # generated training episodes use world seeds from here
+EVAL_SEED_BASE = 100_000  # evaluation episodes never share a seed with training ones
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (YAML keys = field names)."""
+
+    name: str = ""  # model name; default fusion-<fusion>
+    fusion: str = "gated"  # concat | gated | static | attention | late
+    dim: int = 128  # fused state width
+    extra: dict[str, Any] = field(default_factory=dict)  # ModelSpec.extra (token_dim, gate, heads, ...)
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    seed: int = 0
+    modality_dropout: float = 0.2  # per sample and modality, probability of masking it out
+    loss_weights: dict[str, float] = field(
+        default_factory=lambda: {"target_xy": 4.0, "direction": 1.0, "command": 1.0}
+    )
+    contrastive_weight: float = 0.0  # auxiliary InfoNCE weight (0 = off)
+    contrastive_pairs: tuple[Any, ...] = (("image", "joints"), ("image", "text"))
+    pretrain_epochs: int = 0  # contrastive-only epochs before the task epochs
+    val_fraction: float = 0.1  # share of episodes held out for validation
+    stride: int = 2  # keep every n-th camera frame (consecutive frames are near duplicates)
+    episodes: int = 0  # generate this many world episodes when no bags are given
+    episode_seconds: float = 20.0
+    threads: int = 0  # torch CPU threads (0 = torch default)
+
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(name=self.name or f"fusion-{self.fusion}", fusion=self.fusion, dim=self.dim,
+                         extra=dict(self.extra))
+
+    def validate(self) -> None:
+        from fusion_node.models.heads import FUSION_TYPES
+        from fusion_node.models.model import TASKS
+
+        checks = [
+            (self.fusion in FUSION_TYPES, f"fusion must be one of {', '.join(FUSION_TYPES)}"),
+            (self.epochs >= 1 and self.batch_size >= 2, "epochs must be >= 1 and batch_size >= 2"),
+            (self.lr > 0, "lr must be > 0"),
+            (0 <= self.modality_dropout < 1, "modality_dropout must be in [0, 1)"),
+            (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
+            (self.stride >= 1, "stride must be >= 1"),
+            (set(self.loss_weights) <= set(TASKS), f"loss_weights keys must be among {', '.join(TASKS)}"),
+            (self.contrastive_weight >= 0 and self.pretrain_epochs >= 0, "contrastive settings must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"train config: {message}")
+
+
+# --- objective -------------------------------------------------------------------------------
+
+def _objective_cls():
+    import torch
+    from torch import nn
+
+    from fusion_node.evaluate import task_losses
+
+    class Objective(nn.Module):
+        """Model + optional contrastive aligner; forward returns (total loss, parts): one DDP unit."""
+
+        def __init__(self, model: nn.Module, aligner: nn.Module | None, cfg: TrainConfig) -> None:
+            super().__init__()
+            self.model = model
+            self.aligner = aligner
+            self.cfg = cfg
+
+        def forward(self, inputs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor],
+                    contrastive_only: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+            enc = self.model.encode(*(inputs[n] for n in ("image", "audio", "joints", "text", "present")))
+            parts: dict[str, torch.Tensor] = {}
+            if self.aligner is not None:
+                parts["contrastive"] = self.aligner(enc.vectors, enc.present)
+            total = parts["contrastive"] * (1.0 if contrastive_only else self.cfg.contrastive_weight) \
+                if "contrastive" in parts else enc.vectors.sum() * 0.0
+            if not contrastive_only:
+                named = self.model.named_outputs(self.model.forward_encoded(enc))
+                losses = task_losses(named, labels)
+                for k, v in losses.items():
+                    parts[k] = v
+                    total = total + self.cfg.loss_weights.get(k, 1.0) * v
+            return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    return Objective
+
+
+# --- data ------------------------------------------------------------------------------------
+
+def modality_dropout(present: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """Copy of present with each entry zeroed with probability p."""
+    if p <= 0:
+        return present
+    return present * (rng.random(present.shape) >= p).astype(np.float32)
+
+
+def make_batch(data, idx: np.ndarray, drop: float, rng: np.random.Generator, device: str):
+    """Torch inputs/labels for rows idx; dropped modalities are zeroed like preprocess does."""
+    import torch
+
+    from fusion_node import MODALITIES
+
+    inputs = data.inputs(idx)
+    present = modality_dropout(inputs["present"], drop, rng)
+    for i, name in enumerate(MODALITIES):
+        keep = present[:, i].reshape((-1,) + (1,) * (inputs[name].ndim - 1))
+        inputs[name] = inputs[name] * keep
+    inputs["present"] = present.astype(np.float32)
+    labels = data.labels(idx)
+    to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
+    return {k: to(v) for k, v in inputs.items()}, {k: to(v) for k, v in labels.items()}
+
+
+def split_episodes(episode: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, val), split by whole episodes so validation frames are unseen scenes."""
+    eps = np.unique(episode)
+    n_val = int(round(len(eps) * val_fraction)) if len(eps) > 1 else 0
+    val_eps = np.random.default_rng([seed, 99]).permutation(eps)[:n_val]
+    is_val = np.isin(episode, val_eps)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def generated_bags(cache: Path, count: int, seconds: float, first_seed: int, paraphrase: bool = False,
+                   world_overrides: dict[str, Any] | None = None, progress: bool = True) -> list[Path]:
+    """World episodes as bags under cache/episodes (written once, reused by later runs)."""
+    from tqdm import tqdm
+
+    from fusion_node.world import WorldConfig, write_bag
+
+    overrides = dict(world_overrides or {})
+    tag = "".join(f"-{k}{v}" for k, v in sorted(overrides.items()))
+    root = cache / "episodes"
+    root.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in tqdm(range(first_seed, first_seed + count), desc="episodes", unit="bag", disable=not progress,
+                     leave=False):
+        path = root / f"{'para' if paraphrase else 'ep'}{tag}-{seconds:g}s-{seed:06d}"
+        if not (path / "metadata.yaml").is_file():
+            write_bag(path, WorldConfig(paraphrase=paraphrase, **overrides), seed=seed, duration=seconds,
+                      overwrite=path.exists())
+        paths.append(path)
+    return paths
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+def save_checkpoint(out: Path, objective, optimizer, epoch: int, step: int, history: list[dict],
+                    cfg: TrainConfig) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {f"param.{k}": v.detach().cpu().contiguous() for k, v in objective.state_dict().items()}
+    opt = optimizer.state_dict()
+    for idx, state in opt["state"].items():
+        for key, value in state.items():
+            tensors[f"optim.{idx}.{key}"] = value.detach().cpu().reshape(-1).contiguous() if value.ndim == 0 \
+                else value.detach().cpu().contiguous()
+    tmp = out / (CHECKPOINT + ".tmp")
+    save_file(tensors, str(tmp))
+    tmp.replace(out / CHECKPOINT)
+    meta = {"epoch": epoch, "step": step, "history": history, "config": to_dict(cfg),
+            "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]]}
+    (out / CHECKPOINT_META).write_text(json.dumps(meta, indent=1))
+
+
+def load_checkpoint(out: Path, objective, optimizer) -> dict:
+    from safetensors.torch import load_file
+
+    meta = json.loads((out / CHECKPOINT_META).read_text())
+    tensors = load_file(str(out / CHECKPOINT))
+    objective.load_state_dict({k[len("param."):]: v for k, v in tensors.items() if k.startswith("param.")})
+    state: dict[int, dict[str, Any]] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, idx, key = k.split(".", 2)
+            state.setdefault(int(idx), {})[key] = v.reshape(()) if key == "step" else v
+    groups = optimizer.state_dict()["param_groups"]
+    for g, saved in zip(groups, meta["param_groups"]):
+        g.update(saved)
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    return meta
+
+
+# --- training --------------------------------------------------------------------------------
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    device: str = "cpu"
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed() -> Dist:
+    import torch
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(device="cuda" if torch.cuda.is_available() else "cpu")
+    import torch.distributed as dist
+
+    cuda = torch.cuda.is_available()
+    dist.init_process_group("nccl" if cuda else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local)
+    return Dist(dist.get_rank(), world, f"cuda:{local}" if cuda else "cpu")
+
+
+def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
+    """Linear warmup then cosine decay to 5% of the peak."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    frac = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+def train(cfg: TrainConfig, data, out: str | Path, resume: bool = False, progress: bool = True,
+          export: bool = False, until_epoch: int | None = None) -> dict:
+    """Train on `data` (a SampleSet), write the model dir `out`; returns the final summary.
+
+    `until_epoch` stops after that (0-based) epoch, leaving a checkpoint to --resume from:
+    long runs can be split without changing the result.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from fusion_node.evaluate import evaluate_arrays
+    from fusion_node.models import build_model, count_parameters, export_onnx, save_model
+    from fusion_node.models.contrastive import ContrastiveAligner
+
+    cfg.validate()
+    dist_info = _init_distributed()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(out)
+    if dist_info.main:
+        out.mkdir(parents=True, exist_ok=True)
+    spec = cfg.model_spec()
+    torch.manual_seed(cfg.seed)
+    model = build_model(spec)
+    train_idx, val_idx = split_episodes(data.episode, cfg.val_fraction, cfg.seed)
+    if len(train_idx) < cfg.batch_size:
+        raise ValueError(f"only {len(train_idx)} training samples for batch size {cfg.batch_size}")
+    joints = data.joints[train_idx][data.present[train_idx, 2] > 0]
+    if len(joints):
+        model.joints.set_stats(torch.from_numpy(joints.mean(0)), torch.from_numpy(joints.std(0)))
+    aligner = None
+    if cfg.contrastive_weight > 0 or cfg.pretrain_epochs > 0:
+        pairs = tuple(tuple(p) for p in cfg.contrastive_pairs)
+        aligner = ContrastiveAligner(model.token_dim, pairs=pairs)
+    objective = _objective_cls()(model, aligner, cfg).to(dist_info.device)
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    runner = objective
+    if dist_info.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        runner = DistributedDataParallel(objective, find_unused_parameters=aligner is not None)
+
+    per_rank = cfg.batch_size // dist_info.world
+    steps_per_epoch = len(train_idx) // (per_rank * dist_info.world)
+    total_epochs = cfg.pretrain_epochs + cfg.epochs
+    total_steps = steps_per_epoch * total_epochs
+    start_epoch, step, history = 0, 0, []
+    if resume and (out / CHECKPOINT_META).is_file():
+        meta = load_checkpoint(out, objective, optimizer)
+        start_epoch, step, history = meta["epoch"] + 1, meta["step"], meta["history"]
+    elif resume and dist_info.main:
+        print(f"no checkpoint in {out}; starting from scratch", file=sys.stderr)
+
+    t_start = time.perf_counter()
+    bar = tqdm(total=total_steps, initial=step, desc=f"train {spec.name}", unit="step",
+               disable=not (progress and dist_info.main), file=sys.stderr, mininterval=0.5)
+    last_epoch = total_epochs if until_epoch is None else min(total_epochs, until_epoch + 1)
+    for epoch in range(start_epoch, last_epoch):
+        contrastive_only = epoch < cfg.pretrain_epochs
+        rng = np.random.default_rng([cfg.seed, epoch])
+        order = rng.permutation(train_idx)[: steps_per_epoch * per_rank * dist_info.world]
+        mine = order.reshape(steps_per_epoch, dist_info.world, per_rank)[:, dist_info.rank]
+        objective.train()
+        sums: dict[str, float] = {}
+        for batch_idx in mine:
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at(cfg, step, total_steps)
+            inputs, labels = make_batch(data, np.sort(batch_idx), cfg.modality_dropout, rng, dist_info.device)
+            loss, parts = runner(inputs, labels, contrastive_only)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(objective.parameters(), 1.0)
+            optimizer.step()
+            step += 1
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.update()
+            bar.set_postfix(epoch=epoch, loss=f"{float(loss.detach()):.3f}")
+        record = {"epoch": epoch, "phase": "contrastive" if contrastive_only else "task",
+                  **{f"train_{k}": v / max(1, steps_per_epoch) for k, v in sums.items()}}
+        if len(val_idx) and not contrastive_only and dist_info.main:
+            record.update({f"val_{k}": v for k, v in evaluate_arrays(model, data, val_idx).items()})
+        history.append(record)
+        if dist_info.main:
+            save_checkpoint(out, objective, optimizer, epoch, step, history, cfg)
+    bar.close()
+    summary = {"name": spec.name, "fusion": spec.fusion, "parameters": count_parameters(model),
+               "samples": {"train": int(len(train_idx)), "val": int(len(val_idx))},
+               "seconds": round(time.perf_counter() - t_start, 1), "history": history, "config": to_dict(cfg)}
+    if dist_info.main:
+        model.eval()
+        save_model(out, spec, model)
+        if export:
+            export_onnx(model, spec, out / "model.onnx")
+        (out / TRAIN_LOG).write_text(json.dumps(summary, indent=1))
+    if dist_info.world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return summary
+
+
+# --- CLI -------------------------------------------------------------------------------------
+
+DESCRIPTION = """\
+Train a fusion model. Data: --bags (rosbag2 bags and/or .npz dataset files; bags are turned
+into samples through the pipeline's SyncBuffer and preprocessing once and cached under
+--cache) or --generate N simulated world episodes. Settings: --config YAML with TrainConfig
+keys, overridden by flags. Writes OUT/config.json, OUT/model.safetensors (+ model.onnx with
+--export), OUT/train_log.json and a checkpoint after every epoch (--resume continues it).
+Under torchrun with several processes training is data-parallel (DDP)."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train a fusion model on bags or simulated episodes",
+                              description=DESCRIPTION)
+    p.add_argument("--config", help="YAML file with TrainConfig keys")
+    p.add_argument("--bags", nargs="+", default=[], metavar="PATH", help="bags and/or dataset .npz files")
+    p.add_argument("--generate", type=int, metavar="N", help="generate N world episodes (ignored with --bags)")
+    p.add_argument("--episode-seconds", type=float, help="length of generated episodes (default 20)")
+    p.add_argument("--fusion", help="concat | gated | static | attention | late")
+    p.add_argument("--name", help="model name (default fusion-<fusion>)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--contrastive", type=float, metavar="W", help="auxiliary contrastive loss weight")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--cache", default=DEFAULT_CACHE, help=f"dataset/episode cache (default {DEFAULT_CACHE})")
+    p.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
+    p.add_argument("--export", action="store_true", help="also write OUT/model.onnx")
+    p.add_argument("--until-epoch", type=int, metavar="E", help="stop after epoch E (0-based); --resume continues")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+_FLAG_FIELDS = {"fusion": "fusion", "name": "name", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
+                "seed": "seed", "contrastive": "contrastive_weight", "threads": "threads",
+                "generate": "episodes", "episode_seconds": "episode_seconds"}
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    data = load_yaml(args.config) if args.config else {}
+    cfg = from_dict(TrainConfig, data)
+    overrides = {f: getattr(args, a) for a, f in _FLAG_FIELDS.items() if getattr(args, a, None) is not None}
+    cfg = dataclasses.replace(cfg, **overrides)
+    cfg.validate()
+    return cfg
+
+
+def load_training_data(cfg: TrainConfig, bags: list[str], cache: Path, progress: bool):
+    from fusion_node.dataset import load_or_build
+
+    spec = cfg.model_spec()
+    if not bags:
+        if cfg.episodes < 1:
+            raise ValueError("give --bags PATH... or --generate N")
+        bags = [str(p) for p in generated_bags(cache, cfg.episodes, cfg.episode_seconds, TRAIN_SEED_BASE,
+                                               progress=progress)]
+    return load_or_build(bags, spec, SyncConfig(), cache / "datasets", stride=cfg.stride, progress=progress)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    progress = not args.no_progress
+    data = load_training_data(cfg, args.bags, Path(args.cache), progress)
+    summary = train(cfg, data, args.out, resume=args.resume, progress=progress, export=args.export,
+                    until_epoch=args.until_epoch)
+    if int(os.environ.get("RANK", "0")) == 0:
+        last = summary["history"][-1] if summary["history"] else {}
+        vals = ", ".join(f"{k[4:]} {v:.3f}" for k, v in last.items() if k.startswith("val_"))
+        print(f"wrote {args.out} ({summary['name']}, {summary['parameters']} parameters, "
+              f"{summary['samples']['train']} train samples, {summary['seconds']:.0f} s){'; val: ' + vals if vals else ''}")
+    return 0

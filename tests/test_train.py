@@ -1,0 +1,171 @@
+"""Dataset building through the pipeline's sync/preprocess, training (seeded, resumable) and `fusion eval`."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fusion_node.cli import main
+from fusion_node.config import ModelSpec, SyncConfig
+from fusion_node.dataset import SampleSet, build_from_bag, load_or_build
+from fusion_node.evaluate import CONDITIONS, evaluate_models, task_metrics
+from fusion_node.models import load_model
+from fusion_node.train import TrainConfig, train
+from fusion_node.world import World, WorldConfig, write_bag
+
+SECONDS = 2.0
+
+
+class HashEmbedder:
+    """Deterministic unit vectors per string: a stand-in encoder with the TextEncoder.encode signature,
+    so these tests do not load MiniLM (6 s); the real encoder is exercised by the pipeline's tests."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def encode(self, text: str) -> np.ndarray:
+        self.calls.append(text)
+        seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+        v = np.random.default_rng(seed).standard_normal(384).astype(np.float32)
+        return v / np.linalg.norm(v)
+
+
+@pytest.fixture(scope="module")
+def bags(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("bags")
+    cfg = WorldConfig(instruction_interval=(0.5, 1.0))
+    return [write_bag(root / f"ep{s}", cfg, seed=s, duration=SECONDS).path for s in (3, 4)]
+
+
+@pytest.fixture(scope="module")
+def data(bags) -> SampleSet:
+    enc = HashEmbedder()
+    return SampleSet.concat([build_from_bag(b, ModelSpec(), SyncConfig(), enc) for b in bags])
+
+
+def test_samples_match_world_truth_and_preprocess_contract(bags):
+    enc = HashEmbedder()
+    s = build_from_bag(bags[0], ModelSpec(), SyncConfig(), enc)
+    assert len(s) == int(SECONDS * 30)  # every camera frame, each once
+    assert np.all(np.diff(s.stamp) > 0)
+    world = World(WorldConfig(instruction_interval=(0.5, 1.0)), seed=3)
+    start = world.config.start_time
+    for i in (0, len(s) // 2, len(s) - 1):
+        truth = world.truth(s.stamp[i] - start)
+        np.testing.assert_allclose(s.target_xy[i], truth.target_xy, atol=1e-5)
+        assert s.command[i] == truth.command
+        if truth.instruction:
+            assert s.texts[s.text_index[i]] == truth.instruction
+    x = s.inputs(np.arange(len(s)))
+    assert x["image"].shape == (len(s), 3, 64, 64) and 0.0 <= x["image"].min() and x["image"].max() <= 1.0
+    assert x["audio"].shape == (len(s), 8000) and np.abs(x["audio"]).max() <= 1.0
+    assert x["present"][:, :3].min() == 1.0  # image, audio, joints always aligned in a clean bag
+    has_text = s.text_index >= 0
+    np.testing.assert_allclose(x["present"][:, 3], has_text.astype(np.float32))
+    np.testing.assert_allclose(np.linalg.norm(x["text"][has_text], axis=1), 1.0, atol=1e-5)
+    assert (x["text"][~has_text] == 0).all()
+    # joints at the frame time: interpolation reproduces the world's closed-form joint angles
+    q, _ = world.joints(s.stamp - start)
+    assert np.abs(x["joints"][:, :3] - q).max() < 5e-3
+
+
+def test_naive_alignment_uses_arrival_times(bags):
+    enc = HashEmbedder()
+    synced = build_from_bag(bags[0], ModelSpec(), SyncConfig(), enc)
+    naive = build_from_bag(bags[0], ModelSpec(), SyncConfig(), enc, naive=True)
+    np.testing.assert_array_equal(naive.stamp, synced.stamp)  # labels stay those of the capture time
+    world = World(WorldConfig(), seed=3)
+    q, _ = world.joints(synced.stamp - world.config.start_time)
+    err_sync = np.abs(synced.joints[:, :3] - q).mean()
+    err_naive = np.abs(naive.joints[:, :3] - q).mean()
+    assert err_naive > 3 * err_sync
+
+
+def test_dataset_cache_roundtrip_and_concat(tmp_path, bags, data):
+    enc = HashEmbedder()
+    first = load_or_build(bags, ModelSpec(), SyncConfig(), tmp_path, text_encoder=enc, progress=False)
+    n_calls = len(enc.calls)
+    again = load_or_build(bags, ModelSpec(), SyncConfig(), tmp_path, text_encoder=enc, progress=False)
+    assert len(enc.calls) == n_calls  # second time from the cache: nothing re-encoded
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+    assert len(again) == len(first) == len(data)
+    np.testing.assert_array_equal(again.episode, np.repeat([0, 1], len(data) // 2))
+    i = np.arange(len(data))
+    for k in ("image", "audio", "text", "present"):
+        np.testing.assert_array_equal(again.inputs(i)[k], data.inputs(i)[k])
+    assert len(set(again.texts.tolist())) == len(again.texts)
+    with pytest.raises(FileNotFoundError):
+        load_or_build([tmp_path / "nope"], ModelSpec(), SyncConfig(), tmp_path, progress=False)
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(fusion="gated", epochs=2, batch_size=16, lr=3e-3, warmup_steps=2, stride=1, val_fraction=0.5)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_training_reduces_loss_and_writes_a_loadable_model(tmp_path, data):
+    summary = train(_cfg(epochs=3, contrastive_weight=0.1), data, tmp_path / "m", progress=False)
+    h = summary["history"]
+    assert len(h) == 3 and h[-1]["train_command"] < h[0]["train_command"]
+    assert "train_contrastive" in h[0] and "val_cmd_acc" in h[0]
+    spec, model = load_model(tmp_path / "m")
+    assert spec.fusion == "gated" and spec.name == "fusion-gated"
+    assert model.joints.std.min() > 0 and not torch.equal(model.joints.mean, torch.zeros(6))
+    log = json.loads((tmp_path / "m" / "train_log.json").read_text())
+    assert log["samples"]["train"] + log["samples"]["val"] == len(data)
+
+
+def test_resume_gives_the_same_weights(tmp_path, data):
+    cfg = _cfg(fusion="attention", modality_dropout=0.3)
+    train(cfg, data, tmp_path / "a", progress=False)
+    train(cfg, data, tmp_path / "b", progress=False, until_epoch=0)
+    assert json.loads((tmp_path / "b" / "checkpoint.json").read_text())["epoch"] == 0
+    train(cfg, data, tmp_path / "b", progress=False, resume=True)
+    a = load_file(str(tmp_path / "a" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+def test_eval_report_covers_every_condition(tmp_path, data):
+    train(_cfg(fusion="late", epochs=1), data, tmp_path / "late", progress=False)
+    sets = {"all": data, "paraphrase": data, "naive": data}
+    report = evaluate_models([str(tmp_path / "late")], sets, progress=False)
+    (m,) = report["models"]
+    assert list(m["results"]) == list(CONDITIONS)
+    for metrics in m["results"].values():
+        assert set(metrics) == {"xy_err", "dir_err_deg", "cmd_acc"}
+        assert all(np.isfinite(v) for v in metrics.values())
+    assert m["parameters"] > 0 and m["latency"]["torch_cpu_ms"] > 0
+
+
+def test_task_metrics_on_known_values():
+    labels = {"target_xy": np.array([[0.5, 0.5], [0.0, 0.0]]), "direction": np.array([[1.0, 0.0], [0.0, 1.0]]),
+              "command": np.array([1, 2]), "has_target": np.array([True, True])}
+    outputs = {"target_xy": np.array([[0.5, 0.8], [0.3, 0.4]]), "direction": np.array([[0.0, 1.0], [0.0, 1.0]]),
+               "command": np.array([[0.0, 5.0, 0.0], [5.0, 0.0, 0.0]])}
+    m = task_metrics(outputs, labels)
+    assert m["xy_err"] == pytest.approx(0.4)
+    assert m["dir_err_deg"] == pytest.approx(45.0)
+    assert m["cmd_acc"] == pytest.approx(0.5)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--bags" in err
+    assert main(["train", "--out", str(tmp_path / "x"), "--fusion", "nope", "--generate", "1"]) == 1
+    assert "fusion must be one of" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochz: 3\n")
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "x")]) == 1
+    assert "unknown key(s) epochz" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "missing")]) == 1
+    assert "not found" in capsys.readouterr().err

@@ -28,8 +28,11 @@ log = logging.getLogger(__name__)
 
 # Consecutive suspect samples that prove a clock jump: at the rates here, a few milliseconds.
 JUMP_CONFIRM = 8
-# Housekeeping (horizon eviction) runs every this many accepted samples, and after emissions.
+# Horizon eviction runs every this many accepted samples (so a stalled reference stream
+# cannot let the others grow) and every EVICT_FRAMES emitted frames: memory stays within
+# the horizon plus a few frames' worth while the bisect work is shared by several frames.
 EVICT_EVERY = 1024
+EVICT_FRAMES = 8
 # Drops are logged at most this often per modality and reason (arrival-clock seconds).
 LOG_EVERY = 5.0
 
@@ -251,12 +254,17 @@ class SyncBuffer:
                 emitted = True
                 continue
             break
-        if emitted:
+        if emitted and self._frames % EVICT_FRAMES == 0:
             self._evict()
         return out
 
     def flush(self) -> list[AlignedFrame]:
-        """End of stream: emit every pending reference with whatever is present."""
+        """End of stream: emit every pending reference with whatever is present.
+
+        Suspect samples still held are dropped: no run of followers can confirm them now.
+        """
+        if self._suspects:
+            self._expire_suspects(INF)
         out = self._outbox
         self._outbox = []
         while len(self._ref):
@@ -298,14 +306,15 @@ class SyncBuffer:
     def reset(self, reason: str) -> None:
         """Start a new epoch: pending frames are resolved into the next poll(), buffers cleared."""
         log.warning("sync: reset (%s)", reason)
-        self._outbox.extend(self.flush())
-        self._dirty = True
+        pending = self.flush()
         for pol in self._policies.values():
             pol.clear()
             pol.stats.resets += 1
         self._ref.clear()
         self._suspects = []
         self._start_epoch()
+        self._outbox = pending
+        self._dirty = bool(pending)
 
     def pending(self) -> int:
         """Reference times waiting for data or deadlines."""

@@ -199,6 +199,10 @@ class ReferencePolicy(Policy):
         self._present(frame, 0.0, 0.0, (t,), ring.arrivals[ring.head])
 
 
+def _floats(x: Any) -> list[float]:
+    return x.tolist() if type(x) is np.ndarray else [float(e) for e in x]
+
+
 class JointGroup:
     """Samples of one publisher (one joint-name tuple) and where its joints go in config order."""
 
@@ -238,6 +242,7 @@ class JointPolicy(Policy):
         self.horizon = cfg.horizon
         self.order = {n: k for k, n in enumerate(cfg.joint_names)}
         self.n_joints = len(cfg.joint_names)
+        self.all_joints = np.ones(self.n_joints, dtype=bool)
         self.groups: dict[tuple[str, ...], JointGroup] = {}
         self.group_list: list[JointGroup] = []
 
@@ -250,9 +255,15 @@ class JointPolicy(Policy):
         if len(sample.position) != g.width or len(sample.velocity) != g.width:
             return INVALID
         ring = g.ring
-        if not ring.push(stamp, sample, arrival):
-            return DUPLICATE
-        if len(ring.stamps) - ring.head > self.cap:
+        stamps = ring.stamps
+        if stamps and stamp <= stamps[-1]:  # reordered: the ring's bisect path
+            if not ring.push(stamp, sample, arrival):
+                return DUPLICATE
+        else:
+            stamps.append(stamp)
+            ring.items.append(sample)
+            ring.arrivals.append(arrival)
+        if len(stamps) - ring.head > self.cap:
             self.stats.evicted += ring.drop_before(ring.head + 1)
         if stamp > g.newest:
             g.newest = stamp
@@ -310,6 +321,9 @@ class JointPolicy(Policy):
         i = bisect_left(stamps, t, head)
         tol = self.tolerance
         if i < n and stamps[i] - t <= EXACT_EPS:
+            if self.mode == "interpolate" and n - head > 1:
+                # Keep a neighbour: it supplies the velocity where the publisher gave none.
+                return (i, i + 1, t - stamps[i], 0.0) if i + 1 < n else (i - 1, i, t - stamps[i], 0.0)
             return i, i, t - stamps[i], 0.0
         if self.mode != "interpolate":
             j = -1
@@ -335,21 +349,24 @@ class JointPolicy(Policy):
             return None
         return head, min(head + 1, n - 1), -d, d
 
-    def _values(self, g: JointGroup, a: int, b: int, t: float) -> tuple[np.ndarray, np.ndarray]:
-        """Position and velocity of group g at t from its samples a and b (a == b: hold)."""
+    def _values(self, g: JointGroup, a: int, b: int, t: float) -> tuple[list[float], list[float]]:
+        """Position and velocity of group g at t from its samples a and b (a == b: hold).
+
+        Plain floats: for the handful of joints of an arm, Python arithmetic costs less than
+        the per-call overhead of a dozen numpy operations on 3-element arrays.
+        """
         ring = g.ring
         A = ring.items[a]
+        pa, va = _floats(A.position), _floats(A.velocity)
         if a == b:
-            v = A.velocity
-            return A.position, (np.nan_to_num(v, nan=0.0) if np.isnan(v).any() else v)
+            return pa, [0.0 if x != x else x for x in va]
         B = ring.items[b]
-        sa, sb = ring.stamps[a], ring.stamps[b]
-        w = (t - sa) / (sb - sa)
-        dp = B.position - A.position
-        p = A.position + dp * w
-        v = A.velocity + (B.velocity - A.velocity) * w
-        if np.isnan(v).any():
-            v = np.where(np.isnan(v), dp / (sb - sa), v)
+        pb, vb = _floats(B.position), _floats(B.velocity)
+        sa = ring.stamps[a]
+        dt = ring.stamps[b] - sa
+        w = (t - sa) / dt
+        p = [x + (y - x) * w for x, y in zip(pa, pb)]
+        v = [x + (y - x) * w if x == x and y == y else (q - o) / dt for x, y, o, q in zip(va, vb, pa, pb)]
         return p, v
 
     def fill(self, frame: AlignedFrame, t: float) -> None:
@@ -367,9 +384,9 @@ class JointPolicy(Policy):
         if len(picks) == 1 and picks[0][0].identity:  # one publisher with every joint, in order
             g, (a, b, age, err) = picks[0]
             p, v = self._values(g, a, b, t)
-            frame.joint_position = p.astype(np.float32)
-            frame.joint_velocity = v.astype(np.float32)
-            frame.joint_mask = np.ones(J, dtype=bool)
+            frame.joint_position = np.array(p, dtype=np.float32)
+            frame.joint_velocity = np.array(v, dtype=np.float32)
+            frame.joint_mask = self.all_joints.copy()
             ring = g.ring
             used = (ring.stamps[a],) if a == b else (ring.stamps[a], ring.stamps[b])
             self._present(frame, age, err, used, max(ring.arrivals[a], ring.arrivals[b]))
@@ -381,7 +398,7 @@ class JointPolicy(Policy):
         used_l: list[float] = []
         age_out, err_out, arrival = 0.0, 0.0, -INF
         for g, (a, b, age, err) in picks:
-            p, v = self._values(g, a, b, t)
+            p, v = (np.array(x) for x in self._values(g, a, b, t))
             if g.select is not None:
                 p, v = p[g.select], v[g.select]
             idx = g.index
@@ -508,7 +525,8 @@ class WindowPolicy(Policy):
         a, b = self._place(out, start, tape.rate, tape.buf, tape.base, tape.size, tape.offsets[j0], t0)
         frame.audio = out
         frame.audio_gap = 1.0 - (b - a) / self.n_out
-        self._present(frame, max(0.0, t - tape.ends[-1]), max(tape.devs[j0:]), tuple(tape.stamps[j0:]),
+        run_end = start + (tape.base + tape.size) / tape.rate  # as placed, not as stamped
+        self._present(frame, max(0.0, t - run_end), max(tape.devs[j0:]), tuple(tape.stamps[j0:]),
                       max(tape.arrivals[j0:]))
 
     def _fill_general(self, frame: AlignedFrame, t: float, t0: float, lo: int, hi: int) -> None:
@@ -535,7 +553,7 @@ class WindowPolicy(Policy):
                 used.extend(run.stamps)
                 err = max(err, max(run.devs))
                 arrival = max(arrival, max(run.arrivals))
-                newest_end = max(newest_end, run.ends[-1])
+                newest_end = max(newest_end, start + (run.base + run.size) / run.rate)
             if k < hi and not item_continues:
                 run.clear()
                 run.append(s, mono, n, r, end, ring.arrivals[k])

@@ -1,0 +1,1 @@
+"""Benchmarks behind `fusion bench`: sync, backends, end-to-end."""

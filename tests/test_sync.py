@@ -1,0 +1,360 @@
+"""SyncBuffer behaviour, one test per policy and per named robustness case, with real numbers."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fusion_node.bench.sync import CODE_PERIOD, audio_code, make_workload
+from fusion_node.config import ModalitySync, SyncConfig, from_dict
+from fusion_node.frames import AudioChunk, ImageSample, JointSample, TextSample
+from fusion_node.sync import SyncBuffer
+
+NAMES = ("joint1", "joint2", "joint3")
+IMG = np.zeros((2, 2, 3), dtype=np.uint8)
+
+
+def img(t: float) -> ImageSample:
+    return ImageSample(t, IMG)
+
+
+def joints(t: float, names: tuple[str, ...] = NAMES, vel: bool = True) -> JointSample:
+    """Linear signal: joint k is at (k + 1) * t, velocity k + 1."""
+    k = np.array([NAMES.index(n) + 1.0 if n in NAMES else 9.0 for n in names])
+    v = k if vel else np.full(len(names), np.nan)
+    return JointSample(t, names, k * t, v)
+
+
+def chunk(start_index: int, n: int = 320, rate: int = 16000, stamp_error: float = 0.0,
+          channels: int = 1) -> AudioChunk:
+    data = audio_code(np.arange(start_index, start_index + n)).reshape(n, 1)
+    if channels > 1:
+        data = np.repeat(data, channels, axis=1)
+    return AudioChunk(start_index / rate + stamp_error, data, rate)
+
+
+def feed(buf: SyncBuffer, msgs: list[tuple[float, str, object]]) -> list:
+    """add + poll(arrival) per message in the given order, then flush."""
+    frames = []
+    for arrival, modality, sample in msgs:
+        buf.add(modality, sample, arrival)
+        frames += buf.poll(arrival)
+    return frames + buf.flush()
+
+
+def stream(duration: float, cam_hz: float = 30.0, joint_hz: float = 500.0, audio: bool = True,
+           cam_latency: float = 0.0, t0: float = 0.1, shift: float = 0.0) -> list[tuple[float, str, object]]:
+    """In-order camera/joints/audio messages on exact clocks, arrivals 1 ms after capture.
+
+    `shift` moves the camera and joint stamps (not the arrivals): a clock jump.
+    """
+    msgs: list[tuple[float, str, object]] = []
+    for k in range(int(duration * cam_hz)):
+        t = t0 + k / cam_hz
+        msgs.append((t + 0.001 + cam_latency, "image", img(t + shift)))
+    for k in range(int((duration + 2 * t0) * joint_hz)):
+        t = k / joint_hz
+        msgs.append((t + 0.001, "joints", joints(t + shift)))
+    if audio:
+        for k in range(int((duration + 2 * t0) * 50)):
+            c = chunk(320 * k)
+            msgs.append((c.end + 0.001, "audio", c))
+    msgs.sort(key=lambda m: m[0])
+    return msgs
+
+
+def test_every_camera_frame_once_in_order_with_exact_interpolation():
+    buf = SyncBuffer(SyncConfig())
+    frames = feed(buf, stream(2.0))
+    stamps = [f.stamp for f in frames]
+    assert len(frames) == 60 and stamps == sorted(stamps) and len(set(stamps)) == 60
+    for f in frames:
+        assert f.present == {"image": True, "audio": True, "joints": True, "text": False}
+        np.testing.assert_allclose(f.joint_position, [f.stamp, 2 * f.stamp, 3 * f.stamp], atol=1e-5)
+        np.testing.assert_allclose(f.joint_velocity, [1, 2, 3])
+        assert f.joint_mask.tolist() == [True] * 3
+        assert abs(f.age["joints"]) <= 0.001 + 1e-9  # a 500 Hz sample within 1 ms
+        assert f.audio.shape == (8000,) and f.audio.dtype == np.float32
+        assert math.isnan(f.age["text"])
+    # After 0.5 s of audio the window is fully covered and ends exactly at the reference time.
+    late = [f for f in frames if f.stamp > 0.55]
+    assert all(f.audio_gap == 0.0 for f in late)
+    f = late[0]
+    last = round((f.stamp - 1 / 16000) * 16000) % CODE_PERIOD
+    assert abs(round((f.audio[-1] + 1) * CODE_PERIOD / 2) - last) <= 1
+
+
+def test_out_of_order_arrival_gives_the_same_frames():
+    msgs = stream(2.0)
+    rng = np.random.default_rng(1)
+    shuffled = [(a + rng.uniform(0, 0.005), m, s) for a, m, s in msgs]
+    shuffled.sort(key=lambda m: m[0])
+    a = feed(SyncBuffer(SyncConfig()), msgs)
+    b = feed(SyncBuffer(SyncConfig()), shuffled)
+    assert [f.stamp for f in a] == [f.stamp for f in b]
+    for fa, fb in zip(a, b):
+        np.testing.assert_allclose(fa.joint_position, fb.joint_position, atol=1e-5)
+        assert np.array_equal(fa.audio, fb.audio)
+
+
+def test_late_data_behind_watermark_is_counted_and_dropped():
+    buf = SyncBuffer(SyncConfig())
+    feed_msgs = [(0.001, "joints", joints(0.0)), (0.0, "image", img(0.1)), (0.2, "joints", joints(0.2))]
+    for arrival, m, s in feed_msgs:
+        buf.add(m, s, arrival)
+    frames = buf.poll(0.3)  # audio never came: emitted at its deadline without audio
+    assert [f.stamp for f in frames] == [0.1] and frames[0].present["audio"] is False
+    assert buf.add("image", img(0.05), 0.31) is False  # reference behind the watermark
+    assert buf.add("joints", joints(0.02), 0.31) is False  # joints older than watermark - tolerance
+    assert buf.add("joints", joints(0.09), 0.31) is True  # late but may still bracket the next frame
+    st = buf.stats()
+    assert st["image"]["late"] == 1 and st["image"]["dropped"] == 1
+    assert st["joints"]["late"] == 2 and st["joints"]["dropped"] == 1
+
+
+def test_duplicate_stamps_are_dropped_and_counted():
+    buf = SyncBuffer(SyncConfig())
+    assert buf.add("joints", joints(1.0), 1.0)
+    assert buf.add("joints", joints(1.0), 1.001) is False
+    assert buf.add("image", img(1.0), 1.0)
+    assert buf.add("image", img(1.0), 1.002) is False
+    st = buf.stats()
+    assert st["joints"]["duplicates"] == 1 and st["image"]["duplicates"] == 1
+    assert st["joints"]["accepted"] == 1
+
+
+def test_clock_jump_backwards_resets_and_keeps_going():
+    """A bag loop: stamps restart at 0.1 s while the arrival clock keeps running."""
+    first = stream(2.0)
+    offset = first[-1][0] + 0.05
+    second = [(a + offset, m, s) for a, m, s in stream(2.0)]
+    buf = SyncBuffer(SyncConfig())
+    frames = feed(buf, first + second)
+    st = buf.stats()
+    assert st["joints"]["resets"] == 1 and st["image"]["resets"] == 1
+    stamps = [f.stamp for f in frames]
+    split = next(k for k in range(1, len(stamps)) if stamps[k] < stamps[k - 1])
+    assert stamps[:split] == sorted(stamps[:split]) and stamps[split:] == sorted(stamps[split:])
+    assert len(frames) == 120  # every camera frame of both loops
+    after = frames[split + 20:]  # settled in the new epoch: aligned as well as before
+    assert all(f.present["joints"] and f.present["audio"] for f in after)
+    np.testing.assert_allclose(after[0].joint_position[0], after[0].stamp, atol=1e-5)
+
+
+def test_long_gap_emits_at_deadline_then_recovers():
+    """Joints silent for 1 s: frames go out max_wait after their arrival, joints marked absent."""
+    msgs = [m for m in stream(3.0, audio=False) if not (m[1] == "joints" and 1.0 <= m[2].stamp < 2.0)]
+    cfg = SyncConfig(modalities={"image": ModalitySync("reference", 0.0, 0.0),
+                                 "joints": ModalitySync("interpolate", 0.05, 0.05)})
+    buf = SyncBuffer(cfg)
+    frames, tick = [], 0.0
+    for arrival, m, s in msgs:
+        while tick < arrival:  # a 1 ms timer polls between messages, as the node does
+            frames += [(f, tick) for f in buf.poll(tick)]
+            tick += 0.001
+        buf.add(m, s, arrival)
+        frames += [(f, arrival) for f in buf.poll(arrival)]
+    # more than the 50 ms tolerance away from any joint sample: absent
+    gap = [(f, a) for f, a in frames if 1.05 < f.stamp < 1.95]
+    assert len(gap) == 27
+    assert all(not f.present["joints"] and f.joint_mask.tolist() == [False] * 3 for f, _ in gap)
+    # each left on the first timer poll after its deadline (arrival + 50 ms)
+    assert all(0.05 <= a - (f.stamp + 0.001) <= 0.05 + 0.0011 for f, a in gap)
+    assert all(f.present["joints"] for f, _ in frames if f.stamp > 2.06)
+    assert buf.stats()["joints"]["missing"] == len([f for f, _ in frames if not f.present["joints"]])
+
+
+def test_future_stamp_is_counted_and_dropped():
+    msgs = stream(1.0, audio=False)
+    msgs.insert(200, (msgs[200][0], "joints", joints(500.0)))  # a publisher's broken clock
+    buf = SyncBuffer(SyncConfig())
+    frames = feed(buf, msgs)
+    st = buf.stats()["joints"]
+    assert st["future"] == 1 and st["dropped"] == 1 and st["resets"] == 0
+    assert len(frames) == 30 and all(f.present["joints"] for f in frames)
+    assert max(abs(f.joint_position[0] - f.stamp) for f in frames) < 1e-5
+
+
+def test_forward_clock_jump_is_followed_after_a_few_samples():
+    buf = SyncBuffer(SyncConfig())
+    feed(buf, stream(1.0, audio=False))
+    frames = feed(buf, [(a + 1.3, m, s) for a, m, s in stream(1.0, audio=False, shift=100.0)])
+    assert buf.stats()["image"]["resets"] == 1
+    assert len(frames) == 30 and frames[-1].stamp > 100
+
+
+def test_memory_bounded_by_horizon_and_entry_cap():
+    cfg = SyncConfig(horizon=0.5)
+    buf = SyncBuffer(cfg)
+    sizes = []
+    for arrival, m, s in stream(5.0):
+        buf.add(m, s, arrival)
+        buf.poll(arrival)
+        sizes.append(buf.stats()["joints"]["size"] if m == "image" else 0)
+    # horizon + interpolation lookback (50 ms) + eviction every 8 frames (267 ms), at 500 Hz
+    assert 250 < max(sizes) <= (0.5 + 0.05 + 8 / 30 + 0.01) * 500
+    # Camera dead: the other streams still only keep about two horizons.
+    buf = SyncBuffer(cfg)
+    feed(buf, [m for m in stream(5.0) if m[1] != "image"])
+    st = buf.stats()["joints"]
+    assert st["size"] <= 2 * 0.5 * 500 + 1024 + 2 and st["evicted"] > 0
+    # Hard cap.
+    buf = SyncBuffer(SyncConfig(max_entries=100, horizon=100.0))
+    for k in range(1000):
+        buf.add("joints", joints(k / 500), k / 500)
+    st = buf.stats()["joints"]
+    assert st["size"] == 100 and st["evicted"] == 900
+
+
+def test_camera_latency_40ms_every_frame_complete():
+    wl = make_workload(seed=3, duration=3.0, joint_rate=500.0, camera_latency=0.040)
+    buf = SyncBuffer(SyncConfig(joint_names=NAMES))
+    frames = feed(buf, wl.messages)
+    assert len(frames) == wl.camera_frames
+    assert all(f.present["joints"] and f.present["audio"] for f in frames)
+    # complete on arrival of the late camera frame: no frame waited for a deadline
+    assert all(f.arrival - f.stamp < 0.040 + 0.006 + 0.02 for f in frames)
+
+
+def test_joint_publishers_merged_by_name_and_unseen_joints_masked():
+    cfg = SyncConfig(joint_names=("joint1", "joint2", "joint3", "gripper"))
+    buf = SyncBuffer(cfg)
+    msgs = [(0.3, "image", img(0.3))]
+    for k in range(100):
+        t = k / 200
+        msgs.append((t, "joints", joints(t, ("joint2", "joint1"))))  # arm publisher, own order
+        if k % 4 == 0:
+            msgs.append((t, "joints", joints(t, ("joint3", "wrist_cam"), vel=False)))  # 50 Hz, unknown name
+    msgs.sort(key=lambda m: m[0])
+    frames = feed(buf, msgs)
+    f = frames[0]
+    np.testing.assert_allclose(f.joint_position, [0.3, 0.6, 0.9, 0.0], atol=1e-5)
+    assert f.joint_mask.tolist() == [True, True, True, False]
+    np.testing.assert_allclose(f.joint_velocity[:3], [1.0, 2.0, 3.0], atol=1e-4)  # joint3 from differences
+    assert len(f.used["joints"]) >= 3
+
+
+def test_joints_not_extrapolated_beyond_tolerance():
+    buf = SyncBuffer(SyncConfig(modalities={"image": ModalitySync("reference", 0.0, 0.0),
+                                            "joints": ModalitySync("interpolate", 0.02, 0.0)}))
+    for k in range(10):
+        buf.add("joints", joints(k * 0.01), k * 0.01)
+    buf.add("image", img(0.105), 0.105)  # 15 ms past the last sample: extrapolated
+    buf.add("image", img(0.125), 0.125)  # 35 ms past: missing
+    a, b = buf.poll(1.0)
+    np.testing.assert_allclose(a.joint_position, [0.105, 0.21, 0.315], atol=1e-5)
+    assert a.age["joints"] == pytest.approx(0.015) and not b.present["joints"]
+
+
+def test_audio_window_stitches_jittered_chunks_and_reports_gaps():
+    cfg = SyncConfig(modalities={"image": ModalitySync("reference", 0.0, 0.0),
+                                 "audio": ModalitySync("window", 0.05, 0.1)})
+    rng = np.random.default_rng(0)
+    chunks = [chunk(320 * k, stamp_error=rng.uniform(-0.002, 0.002)) for k in range(60) if k != 40]
+    buf = SyncBuffer(cfg)
+    for c in chunks:
+        buf.add("audio", c, c.end)
+    buf.add("image", img(1.0), 1.0)
+    (f,) = buf.poll(1.2)
+    # chunk 40 (0.80-0.82 s) is missing: about 320 of 8000 samples zero (each run is placed
+    # at its own mean stamp, so the hole's edges move by the runs' residual jitter)
+    assert f.audio_gap == pytest.approx(320 / 8000, abs=16 / 8000)
+    code = np.rint((f.audio.astype(np.float64) + 1) * CODE_PERIOD / 2)
+    intended = np.arange(8000) + 0.5 * 16000
+    hole = slice(int(0.3 * 16000) + 16, int(0.32 * 16000) - 16)
+    assert not f.audio[hole].any()
+    offset = ((code - intended)[f.audio != 0] + CODE_PERIOD / 2) % CODE_PERIOD - CODE_PERIOD / 2
+    assert np.abs(offset).max() <= 16  # within 1 ms although stamps jitter +-2 ms
+    assert f.present["audio"] and f.age["audio"] < 0.001  # the newest run, as placed, reaches t
+
+
+def test_audio_resampled_and_channels_mixed_or_selected():
+    def frame(channel: int, rate: int, channels: int) -> np.ndarray:
+        cfg = SyncConfig(audio_channel=channel, modalities={
+            "image": ModalitySync("reference", 0.0, 0.0), "audio": ModalitySync("window", 0.05, 0.1)})
+        buf = SyncBuffer(cfg)
+        n = rate // 50
+        for k in range(40):
+            t = np.arange(k * n, (k + 1) * n) / rate
+            left = np.sin(2 * np.pi * 5 * t)
+            data = np.stack([left, np.zeros_like(left)][:channels], axis=1).astype(np.float32)
+            buf.add("audio", AudioChunk(k * n / rate, data, rate), (k + 1) * n / rate)
+        buf.add("image", img(0.7), 0.7)
+        (f,) = buf.poll(1.0)
+        assert f.audio.shape == (8000,) and f.audio_gap == 0.0
+        return f.audio
+
+    want = np.sin(2 * np.pi * 5 * (0.2 + np.arange(8000) / 16000)).astype(np.float32)
+    np.testing.assert_allclose(frame(-1, 48000, 1), want, atol=2e-3)  # 48 kHz -> 16 kHz
+    np.testing.assert_allclose(frame(-1, 16000, 2), want / 2, atol=1e-6)  # mixed
+    np.testing.assert_allclose(frame(0, 16000, 2), want, atol=1e-6)  # selected
+    assert SyncBuffer(SyncConfig(audio_channel=3)).add("audio", chunk(0, channels=2), 0.02) is False
+
+
+def test_text_latest_until_ttl():
+    cfg = SyncConfig(modalities={"image": ModalitySync("reference", 0.0, 0.0),
+                                 "text": ModalitySync("latest", 0.0, 0.0, ttl=2.0)})
+    buf = SyncBuffer(cfg)
+    buf.add("text", TextSample(1.0, "go to the red square"), 1.0)
+    buf.add("text", TextSample(1.5, "stop"), 1.5)
+    frames = []
+    for t in (0.9, 1.2, 1.6, 3.4, 3.6):
+        buf.add("image", img(t), t)
+        frames += buf.poll(t)
+    assert [f.text for f in frames] == [None, "go to the red square", "stop", "stop", None]
+    assert frames[2].age["text"] == pytest.approx(0.1)
+
+
+def test_fixed_rate_clock_reference():
+    cfg = SyncConfig(reference="clock", rate_hz=10.0)
+    buf = SyncBuffer(cfg)
+    frames = feed(buf, stream(2.0, cam_hz=30.0, t0=0.0))
+    stamps = [f.stamp for f in frames]
+    assert stamps[:3] == [0.0, 0.1, 0.2] and np.allclose(np.diff(stamps), 0.1)
+    assert len(frames) >= 20
+    inner = [f for f in frames if 0.6 <= f.stamp <= 1.9]
+    assert all(f.present["image"] and abs(f.age["image"]) <= 1 / 60 + 1e-9 for f in inner)
+    assert all(f.present["joints"] and abs(f.joint_position[0] - f.stamp) < 1e-5 for f in inner)
+
+
+def test_nearest_and_exact_policies():
+    cfg = SyncConfig(reference="clock", rate_hz=10.0, modalities={
+        "image": ModalitySync("nearest", 0.01, 0.0), "text": ModalitySync("exact", 0.0, 0.0)})
+    buf = SyncBuffer(cfg)
+    buf.add("image", img(0.0), 0.0)
+    buf.add("image", img(0.097), 0.097)
+    buf.add("image", img(0.185), 0.185)
+    buf.add("text", TextSample(0.1, "hello"), 0.1)
+    buf.add("image", img(0.3), 0.3)
+    frames = buf.poll(0.31)
+    by = {round(f.stamp, 3): f for f in frames}
+    assert by[0.1].present["image"] and by[0.1].age["image"] == pytest.approx(0.003)
+    assert not by[0.2].present["image"]  # nearest is 15 ms away, tolerance 10 ms
+    assert by[0.1].text == "hello" and by[0.2].text is None
+
+
+def test_invalid_input():
+    buf = SyncBuffer(SyncConfig())
+    assert buf.add("joints", JointSample(float("nan"), NAMES, np.zeros(3), np.zeros(3)), 0.0) is False
+    assert buf.add("joints", JointSample(0.0, NAMES, np.zeros(2), np.zeros(3)), 0.0) is False
+    assert buf.add("joints", JointSample(0.0, ("other",), np.zeros(1), np.zeros(1)), 0.0) is False
+    assert buf.add("image", TextSample(0.0, "not an image"), 0.0) is False
+    assert buf.stats()["joints"]["invalid"] == 3 and buf.stats()["image"]["invalid"] == 1
+    with pytest.raises(ValueError, match="not configured"):
+        buf.add("lidar", img(0.0), 0.0)
+    for bad in ({"reference": "audio"}, {"modalities": {"joints": {"policy": "window"}}},
+                {"modalities": {"smell": {"policy": "nearest"}}}, {"reference": "clock"}):
+        with pytest.raises(ValueError):
+            SyncBuffer(from_dict(SyncConfig, bad))
+
+
+def test_reset_resolves_pending_frames_and_counts():
+    buf = SyncBuffer(SyncConfig())
+    buf.add("joints", joints(0.0), 0.0)
+    buf.add("image", img(0.01), 0.011)
+    assert buf.poll(0.012) == []  # waiting for joints after 0.01 and audio
+    buf.reset("simulation reset")
+    (f,) = buf.poll(0.013)
+    assert f.stamp == 0.01 and f.present["joints"]  # extrapolated 10 ms, within tolerance
+    assert buf.stats()["audio"]["resets"] == 1 and buf.pending() == 0

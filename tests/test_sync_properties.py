@@ -1,0 +1,102 @@
+"""Property tests of SyncBuffer over random multi-rate streams (hypothesis)."""
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fusion_node.config import ModalitySync, SyncConfig
+from fusion_node.frames import AudioChunk, ImageSample, JointSample
+from fusion_node.sync import SyncBuffer
+from fusion_node.sync.buffer import EVICT_EVERY, EVICT_FRAMES
+
+NAMES = ("a", "b")
+SLOPE = np.array([0.7, -1.3])
+OFFSET = np.array([0.2, 5.0])
+IMG = np.zeros((1, 1, 3), dtype=np.uint8)
+
+streams = st.fixed_dictionaries({
+    "seed": st.integers(0, 2**31),
+    "cam_hz": st.sampled_from([10.0, 15.0, 30.0, 60.0]),
+    "joint_hz": st.sampled_from([50.0, 200.0, 500.0, 1000.0]),
+    "chunk_ms": st.sampled_from([10, 20, 32]),
+    "jitter": st.floats(0.0, 0.003),
+    "reorder": st.floats(0.0, 0.01),
+    "drop": st.floats(0.0, 0.3),
+    "cam_latency": st.sampled_from([0.0, 0.04]),
+    "duration": st.floats(0.5, 1.5),
+    "horizon": st.floats(0.3, 2.0),
+    "max_entries": st.sampled_from([64, 4096]),
+    "tolerance": st.floats(0.005, 0.05),
+})
+
+
+def make_stream(p: dict) -> tuple[list[tuple[float, str, object]], int]:
+    rng = np.random.default_rng(p["seed"])
+    msgs: list[tuple[float, str, object]] = []
+
+    def keep() -> bool:
+        return rng.random() >= p["drop"]
+
+    n_cam = int(p["duration"] * p["cam_hz"])
+    for k in range(n_cam):
+        t = 0.05 + k / p["cam_hz"] + rng.uniform(-p["jitter"], p["jitter"])
+        msgs.append((t + p["cam_latency"] + rng.uniform(0, p["reorder"]), "image", ImageSample(t, IMG)))
+    for k in range(int((p["duration"] + 0.1) * p["joint_hz"])):
+        t = k / p["joint_hz"] + rng.uniform(-p["jitter"], p["jitter"])
+        if keep():
+            msgs.append((t + rng.uniform(0, p["reorder"]), "joints",
+                         JointSample(t, NAMES, SLOPE * t + OFFSET, SLOPE.copy())))
+    n = 16 * p["chunk_ms"]
+    for k in range(int((p["duration"] + 0.1) * 1000 / p["chunk_ms"])):
+        if keep():
+            s = k * n / 16000 + rng.uniform(-p["jitter"], p["jitter"])
+            msgs.append((s + n / 16000 + rng.uniform(0, p["reorder"]), "audio",
+                         AudioChunk(s, np.full((n, 1), 0.5, np.float32), 16000)))
+    msgs.sort(key=lambda m: m[0])
+    return msgs, n_cam
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams)
+def test_random_streams(p: dict) -> None:
+    tol = p["tolerance"]
+    cfg = SyncConfig(horizon=p["horizon"], max_entries=p["max_entries"], joint_names=NAMES, modalities={
+        "image": ModalitySync("reference", 0.0, 0.0),
+        "audio": ModalitySync("window", 0.05, 0.08),
+        "joints": ModalitySync("interpolate", tol, 0.05),
+    })
+    buf = SyncBuffer(cfg)
+    msgs, n_cam = make_stream(p)
+    frames = []
+    rates = p["joint_hz"] + 1000 / p["chunk_ms"] + p["cam_hz"]
+    # horizon, twice while the reference lags, + audio window and chunk + eviction batching
+    span_bound = (2 * p["horizon"] + 0.5 + 0.04 + EVICT_FRAMES / p["cam_hz"] + EVICT_EVERY / rates
+                  + p["reorder"] + 2 * p["jitter"])
+    for arrival, modality, sample in msgs:
+        buf.add(modality, sample, arrival)
+        frames += buf.poll(arrival)
+        joint_rings = [g.ring for g in buf._policies["joints"].group_list]
+        for ring in joint_rings + [buf._policies["audio"].ring]:
+            assert len(ring) <= p["max_entries"]
+            if len(ring):
+                assert ring.newest - ring.oldest <= span_bound
+    frames += buf.flush()
+
+    stamps = [f.stamp for f in frames]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)  # ordered, each once
+    dropped_refs = buf.stats()["image"]["dropped"]
+    assert len(frames) == n_cam - dropped_refs  # every accepted reference, exactly once
+    for f in frames:
+        assert f.present["image"] and f.age["image"] == 0.0
+        if f.present["joints"]:
+            assert abs(f.age["joints"]) <= tol + 1e-9
+            if len(set(f.used["joints"])) >= 2:  # interpolated or extrapolated: exact on a line
+                np.testing.assert_allclose(f.joint_position, SLOPE * f.stamp + OFFSET, rtol=1e-5, atol=1e-5)
+                np.testing.assert_allclose(f.joint_velocity, SLOPE, rtol=1e-5)
+        else:
+            assert not f.joint_mask.any()
+        if f.present["audio"]:
+            assert f.age["audio"] >= 0.0 and 0.0 <= f.audio_gap < 1.0
+            assert f.audio.shape == (8000,)
+        assert f.arrival >= f.stamp - 0.01 - p["jitter"]

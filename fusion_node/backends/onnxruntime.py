@@ -31,6 +31,9 @@ def session_options(threads: int | None = None, optimized_path: str | Path | Non
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.intra_op_num_threads = threads or cpu_threads()
     so.inter_op_num_threads = 1
+    # Idle workers sleep instead of spinning: the node shares its cores with the ROS executor and
+    # the sync thread; measured here, p50 unchanged and the tail shorter under load.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3
     if optimized_path is not None:
         so.optimized_model_filepath = str(optimized_path)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import logging
@@ -68,7 +69,8 @@ def export_onnx(model: nn.Module, spec: ModelSpec, path: str | Path, opset: int 
         batch = torch.export.Dim("batch", min=1, max=max_batch)
         dynamic_shapes = {n: {0: batch} for n in INPUT_NAMES}
     model = model.eval()
-    with torch.no_grad():
+    # The exporter prints progress on stdout; keep stdout for results (tables, JSON).
+    with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):
         program = torch.onnx.export(
             model, args, input_names=list(INPUT_NAMES), output_names=list(model.output_names),
             opset_version=opset, dynamo=True, external_data=False, dynamic_shapes=dynamic_shapes,

@@ -18,7 +18,7 @@ DEPS_STAMP   := $(VENV)/.fusion-deps-$(shell printf '%s' '$(TORCH_SPEC)' | md5su
 COLCON_STAMP := $(WS)/install/.fusion-built
 WS_INPUTS    := $(wildcard $(WS)/src/fusion_msgs/msg/*.msg) $(WS)/src/fusion_msgs/CMakeLists.txt \
                 $(WS)/src/fusion_msgs/package.xml $(WS)/cmake/prune_missing_include_dirs.cmake \
-                package.xml setup.py setup.cfg
+                package.xml setup.py setup.cfg $(wildcard launch/*.launch.py config/*.yaml)
 
 .PHONY: setup demo test bench clean
 

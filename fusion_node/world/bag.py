@@ -45,6 +45,8 @@ JOINT_GROUPS_SPLIT: tuple[tuple[str, ...], ...] = (JOINT_NAMES[:2], JOINT_NAMES[
 
 @dataclass
 class BagSummary:
+    """What write_bag wrote: per-topic counts, size, and the episode's objects, instructions, commands."""
+
     path: Path
     seed: int
     duration: float

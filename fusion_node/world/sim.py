@@ -2,6 +2,9 @@
 
 All content is closed-form or generated lazily from per-component seed streams, so any query
 order gives the same answers for a seed, and nothing is precomputed for a fixed duration.
+Streams are numpy generators seeded [seed, k]: 0 objects, 1-3 and 10 audio (events, levels,
+noise after / before time 0), 4-5 instructions (targets, wording), 6 arm, 7 occlusion,
+8 bag timing, 9 varied_config; the table texture uses the bare seed.
 """
 from __future__ import annotations
 
@@ -18,6 +21,9 @@ from .truth import GroundTruth, direction, normalise
 class World:
     """Scene, arm, microphone and instructions of one episode."""
 
+    joint_names = JOINT_NAMES
+    commands = COMMANDS
+
     def __init__(self, config: WorldConfig | None = None, seed: int = 0) -> None:
         self.config = config or WorldConfig()
         self.config.validate()
@@ -32,9 +38,6 @@ class World:
                                                 c.instruction_interval, c.paraphrase)
         self.occlusion = OcclusionSchedule(self.seed, c.occlusion_fraction)
         self.renderer = Renderer(c.width, c.height, self.seed, c.arm_alpha)
-
-    joint_names = JOINT_NAMES
-    commands = COMMANDS
 
     def joints(self, t: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
         """Joint positions and velocities (rad, rad/s) at world times t."""

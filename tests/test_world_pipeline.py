@@ -2,7 +2,6 @@
 field is recoverable from the aligned frame, and audio taken off the reference time loses commands."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 

@@ -187,6 +187,9 @@ def _pin_fp32(trt: Any, network: Any, pattern: str) -> int:
         layer.precision = trt.float32
         for j in outs:
             layer.set_output_type(j, trt.float32)
+        if layer.type == trt.LayerType.NORMALIZATION:
+            layer.__class__ = trt.INormalizationLayer  # the bindings hand out the base class
+            layer.compute_precision = trt.float32
         pinned += 1
     return pinned
 

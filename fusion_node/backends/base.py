@@ -112,6 +112,10 @@ def ort_gpu_available() -> tuple[bool, str]:
     gpu_eps = [p for p in ort.get_available_providers() if p in ("TensorrtExecutionProvider", "CUDAExecutionProvider")]
     if not gpu_eps:
         return False, f"onnxruntime {ort.__version__} has no GPU execution provider"
+    from fusion_node.export.cache_key import current_gpu
+
+    if current_gpu() is None:
+        return False, f"onnxruntime offers {', '.join(gpu_eps)} but no CUDA GPU is visible"
     return True, f"onnxruntime offers {', '.join(gpu_eps)}"
 
 
@@ -153,7 +157,10 @@ def create_backend(cfg: PipelineConfig, engine_path: str | Path | None = None) -
     if choice == "tensorrt":
         from fusion_node.backends.tensorrt import TensorRTBackend
 
-        precision = "fp16" if cfg.precision == "fp32" and cfg.backend == "auto" else cfg.precision
+        precision = cfg.precision
+        if cfg.backend == "auto" and precision == "fp32":
+            precision = "fp16"  # parity-checked against fp32 (export/parity.py tolerances) and much faster
+            log.info("backend auto: TensorRT engine in fp16 (LayerNorm/softmax kept fp32)")
         return TensorRTBackend.load(
             engine_path or default_engine_path(model_dir, precision), onnx_path=onnx_path, precision=precision
         )

@@ -32,7 +32,8 @@ class _Graph:
             self.outputs = self._forward()
 
     def _forward(self) -> tuple[torch.Tensor, ...]:
-        with torch.autocast("cuda", dtype=torch.float16, enabled=self.autocast):
+        # autocast's weight-cast cache would be freed after capture under the graph's feet
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.autocast, cache_enabled=False):
             return tuple(self.module(*(self.inputs[n] for n in self.names)))
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -74,7 +75,8 @@ class TorchBackend:
     @torch.inference_mode()
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         check_inputs(inputs, self.input_names)
-        tensors = {n: torch.from_numpy(np.ascontiguousarray(inputs[n], dtype=np.float32)) for n in self.input_names}
+        # torch wants writable arrays; preprocessing may hand out read-only views (copied here only then)
+        tensors = {n: torch.from_numpy(np.require(inputs[n], np.float32, ("C", "W"))) for n in self.input_names}
         if self.device.type == "cpu":
             outs = self.module(*tensors.values())
         else:

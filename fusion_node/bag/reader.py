@@ -15,6 +15,7 @@ import sqlite3
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,27 @@ def _types_from_definition(msgtype: str, fmt: str, text: str) -> dict[str, Any]:
     return get_types_from_msg(text, msgtype)
 
 
+@lru_cache(maxsize=16)
+def _bag_typestore(definitions: frozenset[tuple[str, str, str]]) -> tuple[Typestore, dict[str, str]]:
+    """A type store for bags with these stored definitions, and the types whose text is unusable.
+
+    A bag's own definitions win over ours: they describe the bytes it holds. Building one costs
+    tenths of a second (code generation), so bags with the same definitions share it; stores
+    are never modified after this.
+    """
+    types: dict[str, Any] = {}
+    bad: dict[str, str] = {}
+    for msgtype, fmt, text in sorted(definitions):
+        try:
+            types.update(_types_from_definition(msgtype, fmt, text))
+        except (TypesysError, ValueError, IndexError) as exc:
+            bad[msgtype] = f"its stored definition does not parse: {_one_line(exc)}"
+    base = get_typestore()
+    store = _rosbags_typestore(Stores.EMPTY)
+    store.register({**{k: v for k, v in base.fielddefs.items() if k not in types}, **types})
+    return store, bad
+
+
 class BagReader:
     """An open bag. Use as a context manager; iterate with messages(), decode with decode()."""
 
@@ -142,7 +164,7 @@ class BagReader:
         return files[0] if len(files) == 1 else None
 
     def _register(self, connections: Iterable[tuple[str, str, str, str, str, int | None, tuple]]) -> None:
-        types: dict[str, Any] = {}
+        definitions = set()
         for topic, msgtype, fmt, text, digest, count, qos in connections:
             prev = self.topics.get(topic)
             if prev is not None and prev.msgtype != msgtype:
@@ -152,19 +174,11 @@ class BagReader:
                 total = None if count is None or prev.count is None else count + prev.count
             self.topics[topic] = TopicInfo(topic, msgtype, total, text, digest, qos)
             if text and fmt in ("msg", "idl"):
-                try:
-                    types.update(_types_from_definition(msgtype, fmt, text))
-                except (TypesysError, ValueError, IndexError) as exc:
-                    self._bad_types[msgtype] = f"its stored definition does not parse: {_one_line(exc)}"
-        # A bag's own definitions win over ours: they describe the bytes it holds. The shared
-        # store is never modified; this bag gets its own.
-        base = get_typestore()
-        store = _rosbags_typestore(Stores.EMPTY)
+                definitions.add((msgtype, fmt, text))
         try:
-            store.register({**{k: v for k, v in base.fielddefs.items() if k not in types}, **types})
+            self.typestore, self._bad_types = _bag_typestore(frozenset(definitions))
         except (TypesysError, KeyError, ValueError) as exc:
             raise BagError(f"{self._target}: message definitions stored in the bag conflict: {_one_line(exc)}") from None
-        self.typestore = store
 
     def close(self) -> None:
         if self._rosbags is not None:

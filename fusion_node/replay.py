@@ -1,0 +1,377 @@
+"""`fusion replay BAG`: the pipeline over a bag offline, deterministically and as fast as it runs.
+
+The bag's log time is the arrival clock: each message is converted, added to the pipeline at
+its log time, and the pipeline is polled at that time, so alignment decisions (waits, drops,
+deadlines) are the ones a live node receiving the recording would make, yet independent of
+how fast this machine computes. Outputs carry that clock too (FusedState.latency is the
+arrival-clock wait, not compute time), so the same bag, model and backend give bit-identical
+FusedState bytes on every run; compute time is measured separately for the real-time factor.
+
+Writes OUT (MCAP rosbag2) with /fusion/state and copies of ground-truth topics, OUT/replay.json,
+optionally a golden file or a comparison with one, and an HTML report.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fusion_node import MODALITIES
+from fusion_node.bag.fused import FUSED_STATE, fused_state_msg
+from fusion_node.bag.reader import BagError, BagReader
+from fusion_node.bag.writer import BagWriter
+from fusion_node.config import PipelineConfig, from_dict, load_yaml
+from fusion_node.convert import CONVERTERS, BadMessage
+from fusion_node.frames import AlignedFrame, FusedOutput
+
+STATE_TOPIC = "/fusion/state"
+TRUTH_TYPE = "fusion_msgs/msg/GroundTruth"
+REPORT_JSON = "replay.json"
+_WARN_LIMIT = 5  # bad-message warnings printed per topic; the rest are only counted
+
+
+@dataclass
+class FrameTrace:
+    """One fused frame as the report needs it."""
+
+    stamp: float  # reference time
+    emitted: float  # arrival clock when the frame left the sync buffer
+    arrival: float  # arrival of the last input the frame needed
+    used: dict[str, tuple[float, ...]]
+    present: dict[str, bool]
+    age: dict[str, float]
+    weight: dict[str, float]
+    outputs: dict[str, np.ndarray]
+    latency: float  # arrival-clock wait (deterministic)
+    compute: float  # wall seconds of preprocessing + inference
+    attention: np.ndarray | None = None
+
+
+@dataclass
+class Truth:
+    stamp: float
+    target_xy: np.ndarray
+    direction: np.ndarray
+    command: int
+
+
+@dataclass
+class ReplayResult:
+    bag: Path
+    out: Path
+    model_id: str
+    backend: str
+    topics: dict[str, str]  # modality -> topic
+    frames: list[FrameTrace] = field(default_factory=list)
+    arrivals: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # modality -> (stamp, arrival)
+    truth: list[Truth] = field(default_factory=list)
+    snapshots: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (stamp, image) for heatmaps
+    commands: tuple[str, ...] = ()
+    bad_messages: dict[str, int] = field(default_factory=dict)
+    messages: int = 0
+    bag_duration: float = 0.0  # s of log time covered
+    loop_wall: float = 0.0  # s spent in the message loop (conversion, alignment, inference, writing)
+    startup_wall: float = 0.0  # s loading model, backend and text encoder
+    digest: str = ""  # sha256 over the FusedState stream (log times + bytes)
+    sync_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    error: str = ""  # the bag fault that ended the replay early, "" when complete
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.bag_duration / self.loop_wall if self.loop_wall > 0 else float("inf")
+
+    def summary(self) -> dict[str, Any]:
+        lat = np.array([f.latency for f in self.frames]) if self.frames else np.zeros(1)
+        delay = np.array([f.emitted - f.stamp for f in self.frames]) if self.frames else np.zeros(1)
+        comp = np.array([f.compute for f in self.frames]) if self.frames else np.zeros(1)
+        return {
+            "bag": str(self.bag),
+            "out": str(self.out),
+            "model_id": self.model_id,
+            "backend": self.backend,
+            "topics": self.topics,
+            "frames": len(self.frames),
+            "messages": self.messages,
+            "bad_messages": self.bad_messages,
+            "bag_duration_s": round(self.bag_duration, 6),
+            "loop_wall_s": round(self.loop_wall, 4),
+            "startup_wall_s": round(self.startup_wall, 4),
+            "realtime_factor": round(self.realtime_factor, 3),
+            "delay_ms": _percentiles(delay * 1e3),  # reference stamp -> fused frame, arrival clock
+            "latency_ms": _percentiles(lat * 1e3),  # last needed input -> fused frame, arrival clock
+            "compute_ms": _percentiles(comp * 1e3),
+            "fused_state_sha256": self.digest,
+            "sync": self.sync_stats,
+            "error": self.error,
+        }
+
+
+def _percentiles(x: np.ndarray) -> dict[str, float]:
+    return {k: round(float(np.percentile(x, q)), 4) for k, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))}
+
+
+def select_topics(bag: BagReader, overrides: dict[str, str]) -> dict[str, str]:
+    """modality -> topic: overrides first, else the one topic whose type converts to it."""
+    chosen: dict[str, str] = {}
+    for modality in MODALITIES:
+        if modality in overrides:
+            topic = overrides[modality]
+            bag.require_topics([topic])
+            msgtype = bag.topics[topic].msgtype
+            if CONVERTERS.get(msgtype, ("",))[0] != modality:
+                raise BagError(f"{bag.path}: topic {topic} is {msgtype}, which does not convert to {modality}")
+            chosen[modality] = topic
+            continue
+        candidates = sorted(t for t, i in bag.topics.items() if CONVERTERS.get(i.msgtype, ("",))[0] == modality)
+        if len(candidates) > 1:
+            raise BagError(
+                f"{bag.path}: several {modality} topics ({', '.join(candidates)}); choose one with --topic {modality}=TOPIC"
+            )
+        if candidates:
+            bag.check_type(candidates[0])
+            chosen[modality] = candidates[0]
+    return chosen
+
+
+class _StampBook:
+    """Exact (sec, nanosec) of reference stamps, keyed by the float the pipeline carries."""
+
+    def __init__(self) -> None:
+        self._book: dict[float, tuple[int, int]] = {}
+
+    def add(self, t: float, header_stamp: Any) -> None:
+        self._book[t] = (int(header_stamp.sec), int(header_stamp.nanosec))
+
+    def take(self, t: float) -> tuple[int, int] | None:
+        # Frames leave in stamp order: entries older than this one are never needed again.
+        exact = self._book.pop(t, None)
+        for k in [k for k in self._book if k < t]:
+            del self._book[k]
+        return exact
+
+
+class Replayer:
+    """Drives a Pipeline from a bag; see the module docstring for the clock it uses."""
+
+    def __init__(self, pipe, snapshots: int = 6) -> None:
+        self.pipe = pipe
+        self.n_snapshots = snapshots
+
+    def run(self, bag_path: str | Path, out: str | Path, topics: dict[str, str] | None = None,
+            overwrite: bool = False, progress: bool = True) -> ReplayResult:
+        bag_path, out = Path(bag_path), Path(out)
+        writer = BagWriter(out, overwrite=overwrite)
+        with BagReader(bag_path) as bag:
+            bag.require_messages()
+            chosen = select_topics(bag, topics or {})
+            reference = self.pipe.sync.cfg.reference
+            if reference in MODALITIES and reference not in chosen:
+                have = ", ".join(f"{t} ({i.msgtype})" for t, i in sorted(bag.topics.items()))
+                raise BagError(f"{bag.path}: no topic for the reference modality {reference}; topics: {have}")
+            truth_topics = bag.topics_of_type(TRUTH_TYPE)
+            res = ReplayResult(bag_path, out, self.pipe.model_id, self.pipe.backend.name, chosen,
+                               arrivals={m: [] for m in chosen}, commands=tuple(self.pipe.spec.commands))
+            with writer:
+                writer.add_topic(STATE_TOPIC, FUSED_STATE)
+                for t in truth_topics:
+                    info = bag.topics[t]
+                    writer.add_topic(t, info.msgtype, msgdef=info.msgdef or None, digest=info.digest or None)
+                self._loop(bag, writer, chosen, truth_topics, res, progress)
+            res.digest = _stream_digest(out)
+        res.sync_stats = self.pipe.stats()
+        return res
+
+    def _loop(self, bag: BagReader, writer: BagWriter, chosen: dict[str, str], truth_topics: list[str],
+              res: ReplayResult, progress: bool) -> None:
+        from tqdm import tqdm
+
+        by_topic = {t: m for m, t in chosen.items()}
+        stamps = _StampBook()
+        wanted = [*chosen.values(), *truth_topics]
+        total = sum(bag.topics[t].count or 0 for t in wanted) or None
+        n_images = bag.topics[chosen["image"]].count if "image" in chosen else None
+        every = max(1, (n_images or 600) // max(1, self.n_snapshots))
+        first_ns = last_ns = None
+        t0 = time.perf_counter()
+        bar = tqdm(total=total, unit="msg", disable=not progress, file=sys.stderr, leave=False, desc="replay")
+        try:
+            for m in bag.messages(wanted):
+                bar.update(1)
+                res.messages += 1
+                first_ns = m.log_time if first_ns is None else first_ns
+                last_ns = m.log_time
+                arrival = m.log_time * 1e-9
+                msg = bag.decode(m)
+                if m.topic in truth_topics:
+                    writer.write(m.topic, m.log_time, m.data)
+                    res.truth.append(_truth(msg))
+                    continue
+                modality = by_topic[m.topic]
+                try:
+                    sample = CONVERTERS[m.msgtype][1](msg, arrival)
+                except BadMessage as exc:
+                    self._bad(res, m.topic, f"message {m.index} at log time {arrival:.6f} s: {exc}")
+                    continue
+                if modality == "image":
+                    stamps.add(sample.stamp, msg.header.stamp)
+                if self.pipe.add(modality, sample, arrival):
+                    res.arrivals[modality].append((sample.stamp, arrival))
+                for frame in self.pipe.frames(arrival):
+                    self._emit(frame, m.log_time, writer, stamps, res, every)
+        except BagError as exc:
+            res.error = str(exc)  # keep everything before the fault: flush and write it below
+        finally:
+            bar.close()
+        end_ns = last_ns if last_ns is not None else 0
+        for frame in self.pipe.sync.flush():
+            self._emit(frame, end_ns, writer, stamps, res, every)
+        res.loop_wall = time.perf_counter() - t0
+        res.bag_duration = (end_ns - first_ns) * 1e-9 if first_ns is not None else 0.0
+
+    def _emit(self, frame: AlignedFrame, now_ns: int, writer: BagWriter, stamps: _StampBook,
+              res: ReplayResult, every: int) -> None:
+        now = now_ns * 1e-9
+        t0 = time.perf_counter()
+        out = self.pipe.infer(frame, now)
+        compute = time.perf_counter() - t0
+        wait = max(0.0, now - frame.arrival)
+        out = dataclasses.replace(out, latency=wait)
+        writer.write(STATE_TOPIC, now_ns, fused_state_msg(out, writer.typestore, stamps.take(frame.stamp), "camera"))
+        res.frames.append(_trace(frame, out, now, compute))
+        if frame.image is not None and (len(res.frames) - 1) % every == 0 and len(res.snapshots) < self.n_snapshots:
+            res.snapshots.append((frame.stamp, frame.image))
+
+    def _bad(self, res: ReplayResult, topic: str, why: str) -> None:
+        n = res.bad_messages.get(topic, 0) + 1
+        res.bad_messages[topic] = n
+        if n <= _WARN_LIMIT:
+            print(f"warning: {res.bag}: topic {topic}: skipped {why}", file=sys.stderr)
+
+
+def _trace(frame: AlignedFrame, out: FusedOutput, now: float, compute: float) -> FrameTrace:
+    att = out.extras.get("image_attention")
+    return FrameTrace(
+        stamp=frame.stamp, emitted=now, arrival=frame.arrival, used=dict(frame.used),
+        present=dict(out.present), age=dict(out.age), weight=dict(out.weight),
+        outputs={k: np.array(v, copy=True) for k, v in out.outputs.items()},
+        latency=out.latency, compute=compute, attention=None if att is None else np.array(att, copy=True),
+    )
+
+
+def _truth(msg: Any) -> Truth:
+    return Truth(
+        stamp=float(msg.header.stamp.sec) + float(msg.header.stamp.nanosec) * 1e-9,
+        target_xy=np.asarray(msg.target_xy, dtype=np.float32),
+        direction=np.asarray(msg.direction, dtype=np.float32),
+        command=int(msg.command),
+    )
+
+
+def _stream_digest(out: Path) -> str:
+    h = hashlib.sha256()
+    with BagReader(out) as bag:
+        for m in bag.messages([STATE_TOPIC]):
+            h.update(m.log_time.to_bytes(8, "little"))
+            h.update(m.data)
+    return h.hexdigest()
+
+
+# -- configuration and CLI ---------------------------------------------------------------------
+def pipeline_config(config: str | None, model: str | None, backend: str | None, device: str | None) -> PipelineConfig:
+    cfg = from_dict(PipelineConfig, load_yaml(config)) if config else PipelineConfig()
+    if model:
+        cfg.model_dir = model
+    if backend:
+        cfg.backend = backend
+    if device:
+        cfg.device = device
+    if not Path(cfg.model_dir).is_dir():
+        raise FileNotFoundError(f"model directory not found: {cfg.model_dir}")
+    return cfg
+
+
+def _topic_overrides(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        modality, sep, topic = item.partition("=")
+        if not sep or modality not in MODALITIES or not topic.startswith("/"):
+            raise ValueError(f"bad --topic {item!r}: expected MODALITY=/topic with MODALITY in {', '.join(MODALITIES)}")
+        out[modality] = topic
+    return out
+
+
+DESCRIPTION = """Run the fusion pipeline over a bag offline: deterministic (bit-identical
+FusedState for the same bag, model and backend) and as fast as the machine allows. The bag's
+log time is the arrival clock. Writes OUT (an MCAP rosbag2 with /fusion/state and copies of
+ground-truth topics) and OUT/replay.json; prints the real-time factor."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("replay", help="run the pipeline over a bag offline", description=DESCRIPTION)
+    p.add_argument("bag", metavar="BAG", help="rosbag2 directory, .mcap or .db3 file")
+    p.add_argument("--out", metavar="OUT", help="output bag directory (default: BAG.replay)")
+    p.add_argument("--model", metavar="DIR", help="model directory (default: the config's, models/default)")
+    p.add_argument("--config", metavar="YAML", help="pipeline config file (PipelineConfig fields)")
+    p.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "torch"), help="inference backend")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="inference device")
+    p.add_argument("--topic", nargs="+", default=[], metavar="MODALITY=TOPIC",
+                   help="use TOPIC for a modality (default: the one topic of the matching type)")
+    p.add_argument("--report", metavar="DIR", help="write an HTML report with plots into DIR")
+    p.add_argument("--golden", metavar="FILE", help="compare with a stored golden output; exit 1 on regression")
+    p.add_argument("--write-golden", metavar="FILE", help="store this run's output as a golden file")
+    p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance for --golden (default 1e-4)")
+    p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance for --golden (default 1e-3)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fusion_node.golden import compare_golden, write_golden
+    from fusion_node.pipeline import Pipeline
+
+    bag = Path(args.bag)
+    out = Path(args.out) if args.out else bag.with_name(bag.name + ".replay")
+    overrides = _topic_overrides(args.topic)
+    cfg = pipeline_config(args.config, args.model, args.backend, args.device)
+    t0 = time.perf_counter()
+    pipe = Pipeline(cfg)
+    # Load the sentence encoder now (seconds), not inside the timed loop at the first
+    # instruction; encode_batch leaves the embedding cache untouched.
+    pipe.text_encoder.encode_batch(["warm up"])
+    startup = time.perf_counter() - t0
+    res = Replayer(pipe).run(bag, out, overrides, overwrite=args.overwrite, progress=not args.no_progress)
+    res.startup_wall = startup
+    summary = res.summary()
+    status = 0
+    if args.write_golden:
+        write_golden(args.write_golden, out, summary)
+    if args.golden:
+        verdict = compare_golden(args.golden, out, atol=args.atol, rtol=args.rtol)
+        summary["golden"] = verdict.to_dict()
+        if not verdict.ok:
+            print(f"error: golden regression against {args.golden}: {verdict.reason}", file=sys.stderr)
+            status = 1
+    (out / REPORT_JSON).write_text(json.dumps(summary, indent=2) + "\n")
+    if args.report:
+        from fusion_node.report import write_report
+
+        page = write_report(res, args.report)
+        print(f"report: {page}")
+    print(
+        f"replayed {res.messages} messages, {len(res.frames)} fused frames, {res.bag_duration:.2f} s of bag "
+        f"in {res.loop_wall:.2f} s: {res.realtime_factor:.1f}x real time ({res.backend}, {res.model_id}); "
+        f"wrote {out}"
+    )
+    if res.error:
+        print(f"error: {res.error} (outputs up to the fault were written)", file=sys.stderr)
+        return 1
+    return status

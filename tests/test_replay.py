@@ -1,0 +1,189 @@
+"""Offline replay: bit-identical reruns, one FusedState per camera frame, golden regression checks,
+and bad bags that stop the replay but keep what came before."""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fusion_node.bag.reader import BagError, BagReader
+from fusion_node.cli import main
+from fusion_node.config import ModelSpec, PipelineConfig
+from fusion_node.golden import compare_golden, read_stream, write_golden
+from fusion_node.models import build_model
+from fusion_node.models.io import export_onnx, save_model
+from fusion_node.pipeline import Pipeline
+from fusion_node.replay import STATE_TOPIC, Replayer
+from fusion_node.text import TextEncoder
+from fusion_node.world.bag import write_bag
+
+DURATION = 2.0
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    # The CI machine has 2 cores shared with other jobs; torch's spinning intra-op threads make
+    # small models 10-20x slower there. One thread changes speed only, never results.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@lru_cache(maxsize=1)
+def text_encoder() -> TextEncoder:
+    return TextEncoder()
+
+
+def make_model(path: Path, seed: int = 0, fusion: str = "gated", onnx: bool = False, noise: float = 0.0) -> Path:
+    torch.manual_seed(seed)
+    spec = ModelSpec(name=f"replay-test-{fusion}", fusion=fusion)
+    model = build_model(spec).eval()
+    if noise:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(noise * torch.randn_like(p))
+    save_model(path, spec, model)
+    if onnx:
+        export_onnx(model, spec, path / "model.onnx")
+    return path
+
+
+def replay(bag: Path, model: Path, out: Path, backend: str = "torch"):
+    pipe = Pipeline(PipelineConfig(model_dir=str(model), backend=backend), text_encoder=text_encoder())
+    return Replayer(pipe).run(bag, out, progress=False)
+
+
+@pytest.fixture(scope="module")
+def bag(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("bags") / "sample"
+    write_bag(path, seed=3, duration=DURATION)
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "onnx": make_model(root / "onnx", onnx=True),
+        "torch": make_model(root / "torch"),
+        "perturbed": make_model(root / "perturbed", noise=1e-3),
+    }
+
+
+def camera_stamps(bag: Path) -> list[int]:
+    with BagReader(bag) as r:
+        return sorted(
+            (lambda s: s.sec * 1_000_000_000 + s.nanosec)(r.decode(m).header.stamp)
+            for m in r.messages(["/camera/image_raw"])
+        )
+
+
+def state_bytes(out: Path) -> list[tuple[int, bytes]]:
+    with BagReader(out) as r:
+        return [(m.log_time, m.data) for m in r.messages([STATE_TOPIC])]
+
+
+def test_replay_twice_is_bit_identical_with_one_state_per_camera_frame(bag: Path, models, tmp_path: Path) -> None:
+    first = replay(bag, models["onnx"], tmp_path / "a", backend="onnxruntime")
+    second = replay(bag, models["onnx"], tmp_path / "b", backend="onnxruntime")
+    assert first.backend == "onnxruntime-cpu" and not first.error
+    assert state_bytes(tmp_path / "a") == state_bytes(tmp_path / "b")
+    assert first.digest == second.digest and len(first.digest) == 64
+    stamps = camera_stamps(bag)
+    assert len(stamps) == round(DURATION * 30)
+    assert read_stream(tmp_path / "a")["stamp_ns"].tolist() == stamps  # exact header stamps, in order
+    with BagReader(tmp_path / "a") as r:
+        assert r.topics["/ground_truth"].count == len(stamps)
+        state = r.decode(next(r.messages([STATE_TOPIC])))
+    assert list(state.modalities) == ["image", "audio", "joints", "text"]
+    assert state.model_id == first.model_id and state.state.size == 128
+    assert first.realtime_factor > 0 and first.bag_duration == pytest.approx(DURATION, abs=0.1)
+
+
+@pytest.fixture(scope="module")
+def golden(bag: Path, models, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("golden")
+    base = replay(bag, models["torch"], root / "base")
+    return write_golden(root / "golden.npz", root / "base", base.summary())
+
+
+def test_golden_passes_for_the_same_model_and_catches_perturbed_weights(bag: Path, models, golden: Path,
+                                                                        tmp_path: Path) -> None:
+    replay(bag, models["torch"], tmp_path / "again")
+    same = compare_golden(golden, tmp_path / "again")
+    assert same.ok and same.frames == round(DURATION * 30) and same.max_abs_diff["state"] == 0.0
+
+    replay(bag, models["perturbed"], tmp_path / "changed")
+    changed = compare_golden(golden, tmp_path / "changed")
+    assert not changed.ok and "state differs in" in changed.reason
+    assert changed.model_id != changed.golden_model_id and changed.max_abs_diff["state"] > 1e-4
+
+
+def test_cli_replay_exits_nonzero_on_golden_regression(bag: Path, models, golden: Path, tmp_path: Path,
+                                                      capsys) -> None:
+    out = tmp_path / "cli"
+    code = main(["replay", str(bag), "--model", str(models["perturbed"]), "--backend", "torch", "--no-progress",
+                 "--out", str(out), "--golden", str(golden)])
+    captured = capsys.readouterr()
+    assert code == 1 and "x real time" in captured.out
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: golden regression against {golden}: state differs")
+    assert '"ok": false' in (out / "replay.json").read_text()
+
+
+def test_truncated_bag_keeps_the_frames_before_the_fault(bag: Path, models, tmp_path: Path) -> None:
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    data = (bag / "sample.mcap").read_bytes()
+    (damaged / "damaged.mcap").write_bytes(data[: int(len(data) * 0.6)])
+    res = replay(damaged, models["torch"], tmp_path / "out")
+    assert str(damaged / "damaged.mcap") in res.error and "truncated at byte" in res.error
+    frames = read_stream(tmp_path / "out")["stamp_ns"].tolist()
+    assert 0 < len(frames) < round(DURATION * 30)
+    assert frames == camera_stamps_prefix(bag, len(frames))
+
+
+def camera_stamps_prefix(bag: Path, n: int) -> list[int]:
+    return camera_stamps(bag)[:n]
+
+
+def test_bag_without_camera_is_one_clear_error(bag: Path, models, tmp_path: Path) -> None:
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from fusion_node.bag.typestore import get_typestore
+
+    ts = get_typestore()
+    with Writer(tmp_path / "nocam", version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        c = w.add_connection("/instruction", "std_msgs/msg/String", typestore=ts)
+        w.write(c, 1, ts.serialize_cdr(ts.types["std_msgs/msg/String"](data="go"), "std_msgs/msg/String"))
+    with pytest.raises(BagError, match=r"nocam: no topic for the reference modality image; topics: /instruction"):
+        replay(tmp_path / "nocam", models["torch"], tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("*.mcap"))
+
+
+def test_bad_camera_message_is_skipped_and_counted(bag: Path, models, tmp_path: Path) -> None:
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    src = BagReader(bag)
+    with src, Writer(tmp_path / "bad", version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        conns = {}
+        for name, info in src.topics.items():
+            conns[name] = w.add_connection(name, info.msgtype, msgdef=info.msgdef, rihs01=info.digest)
+        broken = None
+        for m in src.messages():
+            data = m.data
+            if m.topic == "/camera/image_raw" and broken is None and m.index > 200:
+                msg = src.decode(m)
+                msg.encoding = "yuv422_odd"
+                data = bytes(src.typestore.serialize_cdr(msg, m.msgtype))
+                broken = m.index
+            w.write(conns[m.topic], m.log_time, data)
+    res = replay(tmp_path / "bad", models["torch"], tmp_path / "out")
+    assert res.bad_messages == {"/camera/image_raw": 1}
+    assert len(res.frames) == round(DURATION * 30) - 1 and not res.error
+    assert os.path.isdir(tmp_path / "out") and np.isfinite(read_stream(tmp_path / "out")["state"]).all()

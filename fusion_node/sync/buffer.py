@@ -88,7 +88,7 @@ class SyncBuffer:
         # Clock mode: the first accepted stamp creates the first tick; image mode never ticks.
         self._next_tick = -INF if self._clock else INF
         self._tick_k: int | None = None
-        self._adds = 0
+        self._evict_in = EVICT_EVERY  # accepted samples until the next horizon eviction
         # poll() re-evaluates the head frame only when it may have become ready: at `_wake` (the
         # deadline that held it back) or once `_dirty` (a sample of a modality with `wakes` set,
         # i.e. the one it waited for or the reference, or a frame put in the outbox).
@@ -103,7 +103,7 @@ class SyncBuffer:
         pol = self._policies.get(modality)
         if pol is None:
             raise ValueError(f"modality {modality!r} is not configured (configured: {', '.join(self._policies)})")
-        pol.stats.received += 1
+        pol.received += 1
         try:
             stamp = sample.stamp
             skew = stamp - arrival
@@ -124,8 +124,8 @@ class SyncBuffer:
             self._dirty = True
         if stamp >= self._next_tick:
             self._tick(stamp, arrival)
-        self._adds += 1
-        if self._adds % EVICT_EVERY == 0:
+        self._evict_in -= 1
+        if not self._evict_in:
             self._evict()
         return True
 
@@ -162,8 +162,8 @@ class SyncBuffer:
             self._dirty = True
         if stamp >= self._next_tick:
             self._tick(stamp, arrival)
-        self._adds += 1
-        if self._adds % EVICT_EVERY == 0:
+        self._evict_in -= 1
+        if not self._evict_in:
             self._evict()
         return True
 
@@ -293,6 +293,7 @@ class SyncBuffer:
         return frame
 
     def _evict(self) -> None:
+        self._evict_in = EVICT_EVERY
         self._dirty = True  # dropping a silent joint publisher can complete the head frame
         wm = self._watermark
         for pol in self._others:
@@ -323,7 +324,7 @@ class SyncBuffer:
     def stats(self) -> dict[str, dict[str, float]]:
         """Per modality counters and age/alignment summaries, plus 'frames' for the buffer."""
         held = [m for m, _, _ in self._suspects]
-        out = {name: self._stats[name].summary(pol.size(), held.count(name))
+        out = {name: self._stats[name].summary(pol.received, pol.size(), held.count(name))
                for name, pol in self._policies.items()}
         out["frames"] = {"emitted": float(self._frames), "pending": float(len(self._ref)),
                          "skipped_ticks": float(self._skipped_ticks),

@@ -42,6 +42,7 @@ class Policy:
     """
 
     lookback = 0.0
+    received = 0  # add() calls for this modality (kept here: one attribute hop on the hot path)
     wakes = False  # set by SyncBuffer: a sample of this modality may complete the head frame
 
     def __init__(self, name: str, ms: ModalitySync, cfg: SyncConfig, stats: ModalityStats) -> None:
@@ -203,6 +204,12 @@ def _floats(x: Any) -> list[float]:
     return x.tolist() if type(x) is np.ndarray else [float(e) for e in x]
 
 
+def _velocities(sample: Any, width: int) -> list[float]:
+    """Velocities as floats; a list of the wrong length counts as not given (NaN)."""
+    v = _floats(sample.velocity)
+    return v if len(v) == width else [NAN] * width
+
+
 class JointGroup:
     """Samples of one publisher (one joint-name tuple) and where its joints go in config order."""
 
@@ -245,6 +252,7 @@ class JointPolicy(Policy):
         self.all_joints = np.ones(self.n_joints, dtype=bool)
         self.groups: dict[tuple[str, ...], JointGroup] = {}
         self.group_list: list[JointGroup] = []
+        self.single = False  # exactly one publisher: coverage is simply its newest stamp
 
     def insert(self, stamp: float, sample: Any, arrival: float) -> int:
         g = self.groups.get(sample.names)
@@ -252,27 +260,26 @@ class JointPolicy(Policy):
             g = self._new_group(sample.names)
             if g is None:
                 return INVALID
-        if len(sample.position) != g.width or len(sample.velocity) != g.width:
+        if len(sample.position) != g.width:  # velocity length is checked where it is read
             return INVALID
         ring = g.ring
         stamps = ring.stamps
-        if stamps and stamp <= stamps[-1]:  # reordered: the ring's bisect path
+        if stamps and stamp <= stamps[-1]:  # reordered: the ring's bisect path; newest unchanged
             if not ring.push(stamp, sample, arrival):
                 return DUPLICATE
         else:
             stamps.append(stamp)
             ring.items.append(sample)
             ring.arrivals.append(arrival)
+            g.newest = stamp
+            if self.single:
+                self.coverage = self.newest = stamp
+            else:
+                if stamp > self.newest:
+                    self.newest = stamp
+                self._update_coverage()
         if len(stamps) - ring.head > self.cap:
             self.stats.evicted += ring.drop_before(ring.head + 1)
-        if stamp > g.newest:
-            g.newest = stamp
-            if stamp > self.newest:
-                self.newest = stamp
-            if len(self.group_list) == 1:
-                self.coverage = stamp
-            else:
-                self._update_coverage()
         return OK
 
     def _new_group(self, names: Any) -> JointGroup | None:
@@ -283,6 +290,7 @@ class JointPolicy(Policy):
         g = JointGroup(names, self.order)
         self.groups[names] = g
         self.group_list.append(g)
+        self.single = len(self.group_list) == 1
         return g
 
     def _update_coverage(self) -> None:
@@ -302,6 +310,7 @@ class JointPolicy(Policy):
             for g in stale:
                 self.stats.evicted += len(g.ring)
                 self.group_list.remove(g)
+            self.single = len(self.group_list) == 1
             self.groups = {k: g for k, g in self.groups.items() if g not in stale}
             self._update_coverage()
 
@@ -312,6 +321,7 @@ class JointPolicy(Policy):
         super().clear()
         self.groups.clear()
         self.group_list.clear()
+        self.single = False
 
     def _pick(self, ring: Ring, t: float) -> tuple[int, int, float, float] | None:
         """(a, b, age, error) of the samples to combine at t, or None when out of tolerance."""
@@ -357,11 +367,11 @@ class JointPolicy(Policy):
         """
         ring = g.ring
         A = ring.items[a]
-        pa, va = _floats(A.position), _floats(A.velocity)
+        pa, va = _floats(A.position), _velocities(A, g.width)
         if a == b:
             return pa, [0.0 if x != x else x for x in va]
         B = ring.items[b]
-        pb, vb = _floats(B.position), _floats(B.velocity)
+        pb, vb = _floats(B.position), _velocities(B, g.width)
         sa = ring.stamps[a]
         dt = ring.stamps[b] - sa
         w = (t - sa) / dt
@@ -424,15 +434,16 @@ class WindowPolicy(Policy):
     """Audio: the last `audio_window` seconds ending at the reference time.
 
     A chunk continues a run when its stamp lies within the tolerance and half a chunk of the
-    position its run predicts (mean stamp-implied start of the run's last ANCHOR_CHUNKS
-    chunks plus the samples so far); a run is placed at the mean implied start of its chunks
-    in the window, so per-chunk stamp jitter is averaged out instead of tearing the signal.
+    position its run predicts (the run's start, the mean stamp-implied start of its chunks over
+    the last ANCHOR_SECONDS, plus the samples so far); a run is placed at that start, so
+    per-chunk stamp jitter is averaged out instead of tearing the signal.
     Runs are resampled to `audio_rate` by linear interpolation when their rate differs.
     Whatever no run covers stays zero and counts towards audio_gap.
 
     The newest run is kept stitched in a tape that grows by the one or two chunks that
-    arrive per frame, so a frame costs one slice copy; windows that reach into older runs
-    or follow out-of-order chunks are assembled from the ring directly.
+    arrive per frame; a window the run covers entirely is a read-only view of the tape (no
+    allocation, no copy). Windows that reach into older runs, or follow out-of-order chunks,
+    are assembled into a new array from the ring directly.
     """
 
     def __init__(self, name: str, ms: ModalitySync, cfg: SyncConfig, stats: ModalityStats) -> None:
@@ -447,7 +458,7 @@ class WindowPolicy(Policy):
             raise ValueError("sync.audio_window * sync.audio_rate must be at least one sample")
         self.lookback = self.window
         self.max_chunk = 0.0  # longest chunk held: how far before the window a chunk may start
-        self.tape = _Tape(2 * self.n_out)
+        self.tape = _Tape(8 * self.n_out)  # a new buffer every few seconds of audio
 
     def insert(self, stamp: float, sample: Any, arrival: float) -> int:
         data, rate = sample.samples, sample.sample_rate
@@ -507,9 +518,11 @@ class WindowPolicy(Policy):
         for k in range(k, hi):
             mono, n, r, end = items[k]
             s = stamps[k]
-            if not (tape.stamps and r == tape.rate and self._continues(s - tape.predict(r), n, r)):
+            dev = s - tape.predict(r) if tape.stamps and r == tape.rate else INF
+            if not self._continues(dev, n, r):
                 tape.clear()
-            tape.append(s, mono, n, r, end, ring.arrivals[k])
+                dev = 0.0
+            tape.append(s, mono, n, r, end, ring.arrivals[k], abs(dev))
         tape.trim(t0 - self.window)
         j0 = bisect_right(tape.ends, t0)
         if j0 < len(tape.stamps) and tape.stamps[j0] <= stamps[lo]:
@@ -519,10 +532,18 @@ class WindowPolicy(Policy):
 
     def _fill_from_tape(self, frame: AlignedFrame, t: float, t0: float, j0: int) -> None:
         tape = self.tape
-        imps = tape.implied[j0:]
-        start = sum(imps) / len(imps)
-        out = np.zeros(self.n_out, dtype=np.float32)
-        a, b = self._place(out, start, tape.rate, tape.buf, tape.base, tape.size, tape.offsets[j0], t0)
+        start = tape.start()
+        first = tape.offsets[j0]
+        off = int(round((start - t0) * self.rate))  # window index of run sample 0
+        if tape.rate == self.rate and off + first <= 0 and off + tape.base + tape.size >= self.n_out:
+            # The run covers the whole window: hand out a read-only view, no copy.
+            lo = -off - tape.base
+            out = tape.buf[lo:lo + self.n_out]
+            out.flags.writeable = False
+            a, b = 0, self.n_out
+        else:
+            out = np.zeros(self.n_out, dtype=np.float32)
+            a, b = self._place(out, start, tape.rate, tape.buf, tape.base, tape.size, first, t0)
         frame.audio = out
         frame.audio_gap = 1.0 - (b - a) / self.n_out
         run_end = start + (tape.base + tape.size) / tape.rate  # as placed, not as stamped
@@ -541,11 +562,12 @@ class WindowPolicy(Policy):
             if k < hi:
                 mono, n, r, end = items[k]
                 s = stamps[k]
-                if item_continues := (run.stamps and r == run.rate and self._continues(s - run.predict(r), n, r)):
-                    run.append(s, mono, n, r, end, ring.arrivals[k])
+                dev = s - run.predict(r) if run.stamps and r == run.rate else INF
+                if item_continues := self._continues(dev, n, r):
+                    run.append(s, mono, n, r, end, ring.arrivals[k], abs(dev))
                     continue
             if run.stamps:  # close the run collected so far
-                start = sum(run.implied) / len(run.implied)
+                start = run.origin + sum(run.implied) / len(run.implied)
                 a, b = self._place(out, start, run.rate, run.buf, run.base, run.size, 0, t0)
                 if b > max(a, cover_end):
                     covered += b - max(a, cover_end)
@@ -556,7 +578,7 @@ class WindowPolicy(Policy):
                 newest_end = max(newest_end, start + (run.base + run.size) / run.rate)
             if k < hi and not item_continues:
                 run.clear()
-                run.append(s, mono, n, r, end, ring.arrivals[k])
+                run.append(s, mono, n, r, end, ring.arrivals[k], 0.0)
         frame.audio = out
         frame.audio_gap = 1.0 - covered / self.n_out
         self._present(frame, max(0.0, t - newest_end), err, tuple(used), arrival)
@@ -584,19 +606,28 @@ class WindowPolicy(Policy):
         return a, max(a, b)
 
 
-# Stamp-implied starts averaged to predict where the next chunk of a run belongs; bounded so a
-# drifting audio clock is followed.
-ANCHOR_CHUNKS = 32
+# Seconds of a run whose chunks' stamp-implied starts are averaged to place it: chunk stamps
+# jitter by milliseconds and the error of the mean falls with the square root of the count;
+# bounded so a drifting audio clock (tens of ppm: tens of microseconds here) is followed.
+ANCHOR_SECONDS = 2.0
+# Chunk bookkeeping is trimmed in batches of this many: list prefix deletes stay rare.
+TRIM_BATCH = 64
 
 
 class _Tape:
-    """One contiguous audio run: stitched samples plus per-chunk stamps, ends, offsets."""
+    """One contiguous audio run: stitched samples plus per-chunk stamps, ends, offsets.
 
-    __slots__ = ("buf", "size", "base", "rate", "stamps", "ends", "offsets", "implied", "devs",
-                 "arrivals", "last")
+    Samples are only ever appended. When the buffer is full, the still-needed tail moves to a
+    new buffer and the old one is left as it was, so windows handed out as views of it stay
+    valid for as long as their frames live.
+    """
+
+    __slots__ = ("buf", "capacity", "size", "base", "rate", "stamps", "ends", "offsets", "implied",
+                 "devs", "arrivals", "last", "origin", "anchor_sum", "anchor_first")
 
     def __init__(self, capacity: int) -> None:
-        self.buf = np.zeros(max(capacity, 1024), dtype=np.float32)
+        self.capacity = max(capacity, 1024)
+        self.buf = np.empty(self.capacity, dtype=np.float32)
         self.clear()
 
     def clear(self) -> None:
@@ -606,47 +637,62 @@ class _Tape:
         self.stamps: list[float] = []
         self.ends: list[float] = []
         self.offsets: list[int] = []  # run sample index where each chunk starts
-        self.implied: list[float] = []  # stamp - offset / rate: the run start each chunk implies
+        self.implied: list[float] = []  # stamp - offset / rate - origin: the start each chunk implies
         self.devs: list[float] = []  # |stamp - predicted stamp| when the chunk joined
         self.arrivals: list[float] = []
         self.last = -INF  # newest stamp stitched (chunks after it are still to be appended)
+        self.origin = 0.0  # implied start of the run's first chunk: keeps the sums small
+        self.anchor_sum = 0.0  # sum of implied over the chunks of the last ANCHOR_SECONDS
+        self.anchor_first = 0  # list index of the oldest of those chunks
+
+    def start(self) -> float:
+        """The run's start time: mean implied start over its last ANCHOR_SECONDS."""
+        return self.origin + self.anchor_sum / (len(self.implied) - self.anchor_first)
 
     def predict(self, rate: int) -> float:
-        recent = self.implied[-ANCHOR_CHUNKS:]
-        return sum(recent) / len(recent) + (self.base + self.size) / rate
+        """Where the next chunk of this run should be stamped."""
+        return self.start() + (self.base + self.size) / rate
 
-    def append(self, stamp: float, mono: np.ndarray, n: int, rate: int, end: float, arrival: float) -> None:
-        if self.stamps:
-            dev = abs(stamp - self.predict(rate))
-        else:
-            dev, self.rate = 0.0, rate
+    def append(self, stamp: float, mono: np.ndarray, n: int, rate: int, end: float, arrival: float,
+               dev: float) -> None:
+        """Add a chunk that continues the run (`dev`: its stamp minus the prediction)."""
+        if not self.stamps:
+            self.rate = rate
+            self.origin = stamp - (self.base + self.size) / rate
+            if self.size:  # a new run: nothing of the old one is needed any more
+                self.base += self.size
+                self.size = 0
         offset = self.base + self.size
         if self.size + n > self.buf.shape[0]:
-            grown = np.zeros(max(2 * self.buf.shape[0], self.size + n), dtype=np.float32)
-            grown[:self.size] = self.buf[:self.size]
-            self.buf = grown
+            keep = self.offsets[0] if self.offsets else offset
+            drop = keep - self.base
+            live = self.size - drop
+            grown = np.empty(max(self.capacity, 2 * (live + n)), dtype=np.float32)
+            grown[:live] = self.buf[drop:self.size]
+            self.buf, self.base, self.size = grown, keep, live
         self.buf[self.size:self.size + n] = mono
         self.size += n
         self.stamps.append(stamp)
         self.ends.append(end)
         self.offsets.append(offset)
-        self.implied.append(stamp - offset / rate)
+        implied = stamp - offset / rate - self.origin
+        self.anchor_sum += implied
+        self.implied.append(implied)
+        oldest = offset + n - ANCHOR_SECONDS * rate
+        while self.offsets[self.anchor_first] < oldest:
+            self.anchor_sum -= self.implied[self.anchor_first]
+            self.anchor_first += 1
         self.devs.append(dev)
         self.arrivals.append(arrival)
         self.last = stamp
 
     def trim(self, before: float) -> None:
-        """Forget chunks ending before `before`, keeping enough for the anchor."""
-        j = min(bisect_right(self.ends, before), len(self.stamps) - ANCHOR_CHUNKS)
-        if j <= 0:
-            return
-        drop = self.offsets[j] - self.base
-        if 2 * drop >= self.size:  # amortised: move the samples only once half are dead
-            self.buf[:self.size - drop] = self.buf[drop:self.size]
-            self.size -= drop
-            self.base += drop
+        """Forget chunks ending before `before` that the anchor no longer averages."""
+        j = min(bisect_right(self.ends, before), self.anchor_first)
+        if j >= TRIM_BATCH:
             for lst in (self.stamps, self.ends, self.offsets, self.implied, self.devs, self.arrivals):
                 del lst[:j]
+            self.anchor_first -= j
 
 
 def make_policy(name: str, ms: ModalitySync, cfg: SyncConfig, stats: ModalityStats) -> Policy:

@@ -29,7 +29,6 @@ class ModalityStats:
     largest stamp correction applied when stitching audio chunks for window.
     """
 
-    received: int = 0
     late: int = 0
     dropped: int = 0
     duplicates: int = 0
@@ -47,10 +46,12 @@ class ModalityStats:
         self.ages.append(age)
         self.errors.append(error)
 
-    def summary(self, size: int, held: int = 0) -> dict[str, float]:
-        """Plain numbers; `held` samples are suspects not yet accepted or dropped."""
-        out = {name: float(getattr(self, name)) for name in COUNTERS if name != "accepted"}
-        out["accepted"] = float(self.received - self.dropped - held)
+    def summary(self, received: int, size: int, held: int = 0) -> dict[str, float]:
+        """Plain numbers; `received` is counted by the policy on the hot path, `held` samples
+        are suspects not yet accepted or dropped."""
+        out = {name: float(getattr(self, name)) for name in COUNTERS if name not in ("received", "accepted")}
+        out["received"] = float(received)
+        out["accepted"] = float(received - self.dropped - held)
         out["size"] = float(size)
         for key, values in (("age", self.ages), ("align_err", self.errors)):
             arr = np.abs(np.fromiter(values, dtype=np.float64, count=len(values)))

@@ -358,3 +358,12 @@ def test_reset_resolves_pending_frames_and_counts():
     (f,) = buf.poll(0.013)
     assert f.stamp == 0.01 and f.present["joints"]  # extrapolated 10 ms, within tolerance
     assert buf.stats()["audio"]["resets"] == 1 and buf.pending() == 0
+
+
+def test_very_different_latencies_are_not_clock_jumps():
+    """Camera frames 1.5 s late (more than future_tolerance behind the joints): no resets."""
+    buf = SyncBuffer(SyncConfig(horizon=3.0))
+    frames = feed(buf, stream(4.0, audio=False, cam_latency=1.5))
+    st = buf.stats()
+    assert all(st[m]["resets"] == 0 and st[m]["future"] == 0 and st[m]["dropped"] == 0 for m in ("image", "joints"))
+    assert len(frames) == 120 and all(f.present["joints"] for f in frames)

@@ -5,7 +5,7 @@ Inputs arrive in any order through add(); poll(now) emits an AlignedFrame per re
 after it (so interpolation and windows are complete) or once that modality's max_wait has
 passed since the reference arrived. Frames leave in reference-time order, each once.
 
-Clock sanity uses the skew stamp - arrival: a sample whose skew leads the last accepted one
+Clock sanity uses the skew stamp - arrival: a sample whose skew leads the largest accepted one
 by more than future_tolerance, or whose stamp falls more than jump_threshold behind its own
 stream, is held as suspect. A few suspects in a row mean the clock really jumped (bag loop,
 simulation reset): pending frames are flushed, buffers reset, and the suspects replayed into
@@ -84,7 +84,10 @@ class SyncBuffer:
 
     def _start_epoch(self) -> None:
         self._watermark = -INF  # stamp of the last emitted reference
-        self._skew = INF  # stamp - arrival of the last accepted sample; INF until the first one
+        # Largest skew (stamp - arrival) accepted: the lowest-latency stream's clock offset. Stamps
+        # cannot run ahead of it, slower streams (latency, long audio chunks) only fall behind.
+        self._max_skew = -INF
+        self._future_limit = INF  # _max_skew + future_tolerance; INF until the first sample
         # Clock mode: the first accepted stamp creates the first tick; image mode never ticks.
         self._next_tick = -INF if self._clock else INF
         self._tick_k: int | None = None
@@ -110,7 +113,7 @@ class SyncBuffer:
         except (AttributeError, TypeError):
             return self._drop(pol, "invalid", arrival)
         # One combined test keeps the common case (in-time, sane clock) to a single branch.
-        if (skew - skew != 0.0 or skew > self._skew + self._future_tol or stamp <= self._watermark
+        if (skew - skew != 0.0 or skew > self._future_limit or stamp <= self._watermark
                 or stamp < pol.newest - self._jump or self._suspects):
             return self._ingest(pol, modality, sample, arrival)
         try:
@@ -119,7 +122,9 @@ class SyncBuffer:
             code = -1
         if code:
             return self._drop(pol, "duplicate" if code == DUPLICATE else "invalid", arrival)
-        self._skew = skew
+        if skew > self._max_skew:
+            self._max_skew = skew
+            self._future_limit = skew + self._future_tol
         if pol.wakes:
             self._dirty = True
         if stamp >= self._next_tick:
@@ -139,7 +144,7 @@ class SyncBuffer:
         if stamp - stamp != 0.0 or arrival - arrival != 0.0:  # NaN or infinite
             return self._drop(pol, "invalid", arrival)
         skew = stamp - arrival
-        if skew > self._skew + self._future_tol or stamp < pol.newest - self._jump:
+        if skew > self._future_limit or stamp < pol.newest - self._jump:
             return self._suspect(modality, sample, arrival)
         if self._suspects:
             self._expire_suspects(arrival)
@@ -157,7 +162,9 @@ class SyncBuffer:
             code = -1
         if code != OK:
             return self._drop(pol, "duplicate" if code == DUPLICATE else "invalid", arrival)
-        self._skew = skew
+        if skew > self._max_skew:
+            self._max_skew = skew
+            self._future_limit = skew + self._future_tol
         if pol.wakes:
             self._dirty = True
         if stamp >= self._next_tick:
@@ -205,7 +212,7 @@ class SyncBuffer:
                 keep.append(item)
                 continue
             pol = self._policies[item[0]]
-            ahead = item[1].stamp - item[2] > self._skew + self._future_tol
+            ahead = item[1].stamp - item[2] > self._future_limit
             self._drop(pol, "future" if ahead else "late", arrival)
         self._suspects = keep
 

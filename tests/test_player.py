@@ -1,0 +1,155 @@
+"""fusion play / fusion record across real processes over DDS: timing, remap, /clock, skipping
+types that are not installed, and a recording that holds every message played."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+
+from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: E402
+from rosbags.typesys import Stores, get_types_from_msg  # noqa: E402
+from rosbags.typesys import get_typestore as rosbags_typestore  # noqa: E402
+
+from fusion_node.bag.reader import BagReader  # noqa: E402
+from fusion_node.bag.typestore import get_typestore  # noqa: E402
+from fusion_node.rosenv import ros_env  # noqa: E402
+
+T0 = 1_700_000_000_000_000_000
+N_FRAMES = 30
+PERIOD = 50_000_000  # ns between frames: 1.45 s of bag
+RATE = 2.0
+
+
+def _domain(offset: int) -> int:
+    return 100 + (os.getpid() * 3 + offset) % 100  # unique per test run, clear of the default 0
+
+
+def _env(domain: int) -> dict[str, str]:
+    env = ros_env()
+    env["ROS_DOMAIN_ID"] = str(domain)
+    return env
+
+
+def _fusion(*args: str, env: dict[str, str], **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "fusion_node.cli", *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+@pytest.fixture(scope="module")
+def bag(tmp_path_factory) -> Path:
+    """Images every 50 ms (irregular gap in the middle), a String, and a type nobody installed."""
+    ts = get_typestore()
+    custom = rosbags_typestore(Stores.EMPTY)
+    custom.register(get_types_from_msg("int32 value\n", "acme_msgs/msg/Thing"))
+    path = tmp_path_factory.mktemp("play") / "bag"
+    T = ts.types
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        cam = w.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=ts)
+        txt = w.add_connection("/instruction", "std_msgs/msg/String", typestore=ts)
+        thing = w.add_connection("/thing", "acme_msgs/msg/Thing", typestore=custom)
+        for i in range(N_FRAMES):
+            t = T0 + i * PERIOD + (200_000_000 if i >= 20 else 0)
+            stamp = T["builtin_interfaces/msg/Time"](sec=t // 10**9, nanosec=t % 10**9)
+            img = T["sensor_msgs/msg/Image"](
+                header=T["std_msgs/msg/Header"](stamp=stamp, frame_id="cam"), height=2, width=2,
+                encoding="mono8", is_bigendian=0, step=2, data=np.full(4, i, np.uint8))
+            w.write(cam, t, ts.serialize_cdr(img, "sensor_msgs/msg/Image"))
+            if i == 10:
+                w.write(txt, t, ts.serialize_cdr(T["std_msgs/msg/String"](data="go"), "std_msgs/msg/String"))
+            w.write(thing, t, custom.serialize_cdr(custom.types["acme_msgs/msg/Thing"](value=i), "acme_msgs/msg/Thing"))
+    return path
+
+
+def test_play_reaches_another_process_with_the_bags_timing(bag: Path) -> None:
+    import rclpy
+    from rclpy.context import Context
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    domain = _domain(0)
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=domain)
+    node = rclpy.create_node("play_test_listener", context=ctx)
+    frames: list[tuple[float, int]] = []
+    texts: list[str] = []
+    clocks: list[int] = []
+    node.create_subscription(Image, "/cam", lambda m: frames.append((time.monotonic(), int(m.data[0]))), 100)
+    node.create_subscription(String, "/instruction", lambda m: texts.append(m.data), 10)
+    node.create_subscription(Clock, "/clock", lambda m: clocks.append(m.clock.sec * 10**9 + m.clock.nanosec), 100)
+    from rclpy.executors import SingleThreadedExecutor
+
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    player = _fusion("play", str(bag), "--rate", str(RATE), "--remap", "/camera/image_raw:=/cam",
+                     "--clock", "50", "--wait-subscribers", "20", "--no-progress", env=_env(domain))
+    try:
+        deadline = time.monotonic() + 60
+        while player.poll() is None and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.01)
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end and len(frames) < N_FRAMES:
+            executor.spin_once(timeout_sec=0.01)
+        out, err = player.communicate(timeout=10)
+    finally:
+        if player.poll() is None:
+            player.kill()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+    assert player.returncode == 0, err[-800:]
+    assert "warning: not playing /thing: type acme_msgs/msg/Thing is not installed" in err
+    assert f"published {N_FRAMES + 1} messages on 2 topics" in out
+    assert [v for _, v in frames] == list(range(N_FRAMES)) and texts == ["go"]
+    # Relative timing: receive offsets follow log-time offsets divided by the rate.
+    got = np.array([t for t, _ in frames]) - frames[0][0]
+    want = np.array([i * PERIOD + (200_000_000 if i >= 20 else 0) for i in range(N_FRAMES)]) * 1e-9 / RATE
+    assert got[-1] == pytest.approx(want[-1], rel=0.25)
+    assert np.median(np.abs(got - want)) < 0.03
+    assert clocks and clocks == sorted(clocks)
+    assert T0 <= clocks[0] and clocks[-1] <= T0 + (N_FRAMES * PERIOD + 200_000_000)
+
+
+def test_record_stores_every_played_message_in_an_mcap(tmp_path: Path) -> None:
+    from mcap.reader import make_reader
+
+    from fusion_node.world.bag import write_bag
+
+    src = tmp_path / "src"
+    write_bag(src, seed=1, duration=2.0)  # demo rates: camera 30 Hz, joints 500 Hz
+    topics = ["/camera/image_raw", "/joint_states", "/instruction"]
+    env = _env(_domain(1))
+    out = tmp_path / "rec"
+    recorder = _fusion("record", str(out), *topics, "--discovery", "30", env=env)
+    try:
+        time.sleep(1.0)
+        player = _fusion("play", str(src), "--topics", *topics, "--wait-subscribers", "30", "--no-progress", env=env)
+        p_out, p_err = player.communicate(timeout=90)
+        assert player.returncode == 0, p_err[-800:]
+        time.sleep(1.0)  # the last messages are in flight
+        recorder.send_signal(signal.SIGINT)
+        r_out, r_err = recorder.communicate(timeout=30)
+    finally:
+        for proc in (recorder,):
+            if proc.poll() is None:
+                proc.kill()
+    assert recorder.returncode == 0, r_err[-800:]
+    assert "dropped 0" in r_out
+    with BagReader(src) as r:
+        expected = {t: r.topics[t].count for t in topics}
+    with (out / "rec.mcap").open("rb") as f:
+        reader = make_reader(f)
+        counts: dict[str, int] = {}
+        for _schema, channel, _message in reader.iter_messages():
+            counts[channel.topic] = counts.get(channel.topic, 0) + 1
+        schemas = {s.name for s in reader.get_summary().schemas.values()}
+    assert counts == expected
+    assert {"sensor_msgs/msg/Image", "sensor_msgs/msg/JointState", "std_msgs/msg/String"} <= schemas

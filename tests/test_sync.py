@@ -367,3 +367,18 @@ def test_very_different_latencies_are_not_clock_jumps():
     st = buf.stats()
     assert all(st[m]["resets"] == 0 and st[m]["future"] == 0 and st[m]["dropped"] == 0 for m in ("image", "joints"))
     assert len(frames) == 120 and all(f.present["joints"] for f in frames)
+
+
+def test_bench_sync_command_writes_json(tmp_path):
+    import json
+
+    from fusion_node.cli import main
+
+    out = tmp_path / "sync.json"
+    assert main(["bench", "sync", "--duration", "2", "--repeats", "1", "--no-baseline", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert len(report["results"]) == 5 and "cores" in report["machine"]
+    for r in report["results"]:
+        assert r["frames_per_camera"] == 1.0 and r["complete_frac"] == 1.0
+        assert r["joint_err_us"]["max"] < 100.0  # interpolated, not nearest: well under 0.1 ms
+    assert main(["bench", "sync", "--duration", "0"]) == 1

@@ -373,8 +373,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     duration, repeats = (5.0, 1) if args.quick else (args.duration, args.repeats)
-    if duration <= 0 or repeats < 1:
-        raise ValueError("--duration must be > 0 and --repeats >= 1")
+    if duration < 1.0 or repeats < 1:
+        raise ValueError("--duration must be at least 1 s and --repeats at least 1")
     report = run_all(args.seed, duration, repeats, baseline=not args.no_baseline)
     print(table(report))
     if args.json:

@@ -393,9 +393,9 @@ class JointPolicy(Policy):
         J = self.n_joints
         if len(picks) == 1 and picks[0][0].identity:  # one publisher with every joint, in order
             g, (a, b, age, err) = picks[0]
-            p, v = self._values(g, a, b, t)
-            frame.joint_position = np.array(p, dtype=np.float32)
-            frame.joint_velocity = np.array(v, dtype=np.float32)
+            pv = np.array(self._values(g, a, b, t), dtype=np.float32)  # one allocation, two rows
+            frame.joint_position = pv[0]
+            frame.joint_velocity = pv[1]
             frame.joint_mask = self.all_joints.copy()
             ring = g.ring
             used = (ring.stamps[a],) if a == b else (ring.stamps[a], ring.stamps[b])
@@ -538,8 +538,7 @@ class WindowPolicy(Policy):
         if tape.rate == self.rate and off + first <= 0 and off + tape.base + tape.size >= self.n_out:
             # The run covers the whole window: hand out a read-only view, no copy.
             lo = -off - tape.base
-            out = tape.buf[lo:lo + self.n_out]
-            out.flags.writeable = False
+            out = tape.readonly[lo:lo + self.n_out]
             a, b = 0, self.n_out
         else:
             out = np.zeros(self.n_out, dtype=np.float32)
@@ -622,13 +621,18 @@ class _Tape:
     valid for as long as their frames live.
     """
 
-    __slots__ = ("buf", "capacity", "size", "base", "rate", "stamps", "ends", "offsets", "implied",
-                 "devs", "arrivals", "last", "origin", "anchor_sum", "anchor_first")
+    __slots__ = ("buf", "readonly", "capacity", "size", "base", "rate", "stamps", "ends", "offsets",
+                 "implied", "devs", "arrivals", "last", "origin", "anchor_sum", "anchor_first")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(capacity, 1024)
-        self.buf = np.empty(self.capacity, dtype=np.float32)
+        self._new_buffer(self.capacity)
         self.clear()
+
+    def _new_buffer(self, n: int) -> None:
+        self.buf = np.empty(n, dtype=np.float32)
+        self.readonly = self.buf.view()  # slices of it are read-only views of buf
+        self.readonly.flags.writeable = False
 
     def clear(self) -> None:
         self.size = 0  # samples held in buf
@@ -667,9 +671,10 @@ class _Tape:
             keep = self.offsets[0] if self.offsets else offset
             drop = keep - self.base
             live = self.size - drop
-            grown = np.empty(max(self.capacity, 2 * (live + n)), dtype=np.float32)
-            grown[:live] = self.buf[drop:self.size]
-            self.buf, self.base, self.size = grown, keep, live
+            old = self.buf
+            self._new_buffer(max(self.capacity, 2 * (live + n)))
+            self.buf[:live] = old[drop:self.size]
+            self.base, self.size = keep, live
         self.buf[self.size:self.size + n] = mono
         self.size += n
         self.stamps.append(stamp)

@@ -153,3 +153,30 @@ def test_record_stores_every_played_message_in_an_mcap(tmp_path: Path) -> None:
         schemas = {s.name for s in reader.get_summary().schemas.values()}
     assert counts == expected
     assert {"sensor_msgs/msg/Image", "sensor_msgs/msg/JointState", "std_msgs/msg/String"} <= schemas
+
+
+def test_message_recorded_with_another_definition_is_transcoded_by_field(tmp_path: Path) -> None:
+    from sensor_msgs.msg import JointState
+
+    from fusion_node.ros.bagtypes import transcode
+
+    # A JointState as some other distribution might define it: an extra field, no effort.
+    other = rosbags_typestore(Stores.ROS2_KILTED)
+    definition = "std_msgs/Header header\nstring[] name\nfloat64[] position\nfloat64[] velocity\nstring note\n"
+    other.fielddefs.pop("sensor_msgs/msg/JointState")
+    other.types.pop("sensor_msgs/msg/JointState")
+    other.register(get_types_from_msg(definition, "sensor_msgs/msg/JointState"))
+    T = other.types
+    msg = T["sensor_msgs/msg/JointState"](
+        header=T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=5, nanosec=7), frame_id="arm"),
+        name=["j1", "j2"], position=np.array([0.5, -1.0]), velocity=np.array([0.1, 0.2]), note="old")
+    with Writer(tmp_path / "b", version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        c = w.add_connection("/joint_states", "sensor_msgs/msg/JointState", typestore=other)
+        w.write(c, T0, other.serialize_cdr(msg, "sensor_msgs/msg/JointState"))
+    with BagReader(tmp_path / "b") as r:
+        info = r.topics["/joint_states"]
+        assert info.digest != get_typestore().hash_rihs01(info.msgtype)  # the player's cue to transcode
+        js = transcode(r.decode(next(r.messages())), JointState)
+    assert (js.header.stamp.sec, js.header.stamp.nanosec, js.header.frame_id) == (5, 7, "arm")
+    assert list(js.name) == ["j1", "j2"] and list(js.position) == [0.5, -1.0] and list(js.velocity) == [0.1, 0.2]
+    assert len(js.effort) == 0

@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-activate", action="store_true", help="stay unconfigured until a lifecycle manager acts")
     p.add_argument("--dds", choices=tuple(DDS_MODES), default="large",
                    help="Fast DDS transports: large (FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA, default) or default")
+    p.add_argument("--executor", choices=("auto", "events", "single"), default="auto",
+                   help="rclpy executor (auto: EventsExecutor where available)")
     p.add_argument("--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (0: run until Ctrl-C)")
     p.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=[],
                    help="ROS arguments passed through unchanged (must come last)")
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     rclpy.init(args=[sys.argv[0], *ros_arguments(args, params_file)])
     try:
         node = FusionNode()
-        status = spin(node, duration=args.duration or None, summary=True)
+        status = spin(node, duration=args.duration or None, summary=True, executor=args.executor)
     finally:
         rclpy.try_shutdown()
     if status:

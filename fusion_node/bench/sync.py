@@ -92,9 +92,10 @@ class LinearScanMatcher:
     """The straightforward matcher: per-topic lists scanned linearly on every message.
 
     Same contract as SyncBuffer (one frame per camera frame, complete or past max_wait,
-    nearest sample within tolerance per modality), but the queues are plain lists: the
-    completeness test, the nearest search and the horizon trim are linear scans, as in
-    message_filters' ApproximateTimeSynchronizer and Cache.
+    nearest sample within tolerance per modality), but the queues are plain lists in arrival
+    order: while a camera frame waits, every message rescans the queues for a sample at or
+    after it, the nearest search scans each queue, and the horizon trim pops from the front,
+    as message_filters' ApproximateTimeSynchronizer and Cache do.
     """
 
     def __init__(self, cfg: SyncConfig) -> None:
@@ -102,6 +103,7 @@ class LinearScanMatcher:
         self.others = [m for m in cfg.modalities if m not in ("image", "text")]
         self.queues: dict[str, list[tuple[float, Any, float]]] = {m: [] for m in self.others}
         self.pending: list[tuple[float, Any, float]] = []
+        self.newest = {m: -math.inf for m in self.others}
 
     def add(self, modality: str, sample: Any, arrival: float) -> bool:
         entry = (sample.stamp, sample, arrival)
@@ -111,7 +113,7 @@ class LinearScanMatcher:
             return True
         q = self.queues[modality]
         q.append(entry)
-        newest = max(e[0] for e in q)
+        self.newest[modality] = newest = max(self.newest[modality], entry[0])
         while q and q[0][0] < newest - self.cfg.horizon:
             q.pop(0)
         return True

@@ -20,7 +20,7 @@ from typing import Any
 from fusion_node import MODALITIES
 from fusion_node.config import SyncConfig
 from fusion_node.frames import AlignedFrame
-from fusion_node.sync.policies import DUPLICATE, OK, Policy, make_policy
+from fusion_node.sync.policies import DUPLICATE, Policy, make_policy
 from fusion_node.sync.ring import Ring
 from fusion_node.sync.stats import ModalityStats
 
@@ -116,23 +116,7 @@ class SyncBuffer:
         if (skew - skew != 0.0 or skew > self._future_limit or stamp <= self._watermark
                 or stamp < pol.newest - self._jump or self._suspects):
             return self._ingest(pol, modality, sample, arrival)
-        try:
-            code = pol.insert(stamp, sample, arrival)
-        except (AttributeError, TypeError, ValueError, IndexError):
-            code = -1
-        if code:
-            return self._drop(pol, "duplicate" if code == DUPLICATE else "invalid", arrival)
-        if skew > self._max_skew:
-            self._max_skew = skew
-            self._future_limit = skew + self._future_tol
-        if pol.wakes:
-            self._dirty = True
-        if stamp >= self._next_tick:
-            self._tick(stamp, arrival)
-        self._evict_in -= 1
-        if not self._evict_in:
-            self._evict()
-        return True
+        return self._store(pol, sample, stamp, arrival, skew)
 
     def _ingest(self, pol: Policy, modality: str, sample: Any, arrival: float) -> bool:
         """The full checks: invalid numbers, suspect clocks, late samples."""
@@ -155,12 +139,12 @@ class SyncBuffer:
         return self._store(pol, sample, stamp, arrival, skew)
 
     def _store(self, pol: Policy, sample: Any, stamp: float, arrival: float, skew: float) -> bool:
-        """The tail of add() for samples that went through the full checks."""
+        """Insert a sample that passed the checks and do the bookkeeping it triggers."""
         try:
             code = pol.insert(stamp, sample, arrival)
         except (AttributeError, TypeError, ValueError, IndexError):
             code = -1
-        if code != OK:
+        if code:
             return self._drop(pol, "duplicate" if code == DUPLICATE else "invalid", arrival)
         if skew > self._max_skew:
             self._max_skew = skew

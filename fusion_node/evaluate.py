@@ -133,7 +133,8 @@ def onnx_latency_ms(path: Path, spec, repeats: int = 50) -> float | None:
     return float(np.median(times) * 1e3)
 
 
-def evaluate_models(model_dirs: list[str], sets: dict[str, Any], progress: bool = True) -> dict[str, Any]:
+def evaluate_models(model_dirs: list[str], sets: dict[str, Any], progress: bool = True,
+                    latency_repeats: int = 50) -> dict[str, Any]:
     """{'models': [{name, fusion, parameters, latency, results: {condition: metrics}}], 'reference': ...}."""
     from tqdm import tqdm
 
@@ -153,8 +154,8 @@ def evaluate_models(model_dirs: list[str], sets: dict[str, Any], progress: bool 
                 results[c] = evaluate_arrays(model, base, drop=c[3:])
             else:
                 results[c] = evaluate_arrays(model, sets[c])
-        lat = latency_ms(model, spec)
-        ort_ms = onnx_latency_ms(Path(d) / "model.onnx", spec)
+        lat = latency_ms(model, spec, latency_repeats)
+        ort_ms = onnx_latency_ms(Path(d) / "model.onnx", spec, latency_repeats)
         if ort_ms is not None:
             lat["onnxruntime_cpu_ms"] = ort_ms
         report["models"].append({"dir": str(d), "name": spec.name, "model_id": model_id(d), "fusion": spec.fusion,
@@ -214,6 +215,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stride", type=int, default=2, help="keep every n-th camera frame (default 2)")
     p.add_argument("--cache", default=DEFAULT_CACHE, help=f"dataset/episode cache (default {DEFAULT_CACHE})")
     p.add_argument("--no-naive", action="store_true", help="skip the naive-alignment condition")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for inference and latency (default 1)")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -244,8 +246,12 @@ def load_test_sets(model_dir: str, bags: list[str], paraphrase_bags: list[str], 
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from fusion_node.models import load_spec
 
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     specs = [load_spec(d) for d in args.models]
     inputs = {(tuple(s.image_size), s.audio_samples, s.audio_rate, tuple(s.joint_names)) for s in specs}
     if len(inputs) > 1:

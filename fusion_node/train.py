@@ -57,7 +57,7 @@ class TrainConfig:
     stride: int = 2  # keep every n-th camera frame (consecutive frames are near duplicates)
     episodes: int = 0  # generate this many world episodes when no bags are given
     episode_seconds: float = 20.0
-    threads: int = 0  # torch CPU threads (0 = torch default)
+    threads: int = 1  # torch CPU threads; 0 = torch default (all cores: slow when cores are shared)
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(name=self.name or f"fusion-{self.fusion}", fusion=self.fusion, dim=self.dim,

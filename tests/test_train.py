@@ -104,7 +104,9 @@ def test_dataset_cache_roundtrip_and_concat(tmp_path, bags, data):
 
 
 def _cfg(**kw) -> TrainConfig:
-    base = dict(fusion="gated", epochs=2, batch_size=16, lr=3e-3, warmup_steps=2, stride=1, val_fraction=0.5)
+    # a narrow model keeps these tests fast; the full-size model is covered by test_models
+    base = dict(fusion="gated", epochs=2, batch_size=16, lr=3e-3, warmup_steps=2, stride=1, val_fraction=0.5,
+                dim=32, extra={"token_dim": 32, "image_width": 8})
     base.update(kw)
     return TrainConfig(**base)
 
@@ -137,7 +139,7 @@ def test_resume_gives_the_same_weights(tmp_path, data):
 def test_eval_report_covers_every_condition(tmp_path, data):
     train(_cfg(fusion="late", epochs=1), data, tmp_path / "late", progress=False)
     sets = {"all": data, "paraphrase": data, "naive": data}
-    report = evaluate_models([str(tmp_path / "late")], sets, progress=False)
+    report = evaluate_models([str(tmp_path / "late")], sets, progress=False, latency_repeats=3)
     (m,) = report["models"]
     assert list(m["results"]) == list(CONDITIONS)
     for metrics in m["results"].values():

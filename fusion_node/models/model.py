@@ -23,7 +23,7 @@ class FusionModel(nn.Module):
         super().__init__()
         self.spec = spec
         d = int(spec.extra.get("token_dim", 64))
-        width = int(spec.extra.get("image_width", 32))
+        width = int(spec.extra.get("image_width", 24))
         self.image = ImageEncoder(tuple(spec.image_size), d, width=width)
         self.audio = AudioEncoder(spec.audio_rate, spec.audio_samples, d)
         self.joints = JointEncoder(len(spec.joint_names), d)

@@ -311,6 +311,7 @@ CASES = (  # name, joint rate, camera latency, horizon
 
 def run_all(seed: int, duration: float, repeats: int, baseline: bool, progress: bool = True) -> dict[str, Any]:
     results: list[Result] = []
+    load_before = _load()
     workloads: dict[tuple[float, float], Workload] = {}
     todo = [(c, m) for c in CASES for m in (("SyncBuffer", "linear-scan") if baseline else ("SyncBuffer",))]
     for k, ((name, rate, latency, horizon), matcher) in enumerate(todo):
@@ -325,6 +326,7 @@ def run_all(seed: int, duration: float, repeats: int, baseline: bool, progress: 
         "machine": f"{platform.machine()} {_cpu_name()}, {_cores()} cores (shared)",
         "python": platform.python_version(),
         "numpy": np.__version__,
+        "load_avg_1min": [load_before, _load()],  # other processes share these cores
         "seed": seed, "duration_s": duration, "repeats": repeats,
         "results": [r.__dict__ for r in results],
         "ratios": _ratios(results),
@@ -332,13 +334,20 @@ def run_all(seed: int, duration: float, repeats: int, baseline: bool, progress: 
 
 
 def _ratios(results: list[Result]) -> dict[str, float]:
+    """Throughput ratios on process CPU time: wall-clock ratios swing with the other load."""
     by = {(r.name, r.matcher): r for r in results}
     out = {}
     for (name, matcher), r in by.items():
         base = by.get((name, "linear-scan"))
         if matcher == "SyncBuffer" and base is not None:
-            out[name] = r.msg_per_s / base.msg_per_s
+            out[name] = r.cpu_msg_per_s / base.cpu_msg_per_s
     return out
+
+
+def _load() -> float:
+    import os
+
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else float("nan")
 
 
 def _cpu_name() -> str:
@@ -374,8 +383,9 @@ def table(report: dict[str, Any]) -> str:
     out = [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows]
     if report["ratios"]:
         out.append("")
-        out += [f"SyncBuffer / linear-scan msg/s, {k}: {v:.1f}x" for k, v in report["ratios"].items()]
-    out.append(f"machine: {report['machine']}; Python {report['python']}, numpy {report['numpy']}")
+        out += [f"SyncBuffer / linear-scan, CPU msg/s, {k}: {v:.1f}x" for k, v in report["ratios"].items()]
+    out.append(f"machine: {report['machine']}; load average {report['load_avg_1min'][0]} -> "
+               f"{report['load_avg_1min'][1]}; Python {report['python']}, numpy {report['numpy']}")
     return "\n".join(out)
 
 

@@ -141,6 +141,16 @@ def select_topics(bag: BagReader, overrides: dict[str, str]) -> dict[str, str]:
     return chosen
 
 
+def plan(bag: BagReader, overrides: dict[str, str], reference: str) -> tuple[dict[str, str], list[str]]:
+    """(modality -> topic, ground-truth topics) to replay; BagError when the bag cannot be replayed."""
+    bag.require_messages()
+    chosen = select_topics(bag, overrides)
+    if reference in MODALITIES and reference not in chosen:
+        have = ", ".join(f"{t} ({i.msgtype})" for t, i in sorted(bag.topics.items()))
+        raise BagError(f"{bag.path}: no topic for the reference modality {reference}; topics: {have}")
+    return chosen, bag.topics_of_type(TRUTH_TYPE)
+
+
 class _StampBook:
     """Exact (sec, nanosec) of reference stamps, keyed by the float the pipeline carries."""
 
@@ -170,13 +180,7 @@ class Replayer:
         bag_path, out = Path(bag_path), Path(out)
         writer = BagWriter(out, overwrite=overwrite)
         with BagReader(bag_path) as bag:
-            bag.require_messages()
-            chosen = select_topics(bag, topics or {})
-            reference = self.pipe.sync.cfg.reference
-            if reference in MODALITIES and reference not in chosen:
-                have = ", ".join(f"{t} ({i.msgtype})" for t, i in sorted(bag.topics.items()))
-                raise BagError(f"{bag.path}: no topic for the reference modality {reference}; topics: {have}")
-            truth_topics = bag.topics_of_type(TRUTH_TYPE)
+            chosen, truth_topics = plan(bag, topics or {}, self.pipe.sync.cfg.reference)
             res = ReplayResult(bag_path, out, self.pipe.model_id, self.pipe.backend.name, chosen,
                                arrivals={m: [] for m in chosen}, commands=tuple(self.pipe.spec.commands))
             with writer:
@@ -347,6 +351,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = pipeline_config(args.config, args.model, args.backend, args.device)
     if args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    # Check the bag and the output before spending seconds loading the model.
+    with BagReader(bag) as reader:
+        plan(reader, overrides, cfg.sync.reference)
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"{out}: output exists (choose another --out or pass --overwrite)")
     import torch
 
     torch.set_num_threads(args.threads)

@@ -187,3 +187,24 @@ def test_bad_camera_message_is_skipped_and_counted(bag: Path, models, tmp_path: 
     assert res.bad_messages == {"/camera/image_raw": 1}
     assert len(res.frames) == round(DURATION * 30) - 1 and not res.error
     assert os.path.isdir(tmp_path / "out") and np.isfinite(read_stream(tmp_path / "out")["state"]).all()
+
+
+def test_cli_rejects_bad_bags_with_one_line_before_loading_the_model(bag: Path, models, tmp_path: Path,
+                                                                      capsys) -> None:
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from fusion_node.bag.typestore import get_typestore
+
+    with Writer(tmp_path / "empty", version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        w.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=get_typestore())
+    cases = {
+        tmp_path / "missing": "no such bag",
+        tmp_path / "empty": "bag is empty (no messages)",
+    }
+    for path, message in cases.items():
+        assert main(["replay", str(path), "--model", str(models["torch"]), "--no-progress"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"error: {path}: {message}"]
+    code = main(["replay", str(bag), "--model", str(models["torch"]), "--topic", "joints=/camera/image_raw"])
+    assert code == 1
+    assert "topic /camera/image_raw is sensor_msgs/msg/Image, which does not convert to joints" in capsys.readouterr().err

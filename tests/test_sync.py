@@ -270,14 +270,14 @@ def test_audio_window_stitches_jittered_chunks_and_reports_gaps():
 
 
 def test_audio_resampled_and_channels_mixed_or_selected():
-    def frame(channel: int, rate: int, channels: int) -> np.ndarray:
+    def frame(channel: int, rate: int, channels: int, hz: float = 5.0) -> np.ndarray:
         cfg = SyncConfig(audio_channel=channel, modalities={
             "image": ModalitySync("reference", 0.0, 0.0), "audio": ModalitySync("window", 0.05, 0.1)})
         buf = SyncBuffer(cfg)
         n = rate // 50
         for k in range(40):
             t = np.arange(k * n, (k + 1) * n) / rate
-            left = np.sin(2 * np.pi * 5 * t)
+            left = np.sin(2 * np.pi * hz * t)
             data = np.stack([left, np.zeros_like(left)][:channels], axis=1).astype(np.float32)
             buf.add("audio", AudioChunk(k * n / rate, data, rate), (k + 1) * n / rate)
         buf.add("image", img(0.7), 0.7)
@@ -287,6 +287,9 @@ def test_audio_resampled_and_channels_mixed_or_selected():
 
     want = np.sin(2 * np.pi * 5 * (0.2 + np.arange(8000) / 16000)).astype(np.float32)
     np.testing.assert_allclose(frame(-1, 48000, 1), want, atol=2e-3)  # 48 kHz -> 16 kHz
+    # 1 kHz passes; 12 kHz, above the new 8 kHz Nyquist, is filtered instead of aliasing to 4 kHz
+    assert np.sqrt(np.mean(frame(-1, 48000, 1, 1000.0)[100:-100] ** 2)) == pytest.approx(np.sqrt(0.5), rel=0.03)
+    assert np.sqrt(np.mean(frame(-1, 48000, 1, 12000.0)[100:-100] ** 2)) < 0.02
     np.testing.assert_allclose(frame(-1, 16000, 2), want / 2, atol=1e-6)  # mixed
     np.testing.assert_allclose(frame(0, 16000, 2), want, atol=1e-6)  # selected
     assert SyncBuffer(SyncConfig(audio_channel=3)).add("audio", chunk(0, channels=2), 0.02) is False

@@ -437,7 +437,8 @@ class WindowPolicy(Policy):
     position its run predicts (the run's start, the mean stamp-implied start of its chunks over
     the last ANCHOR_SECONDS, plus the samples so far); a run is placed at that start, so
     per-chunk stamp jitter is averaged out instead of tearing the signal.
-    Runs are resampled to `audio_rate` by linear interpolation when their rate differs.
+    Runs are resampled to `audio_rate` by linear interpolation when their rate differs, after
+    a windowed-sinc low-pass when the source rate is higher.
     Whatever no run covers stays zero and counts towards audio_gap.
 
     The newest run is kept stitched in a tape that grows by the one or two chunks that
@@ -459,6 +460,7 @@ class WindowPolicy(Policy):
         self.lookback = self.window
         self.max_chunk = 0.0  # longest chunk held: how far before the window a chunk may start
         self.tape = _Tape(8 * self.n_out)  # a new buffer every few seconds of audio
+        self._filters: dict[int, np.ndarray] = {}  # anti-alias FIR per source rate
 
     def insert(self, stamp: float, sample: Any, arrival: float) -> int:
         data, rate = sample.samples, sample.sample_rate
@@ -600,9 +602,29 @@ class WindowPolicy(Policy):
         a = max(int(math.ceil((start + first / rate - t0) * R - 1e-9)), 0)
         b = min(int(math.floor((start + (base + size - 1) / rate - t0) * R + 1e-9)) + 1, n_out)
         if b > a:
-            src = ((t0 - start) + np.arange(a, b) / R) * rate - base
-            out[a:b] = np.interp(src, np.arange(size), buf[:size])
+            src = ((t0 - start) + np.arange(a, b) / R) * rate - base  # index into buf
+            i0 = max(int(src[0]), 0)  # interpolate over the stretch read, not the whole run
+            i1 = min(int(src[-1]) + 2, size)
+            x = buf[i0:i1]
+            if rate > R:  # low-pass first: what lies above the new Nyquist would alias
+                taps = self._lowpass(rate)
+                h = taps.shape[0] // 2
+                j0, j1 = max(i0 - h, 0), min(i1 + h, size)
+                x = np.convolve(buf[j0:j1], taps, mode="same")[i0 - j0:i1 - j0]
+            out[a:b] = np.interp(src - i0, np.arange(i1 - i0), x)
         return a, max(a, b)
+
+    def _lowpass(self, rate: int) -> np.ndarray:
+        """Windowed-sinc FIR for `rate` -> audio_rate, cut off 10% below the target Nyquist."""
+        taps = self._filters.get(rate)
+        if taps is None:
+            fc = 0.45 * self.rate / rate  # cycles per source sample
+            n = 2 * int(math.ceil(8 * rate / self.rate)) + 1
+            k = np.arange(n) - n // 2
+            taps = (np.sinc(2 * fc * k) * np.hamming(n)).astype(np.float32)
+            taps /= taps.sum()
+            self._filters[rate] = taps
+        return taps
 
 
 # Seconds of a run whose chunks' stamp-implied starts are averaged to place it: chunk stamps

@@ -4,7 +4,6 @@
 
 PYTHON      ?= python3.11
 TORCH_SPEC  ?= torch==2.13.0
-TEST_TIMEOUT ?= 300
 PYTEST_ARGS ?=
 
 VENV  := .venv
@@ -45,9 +44,10 @@ $(COLCON_STAMP): $(WS_INPUTS) | $(DEPS_STAMP)
 demo: setup
 	$(ROSRUN) $(PY) -m fusion_node.demo
 
-# pytest exits 5 when it collected no test: that fails here like any non-zero status.
+# Per-test timeout: pyproject.toml. pytest exits 5 when it collected no test: that fails
+# here like any non-zero status.
 test: setup
-	$(ROSRUN) $(PY) -m pytest -ra --timeout=$(TEST_TIMEOUT) $(PYTEST_ARGS)
+	$(ROSRUN) $(PY) -m pytest -ra $(PYTEST_ARGS)
 
 bench: setup
 	$(ROSRUN) $(VENV)/bin/fusion bench all

@@ -500,56 +500,55 @@ class WindowPolicy(Policy):
         self.max_chunk = 0.0
         self.tape.clear()
 
-    def _continues(self, dev: float, n: int, rate: int) -> bool:
-        return -self.tolerance <= dev <= self.tolerance and abs(dev) * rate <= 0.5 * n
-
     def fill(self, frame: AlignedFrame, t: float) -> None:
         ring = self.ring
-        stamps, items = ring.stamps, ring.items
+        stamps = ring.stamps
+        hi = bisect_left(stamps, t, ring.head)  # chunks that start before t
+        tape = self.tape
+        k = bisect_right(stamps, tape.last, ring.head)
+        if k < hi:  # stitch what arrived since the last frame (after a reset: all held)
+            items, arrivals, tol = ring.items, ring.arrivals, self.tolerance
+            for k in range(k, hi):
+                s = stamps[k]
+                mono, n, r, end = items[k]
+                dev = tape.deviation(s, n, r, tol)
+                if dev is None:
+                    tape.clear()
+                    dev = 0.0
+                tape.append(s, mono, n, r, end, arrivals[k], dev)
         t0 = t - self.window
+        tape.trim(t0 - self.window)
+        if tape.stamps:
+            start = tape.start()
+            rate = tape.rate
+            # The newest run covering the whole window leaves nothing older to show through.
+            if rate == self.rate:
+                lo = int(round((t0 - start) * rate)) - tape.base  # buf index of the window start
+                if lo >= 0 and lo + self.n_out <= tape.size:
+                    audio = tape.readonly[lo:lo + self.n_out]  # a read-only view, no copy
+                else:
+                    audio = None
+            elif (t0 - start) * rate >= tape.base and (t - start) * rate <= tape.base + tape.size:
+                audio = np.zeros(self.n_out, dtype=np.float32)
+                self._place(audio, start, rate, tape.buf, tape.base, tape.size, tape.base, t0)
+            else:
+                audio = None
+            if audio is not None:
+                j0 = bisect_right(tape.ends, t0)
+                frame.audio = audio
+                frame.audio_gap = 0.0
+                run_end = start + (tape.base + tape.size) / rate  # as placed, not as stamped
+                self._present(frame, max(0.0, t - run_end), max(tape.devs[j0:]), tuple(tape.stamps[j0:]),
+                              max(tape.arrivals[j0:]))
+                return
         lo = bisect_left(stamps, t0 - self.max_chunk, ring.head)
-        hi = bisect_left(stamps, t, ring.head)
-        while lo < hi and items[lo][3] <= t0:
+        while lo < hi and ring.items[lo][3] <= t0:
             lo += 1
         if lo >= hi:
             frame.audio_gap = 1.0
             self._absent(frame)
             return
-        tape = self.tape
-        k = max(lo, bisect_right(stamps, tape.last, ring.head))
-        for k in range(k, hi):
-            mono, n, r, end = items[k]
-            s = stamps[k]
-            dev = s - tape.predict(r) if tape.stamps and r == tape.rate else INF
-            if not self._continues(dev, n, r):
-                tape.clear()
-                dev = 0.0
-            tape.append(s, mono, n, r, end, ring.arrivals[k], abs(dev))
-        tape.trim(t0 - self.window)
-        j0 = bisect_right(tape.ends, t0)
-        if j0 < len(tape.stamps) and tape.stamps[j0] <= stamps[lo]:
-            self._fill_from_tape(frame, t, t0, j0)
-        else:
-            self._fill_general(frame, t, t0, lo, hi)
-
-    def _fill_from_tape(self, frame: AlignedFrame, t: float, t0: float, j0: int) -> None:
-        tape = self.tape
-        start = tape.start()
-        first = tape.offsets[j0]
-        off = int(round((start - t0) * self.rate))  # window index of run sample 0
-        if tape.rate == self.rate and off + first <= 0 and off + tape.base + tape.size >= self.n_out:
-            # The run covers the whole window: hand out a read-only view, no copy.
-            lo = -off - tape.base
-            out = tape.readonly[lo:lo + self.n_out]
-            a, b = 0, self.n_out
-        else:
-            out = np.zeros(self.n_out, dtype=np.float32)
-            a, b = self._place(out, start, tape.rate, tape.buf, tape.base, tape.size, first, t0)
-        frame.audio = out
-        frame.audio_gap = 1.0 - (b - a) / self.n_out
-        run_end = start + (tape.base + tape.size) / tape.rate  # as placed, not as stamped
-        self._present(frame, max(0.0, t - run_end), max(tape.devs[j0:]), tuple(tape.stamps[j0:]),
-                      max(tape.arrivals[j0:]))
+        self._fill_general(frame, t, t0, lo, hi)
 
     def _fill_general(self, frame: AlignedFrame, t: float, t0: float, lo: int, hi: int) -> None:
         """Windows spanning several runs (gaps, rate changes): stitch each run from the ring."""
@@ -563,9 +562,9 @@ class WindowPolicy(Policy):
             if k < hi:
                 mono, n, r, end = items[k]
                 s = stamps[k]
-                dev = s - run.predict(r) if run.stamps and r == run.rate else INF
-                if item_continues := self._continues(dev, n, r):
-                    run.append(s, mono, n, r, end, ring.arrivals[k], abs(dev))
+                dev = run.deviation(s, n, r, self.tolerance)
+                if dev is not None:
+                    run.append(s, mono, n, r, end, ring.arrivals[k], dev)
                     continue
             if run.stamps:  # close the run collected so far
                 start = run.origin + sum(run.implied) / len(run.implied)
@@ -577,7 +576,7 @@ class WindowPolicy(Policy):
                 err = max(err, max(run.devs))
                 arrival = max(arrival, max(run.arrivals))
                 newest_end = max(newest_end, start + (run.base + run.size) / run.rate)
-            if k < hi and not item_continues:
+            if k < hi:
                 run.clear()
                 run.append(s, mono, n, r, end, ring.arrivals[k], 0.0)
         frame.audio = out
@@ -675,13 +674,20 @@ class _Tape:
         """The run's start time: mean implied start over its last ANCHOR_SECONDS."""
         return self.origin + self.anchor_sum / (len(self.implied) - self.anchor_first)
 
-    def predict(self, rate: int) -> float:
-        """Where the next chunk of this run should be stamped."""
-        return self.start() + (self.base + self.size) / rate
+    def deviation(self, stamp: float, n: int, rate: int, tolerance: float) -> float | None:
+        """|stamp - predicted stamp| when an n-sample chunk continues this run, else None.
+
+        It continues when the rate matches and the stamp lies within the tolerance and half a
+        chunk of where the run's start and its samples so far put it.
+        """
+        if not self.stamps or rate != self.rate:
+            return None
+        dev = abs(stamp - self.start() - (self.base + self.size) / rate)
+        return dev if dev <= tolerance and dev * rate <= 0.5 * n else None
 
     def append(self, stamp: float, mono: np.ndarray, n: int, rate: int, end: float, arrival: float,
                dev: float) -> None:
-        """Add a chunk that continues the run (`dev`: its stamp minus the prediction)."""
+        """Add a chunk that continues the run (`dev` from deviation()) or starts it (empty run)."""
         if not self.stamps:
             self.rate = rate
             self.origin = stamp - (self.base + self.size) / rate

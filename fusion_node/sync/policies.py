@@ -443,8 +443,9 @@ class WindowPolicy(Policy):
 
     The newest run is kept stitched in a tape that grows by the one or two chunks that
     arrive per frame; a window the run covers entirely is a read-only view of the tape (no
-    allocation, no copy). Windows that reach into older runs, or follow out-of-order chunks,
-    are assembled into a new array from the ring directly.
+    allocation, no copy) unless it must be resampled. An out-of-order chunk makes the tape
+    restitch from the ring; windows that reach into older runs (after a gap or a rate change)
+    are assembled into a new array from the ring.
     """
 
     def __init__(self, name: str, ms: ModalitySync, cfg: SyncConfig, stats: ModalityStats) -> None:

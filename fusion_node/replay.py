@@ -75,6 +75,7 @@ class ReplayResult:
     truth: list[Truth] = field(default_factory=list)
     snapshots: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (stamp, image) for heatmaps
     commands: tuple[str, ...] = ()
+    image_size: tuple[int, int] = (1, 1)  # model input H, W: the attention grid's aspect
     bad_messages: dict[str, int] = field(default_factory=dict)
     messages: int = 0
     bag_duration: float = 0.0  # s of log time covered
@@ -182,7 +183,8 @@ class Replayer:
         with BagReader(bag_path) as bag:
             chosen, truth_topics = plan(bag, topics or {}, self.pipe.sync.cfg.reference)
             res = ReplayResult(bag_path, out, self.pipe.model_id, self.pipe.backend.name, chosen,
-                               arrivals={m: [] for m in chosen}, commands=tuple(self.pipe.spec.commands))
+                               arrivals={m: [] for m in chosen}, commands=tuple(self.pipe.spec.commands),
+                               image_size=tuple(self.pipe.spec.image_size))
             with writer:
                 writer.add_topic(STATE_TOPIC, FUSED_STATE)
                 for t in truth_topics:

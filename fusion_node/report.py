@@ -113,27 +113,34 @@ def _latency(res: ReplayResult, path: Path) -> str:
     delay = np.array([f.emitted - f.stamp for f in res.frames]) * 1e3
     wait = np.array([f.latency for f in res.frames]) * 1e3
     comp = np.array([f.compute for f in res.frames]) * 1e3
-    panels = ((axes[0], delay, "stamp to fused frame (arrival clock)", "#555"),
-              (axes[0], wait, None, "#17becf"), (axes[1], comp, "compute (wall)", "#555"))
-    for ax, data, title, color in panels:
-        name = "wait after last input" if title is None else "frames"
-        ax.hist(data, bins=40, color=color, alpha=0.7, label=name)
+    titles = (
+        f"stamp to fused frame (arrival clock)\nwait after last input: p50 {np.percentile(wait, 50):.2f}, "
+        f"p99 {np.percentile(wait, 99):.2f} ms",
+        "compute per frame (wall clock)",
+    )
+    for ax, data, title in zip(axes[:2], (delay, comp), titles):
+        ax.hist(data, bins=40, color="#555", alpha=0.8)
         for q, ls in ((50, "-"), (99, "--")):
             v = float(np.percentile(data, q))
-            ax.axvline(v, color=color if title is None else "red", ls=ls, lw=1, label=f"{name} p{q} {v:.2f} ms")
-        if title:
-            ax.set_title(title)
+            ax.axvline(v, color="red", ls=ls, lw=1, label=f"p{q} {v:.2f} ms")
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("ms")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
+    ages, names = [], []
     for m in MODALITIES:
-        ages = np.array([f.age.get(m, np.nan) for f in res.frames if f.present.get(m)]) * 1e3
-        ages = ages[np.isfinite(ages)]
-        if ages.size:
-            axes[2].hist(ages, bins=40, alpha=0.5, color=COLORS[m], label=f"{m} (p50 {np.median(ages):.1f} ms)")
-    axes[2].set_title("age of the sample used")
-    axes[2].set_xlabel("ms")
-    axes[2].set_yscale("log")
-    axes[2].legend(fontsize=8)
+        a = np.array([f.age.get(m, np.nan) for f in res.frames if f.present.get(m)]) * 1e3
+        a = a[np.isfinite(a)]
+        if a.size:
+            ages.append(a)
+            names.append(f"{m}\np50 {np.median(a):.1f} ms")
+    if ages:
+        parts = axes[2].boxplot(ages, vert=False, patch_artist=True, showfliers=True)
+        for patch, name in zip(parts["boxes"], names):
+            patch.set_facecolor(COLORS[name.split("\n")[0]])
+        axes[2].set_yticks(range(1, len(names) + 1), names, fontsize=8)
+        axes[2].set_xscale("symlog", linthresh=1.0)
+    axes[2].set_title("age of the sample used", fontsize=10)
+    axes[2].set_xlabel("ms (linear below 1 ms)")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -158,6 +165,7 @@ def _weights(res: ReplayResult, t0: float, path: Path) -> str:
 
 
 def _attention_grid(att: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Attention over G cells as a grid with the model input's aspect ratio (H, W)."""
     g = att.size
     h, w = shape
     side_h = int(round(np.sqrt(g * h / w)))
@@ -173,7 +181,7 @@ def _attention(res: ReplayResult, path: Path) -> str:
     fig, axes = plt.subplots(1, len(shots), figsize=(3.2 * len(shots), 3.0), squeeze=False)
     t0 = res.frames[0].stamp
     for ax, (s, img, att) in zip(axes[0], shots):
-        grid = _attention_grid(np.asarray(att, dtype=np.float64), img.shape[:2])
+        grid = _attention_grid(np.asarray(att, dtype=np.float64), res.image_size)
         ax.imshow(img)
         ax.imshow(grid, cmap="inferno", alpha=0.55, extent=(0, img.shape[1], img.shape[0], 0), interpolation="bilinear")
         ax.set_title(f"t = {s - t0:.2f} s", fontsize=9)

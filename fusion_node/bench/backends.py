@@ -64,7 +64,7 @@ def _prepare_model(args: argparse.Namespace, work: Path) -> tuple[Any, Any, Path
         spec, model = load_model(args.model_dir)
     else:
         torch.manual_seed(0)
-        spec = ModelSpec(fusion=args.fusion)
+        spec = ModelSpec(name=f"fusion-{args.fusion}", fusion=args.fusion)
         model = build_model(spec).eval()
     print(f"exporting a dynamic-batch ONNX of {spec.name} ({spec.fusion}) for the run", file=sys.stderr)
     onnx_path = export_onnx(model, spec, work / "model.onnx", dynamic_batch=True, max_batch=THROUGHPUT_BATCH)

@@ -29,12 +29,16 @@ CONDITIONS: tuple[str, ...] = ("all", *(f"no-{m}" for m in MODALITIES), "paraphr
 
 
 def task_losses(outputs: dict, labels: dict) -> dict:
-    """Per-head training losses; target/direction only where an instruction defines a target."""
+    """Per-head training losses; target/direction only where an instruction defines a target.
+
+    Sums are divided by the batch size (not the number of rows with a target) so that the
+    mean over data-parallel ranks equals the loss of the whole batch.
+    """
     import torch
     import torch.nn.functional as F
 
     has = labels["has_target"].float()
-    n = has.sum().clamp_min(1.0)
+    n = float(has.shape[0])
     xy = torch.sqrt(((outputs["target_xy"] - labels["target_xy"]) ** 2).sum(dim=1) + 1e-8)
     cos = (outputs["direction"] * labels["direction"]).sum(dim=1)
     return {

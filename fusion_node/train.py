@@ -120,21 +120,15 @@ def _objective_cls():
 
 # --- data ------------------------------------------------------------------------------------
 
-def modality_dropout(present: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
-    """Copy of present with each entry zeroed with probability p."""
-    if p <= 0:
-        return present
-    return present * (rng.random(present.shape) >= p).astype(np.float32)
-
-
-def make_batch(data, idx: np.ndarray, drop: float, rng: np.random.Generator, device: str):
-    """Torch inputs/labels for rows idx; dropped modalities are zeroed like preprocess does."""
+def make_batch(data, idx: np.ndarray, keep: np.ndarray, device: str):
+    """Torch inputs/labels for rows idx with modality dropout `keep` [n,4] (1 keep, 0 drop);
+    dropped modalities are zeroed like preprocess zeroes absent ones."""
     import torch
 
     from fusion_node import MODALITIES
 
     inputs = data.inputs(idx)
-    present = modality_dropout(inputs["present"], drop, rng)
+    present = inputs["present"] * keep
     for i, name in enumerate(MODALITIES):
         keep = present[:, i].reshape((-1,) + (1,) * (inputs[name].ndim - 1))
         inputs[name] = inputs[name] * keep
@@ -290,7 +284,8 @@ def train(cfg: TrainConfig, data, out: str | Path, resume: bool = False, progres
     if dist_info.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        runner = DistributedDataParallel(objective, find_unused_parameters=aligner is not None)
+        # Not every head reads every encoder output (the image token grid only feeds attention).
+        runner = DistributedDataParallel(objective, find_unused_parameters=True)
 
     per_rank = cfg.batch_size // dist_info.world
     steps_per_epoch = len(train_idx) // (per_rank * dist_info.world)
@@ -310,14 +305,17 @@ def train(cfg: TrainConfig, data, out: str | Path, resume: bool = False, progres
     for epoch in range(start_epoch, last_epoch):
         contrastive_only = epoch < cfg.pretrain_epochs
         rng = np.random.default_rng([cfg.seed, epoch])
-        order = rng.permutation(train_idx)[: steps_per_epoch * per_rank * dist_info.world]
-        mine = order.reshape(steps_per_epoch, dist_info.world, per_rank)[:, dist_info.rank]
+        # Order and dropout masks are drawn for the global batch, then sliced per rank: the
+        # same run on 1 or N processes sees the same batches.
+        shape = (steps_per_epoch, dist_info.world, per_rank)
+        order = rng.permutation(train_idx)[: np.prod(shape)].reshape(shape)
+        keep = (rng.random(shape + (4,)) >= cfg.modality_dropout).astype(np.float32)
         objective.train()
         sums: dict[str, float] = {}
-        for batch_idx in mine:
+        for batch_idx, batch_keep in zip(order[:, dist_info.rank], keep[:, dist_info.rank]):
             for g in optimizer.param_groups:
                 g["lr"] = lr_at(cfg, step, total_steps)
-            inputs, labels = make_batch(data, np.sort(batch_idx), cfg.modality_dropout, rng, dist_info.device)
+            inputs, labels = make_batch(data, batch_idx, batch_keep, dist_info.device)
             loss, parts = runner(inputs, labels, contrastive_only)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -103,9 +103,10 @@ class SyncBuffer:
     # ------------------------------------------------------------------ ingest
     def add(self, modality: str, sample: Any, arrival: float) -> bool:
         """Store one sample received at `arrival`; False when it was dropped (and counted)."""
-        pol = self._policies.get(modality)
-        if pol is None:
-            raise ValueError(f"modality {modality!r} is not configured (configured: {', '.join(self._policies)})")
+        try:
+            pol = self._policies[modality]
+        except KeyError:
+            raise ValueError(f"modality {modality!r} is not configured (configured: {', '.join(self._policies)})") from None
         pol.received += 1
         try:
             stamp = sample.stamp

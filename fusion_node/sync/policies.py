@@ -213,7 +213,7 @@ def _velocities(sample: Any, width: int) -> list[float]:
 class JointGroup:
     """Samples of one publisher (one joint-name tuple) and where its joints go in config order."""
 
-    __slots__ = ("ring", "index", "select", "width", "newest", "identity")
+    __slots__ = ("ring", "index", "select", "width", "newest", "identity")  # newest: ring.stamps[-1]
 
     def __init__(self, names: tuple[str, ...], order: dict[str, int]) -> None:
         known = [(k, order[n]) for k, n in enumerate(names) if n in order]
@@ -264,7 +264,7 @@ class JointPolicy(Policy):
             return INVALID
         ring = g.ring
         stamps = ring.stamps
-        if stamps and stamp <= stamps[-1]:  # reordered: the ring's bisect path; newest unchanged
+        if stamp <= g.newest:  # reordered: the ring's bisect path; newest unchanged
             if not ring.push(stamp, sample, arrival):
                 return DUPLICATE
         else:

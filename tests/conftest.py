@@ -18,21 +18,26 @@ from fusion_node import rosenv
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Fast DDS' well-known discovery port for domain d is 7400 + 250 d (+10 for the first
-# participant's unicast locator); valid domains for this mapping stay below 233.
+# Fast DDS' well-known ports for domain d: 7400 + 250 d (multicast discovery, bound by every
+# participant with default discovery) and +10 (first participant's unicast discovery, used
+# with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST). Valid domains for this mapping stay below 233.
 _DOMAINS = range(100, 230)
 
 
-def _domain_is_free(domain: int) -> bool:
-    port = 7400 + 250 * domain + 10
+def _port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         try:
             sock.bind(("0.0.0.0", port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                return False
+                return True
             raise
-    return True
+    return False
+
+
+def _domain_is_free(domain: int) -> bool:
+    base = 7400 + 250 * domain
+    return not (_port_in_use(base) or _port_in_use(base + 10))
 
 
 def _pick_domain() -> int:

@@ -9,22 +9,23 @@ import numpy as np
 # Frames, not messages, feed the windows: 1024 frames is half a minute at 30 Hz.
 WINDOW = 1024
 
-COUNTERS = ("received", "accepted", "late", "dropped", "duplicates", "future", "invalid",
-            "evicted", "resets", "missing", "frames")
+# Counted here; `received` lives on the policy (hot path) and `accepted` is derived.
+COUNTERS = ("late", "dropped", "duplicates", "future", "invalid", "evicted", "resets", "missing", "frames")
 
 
 @dataclass
 class ModalityStats:
     """Counters are totals since construction; ages/errors cover the last WINDOW frames.
 
-    received: add() calls; accepted: stored (received - dropped - still held as suspect); late: stamp behind the emitted watermark;
+    In summary(): received: add() calls; accepted: stored (received - dropped - held as
+    suspect); size: entries held now. late: stamp behind the emitted watermark;
     dropped: rejected for any reason (late and useless, duplicate, future, invalid);
     duplicates: stamp already held; future: stamp ahead of the clock by more than
     future_tolerance; invalid: malformed sample; evicted: removed by horizon or entry cap;
     resets: buffer resets (clock jumps); missing: frames emitted without this modality;
     frames: frames emitted with it present.
-    age: reference time minus the stamp of the sample used (seconds, signed).
-    align_err: time error of the value delivered at the reference time (seconds): |age| for
+    age: reference time minus the stamp of the sample used (seconds, signed; the summaries
+    age_mean/p50/max are of its magnitude). align_err: time error of the value delivered at the reference time (seconds): |age| for
     nearest/exact/latest, the extrapolation distance for interpolate (0 when bracketed), the
     largest stamp correction applied when stitching audio chunks for window.
     """
@@ -49,7 +50,7 @@ class ModalityStats:
     def summary(self, received: int, size: int, held: int = 0) -> dict[str, float]:
         """Plain numbers; `received` is counted by the policy on the hot path, `held` samples
         are suspects not yet accepted or dropped."""
-        out = {name: float(getattr(self, name)) for name in COUNTERS if name not in ("received", "accepted")}
+        out = {name: float(getattr(self, name)) for name in COUNTERS}
         out["received"] = float(received)
         out["accepted"] = float(received - self.dropped - held)
         out["size"] = float(size)

@@ -1,8 +1,9 @@
 """`fusion play BAG`: publish a rosbag2 on ROS topics with its recorded timing.
 
 Stored CDR bytes are published as they are (rclpy's raw publish), so nothing is decoded on the
-hot path. The publisher still needs the installed message class: a topic whose package is not
-installed is skipped with a warning. When the bag's definition of a type differs from the
+hot path. The publisher still needs a generated message class: for a type whose package is not
+installed, one is built from the definition stored in the bag (fusion_node.ros.msggen), or the
+topic is skipped with a warning. When the bag's definition of a type differs from the
 installed one (hash mismatch, e.g. a bag from another ROS distribution), messages are decoded
 with the bag's definition and copied field by field into the installed class.
 """
@@ -33,6 +34,7 @@ class PlayOptions:
     clock_hz: float = 0.0  # 0: no /clock
     wait_subscribers: float = 0.0  # s to wait for a subscriber on every topic before starting
     qos_depth: int = 100
+    build_types: bool = True  # build rclpy packages for types the bag defines but nothing installs
     progress: bool = True
 
 
@@ -79,12 +81,15 @@ def _setup_topics(node, bag: BagReader, opts: PlayOptions, stats: PlayStats) -> 
     wanted = list(opts.topics) or sorted(bag.topics)
     if opts.topics:
         bag.require_topics(wanted)
+    if opts.build_types:
+        _build_missing(bag, wanted)
     topics: dict[str, _Topic] = {}
     for name in wanted:
         info = bag.topics[name]
         cls = message_class(info.msgtype)
         if cls is None:
-            stats.skipped[name] = f"type {info.msgtype} is not installed"
+            why = "no definition in the bag" if info.msgtype not in bag.typestore.fielddefs else "not built"
+            stats.skipped[name] = f"type {info.msgtype} is not installed ({why})"
             continue
         local_hash = ours.hash_rihs01(info.msgtype) if info.msgtype in ours.fielddefs else ""
         if info.digest and local_hash and info.digest != local_hash:
@@ -104,6 +109,22 @@ def _setup_topics(node, bag: BagReader, opts: PlayOptions, stats: PlayStats) -> 
         why = "; ".join(f"{t}: {r}" for t, r in stats.skipped.items()) or "no topics selected"
         raise RuntimeError(f"{bag.path}: nothing to play ({why})")
     return topics
+
+
+def _build_missing(bag: BagReader, topics: list[str]) -> None:
+    """Generate rclpy packages for bag-defined types that are not installed (cached builds)."""
+    from fusion_node.ros import msggen
+    from fusion_node.ros.bagtypes import message_class
+
+    missing = sorted({bag.topics[t].msgtype for t in topics if message_class(bag.topics[t].msgtype) is None})
+    if not missing or not msggen.missing_types(bag.typestore, missing):
+        return
+    print(f"building message packages for {', '.join(missing)} from the bag's definitions "
+          f"(cached in {msggen.cache_dir()})", file=sys.stderr)
+    try:
+        msggen.provide(bag.typestore, missing)
+    except RuntimeError as exc:
+        print(f"warning: {exc}", file=sys.stderr)
 
 
 def _wait_for_subscribers(topics: dict[str, _Topic], timeout: float) -> None:
@@ -214,8 +235,9 @@ def _progress(total: int, enabled: bool):
 # -- CLI -----------------------------------------------------------------------------------
 DESCRIPTION = """Publish a rosbag2 (directory, .mcap or .db3) on ROS topics with its recorded
 timing. Stored bytes are published unchanged; types whose package is not installed are
-skipped with a warning; types recorded with a different definition are converted by field
-name. Use --clock to drive nodes running with use_sim_time."""
+built once from the definitions stored in the bag (colcon, cached) or, with
+--no-build-types, skipped with a warning; types recorded with a different definition are
+converted by field name. Use --clock to drive nodes running with use_sim_time."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -235,6 +257,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="wait up to S seconds for a subscriber on every played topic before starting",
     )
     p.add_argument("--qos-depth", type=int, default=100, help="publisher history depth (default 100)")
+    p.add_argument("--no-build-types", action="store_true",
+                   help="skip topics whose message package is not installed instead of building it "
+                        "from the definitions stored in the bag")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
 
@@ -249,6 +274,7 @@ def run(args: argparse.Namespace) -> int:
         clock_hz=args.clock,
         wait_subscribers=args.wait_subscribers,
         qos_depth=args.qos_depth,
+        build_types=not args.no_build_types,
         progress=not args.no_progress,
     )
     print(play(args.bag, opts).summary())

@@ -59,6 +59,7 @@ class SyncBuffer:
             self._ref_policy = self._policies[cfg.reference]
             self._ref = self._ref_policy.ring
         self._others = [p for n, p in self._policies.items() if p is not self._ref_policy]
+        self._unsynced = [m for m in MODALITIES if m not in self._policies]  # always absent
         self._future_tol = cfg.future_tolerance
         self._jump = cfg.jump_threshold
         self._horizon = cfg.horizon
@@ -274,11 +275,10 @@ class SyncBuffer:
             self._ref_policy.fill(frame, t)
         for pol in self._others:
             pol.fill(frame, t)
-        for name in MODALITIES:
-            if name not in frame.present:
-                frame.present[name] = False
-                frame.age[name] = NAN
-                frame.used[name] = ()
+        for name in self._unsynced:
+            frame.present[name] = False
+            frame.age[name] = NAN
+            frame.used[name] = ()
         ref.drop_before(i + 1)
         self._watermark = t
         self._frames += 1

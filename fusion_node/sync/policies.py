@@ -157,7 +157,9 @@ class SamplePolicy(Policy):
         ring = self.ring
         stamps, head = ring.stamps, ring.head
         j = -1
-        if self.mode == "latest":
+        if len(stamps) == head:  # nothing held (an instruction stream is mostly silent)
+            pass
+        elif self.mode == "latest":
             j = bisect_right(stamps, t, head) - 1
             if j >= head and self.ttl > 0.0 and t - stamps[j] > self.ttl:
                 j = -1

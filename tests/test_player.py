@@ -2,7 +2,6 @@
 types that are not installed, and a recording that holds every message played."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -20,22 +19,11 @@ from rosbags.typesys import get_typestore as rosbags_typestore  # noqa: E402
 
 from fusion_node.bag.reader import BagReader  # noqa: E402
 from fusion_node.bag.typestore import get_typestore  # noqa: E402
-from fusion_node.rosenv import ros_env  # noqa: E402
 
 T0 = 1_700_000_000_000_000_000
 N_FRAMES = 30
 PERIOD = 50_000_000  # ns between frames: 1.45 s of bag
 RATE = 2.0
-
-
-def _domain(offset: int) -> int:
-    return 100 + (os.getpid() * 3 + offset) % 100  # unique per test run, clear of the default 0
-
-
-def _env(domain: int) -> dict[str, str]:
-    env = ros_env()
-    env["ROS_DOMAIN_ID"] = str(domain)
-    return env
 
 
 def _fusion(*args: str, env: dict[str, str], **kw) -> subprocess.Popen:
@@ -68,16 +56,15 @@ def bag(tmp_path_factory) -> Path:
     return path
 
 
-def test_play_reaches_another_process_with_the_bags_timing(bag: Path) -> None:
+def test_play_reaches_another_process_with_the_bags_timing(bag: Path, ros_domain_id: int, ros_env) -> None:
     import rclpy
     from rclpy.context import Context
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
-    domain = _domain(0)
     ctx = Context()
-    rclpy.init(context=ctx, domain_id=domain)
+    rclpy.init(context=ctx, domain_id=ros_domain_id)
     node = rclpy.create_node("play_test_listener", context=ctx)
     frames: list[tuple[float, int]] = []
     texts: list[str] = []
@@ -91,7 +78,7 @@ def test_play_reaches_another_process_with_the_bags_timing(bag: Path) -> None:
     executor.add_node(node)
     player = _fusion("play", str(bag), "--rate", str(RATE), "--remap", "/camera/image_raw:=/cam",
                      "--clock", "50", "--wait-subscribers", "20", "--no-build-types", "--no-progress",
-                     env=_env(domain))
+                     env=ros_env)
     try:
         deadline = time.monotonic() + 60
         while player.poll() is None and time.monotonic() < deadline:
@@ -119,7 +106,7 @@ def test_play_reaches_another_process_with_the_bags_timing(bag: Path) -> None:
     assert T0 <= clocks[0] and clocks[-1] <= T0 + (N_FRAMES * PERIOD + 200_000_000)
 
 
-def test_record_stores_every_played_message_in_an_mcap(tmp_path: Path) -> None:
+def test_record_stores_every_played_message_in_an_mcap(tmp_path: Path, ros_env) -> None:
     from mcap.reader import make_reader
 
     from fusion_node.world.bag import write_bag
@@ -127,7 +114,7 @@ def test_record_stores_every_played_message_in_an_mcap(tmp_path: Path) -> None:
     src = tmp_path / "src"
     write_bag(src, seed=1, duration=2.0)  # demo rates: camera 30 Hz, joints 500 Hz
     topics = ["/camera/image_raw", "/joint_states", "/instruction"]
-    env = _env(_domain(1))
+    env = ros_env
     out = tmp_path / "rec"
     recorder = _fusion("record", str(out), *topics, "--discovery", "30", env=env)
     try:
@@ -183,7 +170,7 @@ def test_message_recorded_with_another_definition_is_transcoded_by_field(tmp_pat
     assert len(js.effort) == 0
 
 
-def test_custom_type_plays_through_a_package_built_from_the_bag(bag: Path) -> None:
+def test_custom_type_plays_through_a_package_built_from_the_bag(bag: Path, ros_domain_id: int, ros_env) -> None:
     """acme_msgs exists nowhere but in the bag's stored definition; play builds it (once, cached)."""
     import importlib
 
@@ -197,16 +184,15 @@ def test_custom_type_plays_through_a_package_built_from_the_bag(bag: Path) -> No
         built = msggen.provide(r.typestore, ["acme_msgs/msg/Thing"])  # the listener needs the class too
     assert built == ["acme_msgs/msg/Thing"]
     Thing = importlib.import_module("acme_msgs.msg").Thing
-    domain = _domain(2)
     ctx = Context()
-    rclpy.init(context=ctx, domain_id=domain)
+    rclpy.init(context=ctx, domain_id=ros_domain_id)
     node = rclpy.create_node("custom_listener", context=ctx)
     values: list[int] = []
     node.create_subscription(Thing, "/thing", lambda m: values.append(m.value), 100)
     executor = SingleThreadedExecutor(context=ctx)
     executor.add_node(node)
     player = _fusion("play", str(bag), "--topics", "/thing", "--rate", "4", "--wait-subscribers", "20",
-                     "--no-progress", env=_env(domain))
+                     "--no-progress", env=ros_env)
     try:
         deadline = time.monotonic() + 60
         while (player.poll() is None or len(values) < N_FRAMES) and time.monotonic() < deadline:

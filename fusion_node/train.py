@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -57,6 +58,7 @@ class TrainConfig:
     stride: int = 2  # keep every n-th camera frame (consecutive frames are near duplicates)
     episodes: int = 0  # generate this many world episodes when no bags are given
     episode_seconds: float = 20.0
+    world: dict[str, Any] = field(default_factory=dict)  # WorldConfig overrides for generated episodes
     threads: int = 1  # torch CPU threads; 0 = torch default (all cores: slow when cores are shared)
 
     def model_spec(self) -> ModelSpec:
@@ -155,7 +157,7 @@ def generated_bags(cache: Path, count: int, seconds: float, first_seed: int, par
     from fusion_node.world import WorldConfig, write_bag
 
     overrides = dict(world_overrides or {})
-    tag = "".join(f"-{k}{v}" for k, v in sorted(overrides.items()))
+    tag = "-w" + hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:8] if overrides else ""
     root = cache / "episodes"
     root.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -407,7 +409,7 @@ def load_training_data(cfg: TrainConfig, bags: list[str], cache: Path, progress:
         if cfg.episodes < 1:
             raise ValueError("give --bags PATH... or --generate N")
         bags = [str(p) for p in generated_bags(cache, cfg.episodes, cfg.episode_seconds, TRAIN_SEED_BASE,
-                                               progress=progress)]
+                                               world_overrides=cfg.world, progress=progress)]
     return load_or_build(bags, spec, SyncConfig(), cache / "datasets", stride=cfg.stride, progress=progress)
 
 

@@ -27,6 +27,8 @@ from fusion_node.models.contrastive import ContrastiveAligner
 from fusion_node.models.encoders import LogMel
 from fusion_node.models.heads import FUSION_TYPES
 
+torch.set_num_threads(1)  # the CI machine has 2 shared cores: more threads only oversubscribe them
+
 PATTERNS = [torch.tensor(p, dtype=torch.float32) for p in itertools.product([0.0, 1.0], repeat=4)]
 
 
@@ -199,3 +201,25 @@ def test_onnx_export_matches_torch(tmp_path):
         want = model(*(x[n] for n in INPUT_NAMES))
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w.numpy(), atol=1e-4)
+
+
+def test_attention_pointer_is_the_expected_token_position_and_centres_without_image():
+    spec, model = _model("attention")
+    x = example_inputs(spec, batch=2, seed=6)
+    x["present"][1, 0] = 0.0
+    with torch.no_grad():
+        named = model.named_outputs(model(*(x[n] for n in INPUT_NAMES)))
+    expected = named["image_attention"] @ model.image.token_xy
+    torch.testing.assert_close(named["target_xy"], expected)
+    g = model.image.num_tokens
+    torch.testing.assert_close(named["image_attention"][1], torch.full((g,), 1.0 / g))
+    torch.testing.assert_close(named["target_xy"][1], torch.tensor([0.5, 0.5]))
+
+
+def test_attention_without_pointer_exposes_attention_mass():
+    spec, model = _model("attention", pointer=False)
+    x = example_inputs(spec, batch=2)
+    with torch.no_grad():
+        named = model.named_outputs(model(*(x[n] for n in INPUT_NAMES)))
+    assert named["image_attention"].shape == (2, model.image.num_tokens)
+    torch.testing.assert_close(named["image_attention"].sum(dim=1), torch.ones(2), atol=1e-4, rtol=0)

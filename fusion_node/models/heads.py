@@ -32,7 +32,7 @@ class Fused:
     state: torch.Tensor  # [B, D]
     weights: torch.Tensor  # [B, 4]
     image_attention: torch.Tensor | None = None  # [B, G]
-    outputs: dict[str, torch.Tensor] | None = None  # task outputs, when the head makes them
+    outputs: dict[str, torch.Tensor] | None = None  # task outputs the head makes itself (override TaskHeads)
 
 
 def masked_softmax(logits: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -175,19 +175,32 @@ class AttentionFusion(nn.Module):
     Several layers let the queries first pick up the instruction and then look for it among
     the image tokens. The always-present null token keeps every row of the attention defined
     when all modalities are absent. `weights` is the last layer's attention mass per modality
-    (renormalised over present ones); `image_attention` its distribution over image tokens.
+    (renormalised over present ones).
+
+    With `pointer` (default) the first query points at the image grid: a softmax over grid
+    tokens whose expected token position is target_xy, and which is exported as
+    `image_attention`. Without an image the pointer is uniform (target_xy = image centre).
+    Without `pointer`, `image_attention` is the last layer's attention over grid tokens.
     """
 
-    def __init__(self, d: int, out: int, num_tokens: int, queries: int = 4,
-                 heads: int = 4, layers: int = 2) -> None:
+    def __init__(self, d: int, out: int, token_xy: torch.Tensor, queries: int = 4,
+                 heads: int = 4, layers: int = 2, pointer: bool = True) -> None:
         super().__init__()
+        num_tokens = token_xy.shape[0]
         self.num_tokens = num_tokens
         self.queries = nn.Parameter(torch.randn(queries, d) * 0.02)
         self.null = nn.Parameter(torch.zeros(1, d))
         self.type_embed = nn.Parameter(torch.randn(NUM_MODALITIES, d) * 0.02)
         self.blocks = nn.ModuleList(CrossAttentionBlock(d, heads) for _ in range(layers))
         self.ln = nn.LayerNorm(queries * d)
-        self.out = nn.Linear(queries * d, out)
+        self.pointer = pointer
+        if pointer:
+            self.ptr_ln_q = nn.LayerNorm(d)
+            self.ptr_ln_k = nn.LayerNorm(d)
+            self.ptr_q = nn.Linear(d, d)
+            self.ptr_k = nn.Linear(d, d)
+            self.register_buffer("token_xy", token_xy.clone(), persistent=False)
+        self.out = nn.Linear(queries * d + (2 if pointer else 0), out)
         # token index -> owner (column 0 = null, then MODALITIES): null, grid, then one token per modality
         owner = torch.zeros(1 + num_tokens + NUM_MODALITIES, NUM_MODALITIES + 1)
         owner[0, 0] = 1.0
@@ -208,11 +221,21 @@ class AttentionFusion(nn.Module):
         for block in self.blocks:
             q, attn = block(q, kv, key_mask)
         mass = attn.mean(dim=(1, 2))  # [B, K]
-        per_modality = torch.matmul(mass, self.owner)[:, 1:]
-        image_mass = mass[:, 1 : 1 + self.num_tokens]
-        image_attention = image_mass / (image_mass.sum(dim=-1, keepdim=True) + 1e-6)
-        state = self.out(self.ln(q.flatten(1)))
-        return Fused(state, normalise_weights(per_modality, enc.present), image_attention)
+        weights = normalise_weights(torch.matmul(mass, self.owner)[:, 1:], enc.present)
+        features = self.ln(q.flatten(1))
+        if not self.pointer:
+            image_mass = mass[:, 1 : 1 + self.num_tokens]
+            image_attention = image_mass / (image_mass.sum(dim=-1, keepdim=True) + 1e-6)
+            return Fused(self.out(features), weights, image_attention)
+        pq = self.ptr_q(self.ptr_ln_q(q[:, :1]))  # [B, 1, d]
+        pk = self.ptr_k(self.ptr_ln_k(enc.image_tokens))  # [B, G, d]
+        logits = torch.matmul(pq, pk.transpose(1, 2))[:, 0] * pq.shape[-1] ** -0.5
+        # multiplicative mask: an absent image gives equal logits (a uniform pointer), and its
+        # (zeroed) tokens cannot shift the result, which an additive mask would not ensure here
+        pointer = torch.softmax(logits * enc.present[:, :1], dim=-1)  # [B, G]
+        xy = torch.matmul(pointer, self.token_xy)
+        state = self.out(torch.cat([features, xy], dim=1))
+        return Fused(state, weights, pointer, outputs={"target_xy": xy})
 
 
 class LateFusion(nn.Module):
@@ -252,7 +275,7 @@ def mix_log_softmax(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor
 FUSION_TYPES = ("concat", "gated", "static", "attention", "late")
 
 
-def build_head(fusion: str, d: int, out: int, num_commands: int, num_tokens: int, extra: dict) -> nn.Module:
+def build_head(fusion: str, d: int, out: int, num_commands: int, token_xy: torch.Tensor, extra: dict) -> nn.Module:
     """Instantiate the fusion head named by ModelSpec.fusion with its `extra` hyper-parameters."""
     if fusion == "concat":
         return ConcatFusion(d, out)
@@ -261,8 +284,9 @@ def build_head(fusion: str, d: int, out: int, num_commands: int, num_tokens: int
     if fusion == "static":
         return StaticFusion(d, out)
     if fusion == "attention":
-        return AttentionFusion(d, out, num_tokens, queries=int(extra.get("queries", 4)),
-                               heads=int(extra.get("heads", 4)), layers=int(extra.get("layers", 2)))
+        return AttentionFusion(d, out, token_xy, queries=int(extra.get("queries", 4)),
+                               heads=int(extra.get("heads", 4)), layers=int(extra.get("layers", 2)),
+                               pointer=bool(extra.get("pointer", True)))
     if fusion == "late":
         return LateFusion(d, out, num_commands)
     raise ValueError(f"unknown fusion type {fusion!r}; choose one of {', '.join(FUSION_TYPES)}")

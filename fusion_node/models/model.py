@@ -28,7 +28,7 @@ class FusionModel(nn.Module):
         self.audio = AudioEncoder(spec.audio_rate, spec.audio_samples, d)
         self.joints = JointEncoder(len(spec.joint_names), d)
         self.text = TextEncoder(spec.text_dim, d)
-        self.head = build_head(spec.fusion, d, spec.dim, len(spec.commands), self.image.num_tokens, spec.extra)
+        self.head = build_head(spec.fusion, d, spec.dim, len(spec.commands), self.image.token_xy, spec.extra)
         self.tasks = None if spec.fusion == "late" else TaskHeads(spec.dim, len(spec.commands))
         self.token_dim = d
         self.output_names: tuple[str, ...] = BASE_OUTPUT_NAMES + (
@@ -47,7 +47,8 @@ class FusionModel(nn.Module):
 
     def forward_encoded(self, enc: Encoded) -> tuple[torch.Tensor, ...]:
         fused = self.head(enc)
-        outputs = fused.outputs if fused.outputs is not None else self.tasks(fused.state)
+        outputs = self.tasks(fused.state) if self.tasks is not None else {}
+        outputs.update(fused.outputs or {})
         result = (fused.state, fused.weights, outputs["target_xy"], outputs["direction"], outputs["command"])
         if fused.image_attention is not None:
             result = result + (fused.image_attention,)

@@ -66,9 +66,20 @@ def _prepare_model(args: argparse.Namespace, work: Path) -> tuple[Any, Any, Path
         torch.manual_seed(0)
         spec = ModelSpec(name=f"fusion-{args.fusion}", fusion=args.fusion)
         model = build_model(spec).eval()
+    if args.model_dir and _has_dynamic_batch(Path(args.model_dir) / "model.onnx"):
+        return spec, model, Path(args.model_dir) / "model.onnx"
     print(f"exporting a dynamic-batch ONNX of {spec.name} ({spec.fusion}) for the run", file=sys.stderr)
     onnx_path = export_onnx(model, spec, work / "model.onnx", dynamic_batch=True, max_batch=THROUGHPUT_BATCH)
     return spec, model, onnx_path
+
+
+def _has_dynamic_batch(path: Path) -> bool:
+    from fusion_node.export.onnx import check_onnx
+
+    if not path.is_file():
+        return False
+    dims = check_onnx(path).graph.input[0].type.tensor_type.shape.dim
+    return bool(dims) and not dims[0].HasField("dim_value")
 
 
 def _wanted(args: argparse.Namespace) -> set[str]:
@@ -145,8 +156,8 @@ def _time_calls(backend: Any, inputs: dict[str, np.ndarray], n: int) -> list[flo
     return times
 
 
-def measure(backends: list[tuple[str, Any]], spec: Any, iters: int, warmup: int, rounds: int = 10) -> list[Result]:
-    """Interleaved timing: `rounds` rounds, each giving every backend iters/rounds calls."""
+def measure(backends: list[tuple[str, Any]], spec: Any, iters: int, warmup: int) -> list[Result]:
+    """Interleaved timing: up to 10 rounds, each giving every backend iters/rounds batch-1 calls."""
     from fusion_node.backends.base import random_inputs
 
     one, eight = random_inputs(spec, 1, seed=11), random_inputs(spec, THROUGHPUT_BATCH, seed=12)
@@ -157,7 +168,8 @@ def measure(backends: list[tuple[str, Any]], spec: Any, iters: int, warmup: int,
                 for k in ref]
         res.max_abs_err = max(errs)
         _time_calls(b, one, warmup)
-        _time_calls(b, eight, max(3, warmup // 4))
+        _time_calls(b, eight, max(1, warmup // 4))
+    rounds = min(10, max(2, iters // 20))
     per_round = max(1, iters // rounds)
     thr_time = [0.0] * len(backends)
     thr_calls = max(1, per_round // 4)

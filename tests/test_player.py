@@ -170,39 +170,38 @@ def test_message_recorded_with_another_definition_is_transcoded_by_field(tmp_pat
     assert len(js.effort) == 0
 
 
-def test_custom_type_plays_through_a_package_built_from_the_bag(bag: Path, ros_domain_id: int, ros_env) -> None:
-    """acme_msgs exists nowhere but in the bag's stored definition; play builds it (once, cached)."""
-    import importlib
-
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
-
+def test_custom_type_plays_and_records_through_a_package_built_from_the_bag(bag: Path, tmp_path: Path,
+                                                                           ros_env) -> None:
+    """acme_msgs exists nowhere but in the bag's stored definition: play builds it (once, cached),
+    a recorder that has the built package installed records it with its definition."""
     from fusion_node.ros import msggen
 
     with BagReader(bag) as r:
-        built = msggen.provide(r.typestore, ["acme_msgs/msg/Thing"])  # the listener needs the class too
-    assert built == ["acme_msgs/msg/Thing"]
-    Thing = importlib.import_module("acme_msgs.msg").Thing
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=ros_domain_id)
-    node = rclpy.create_node("custom_listener", context=ctx)
-    values: list[int] = []
-    node.create_subscription(Thing, "/thing", lambda m: values.append(m.value), 100)
-    executor = SingleThreadedExecutor(context=ctx)
-    executor.add_node(node)
-    player = _fusion("play", str(bag), "--topics", "/thing", "--rate", "4", "--wait-subscribers", "20",
-                     "--no-progress", env=ros_env)
+        packages = msggen.missing_types(r.typestore, ["acme_msgs/msg/Thing"])
+        assert packages == {"acme_msgs": ["acme_msgs/msg/Thing"]}
+        install = msggen.build(r.typestore, packages)
+        stored = r.topics["/thing"]
+    env = dict(ros_env)
+    site = install / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    for name, value in (("AMENT_PREFIX_PATH", install), ("PYTHONPATH", site), ("LD_LIBRARY_PATH", install / "lib")):
+        env[name] = f"{value}:{env[name]}" if env.get(name) else str(value)
+    out = tmp_path / "rec"
+    recorder = _fusion("record", str(out), "/thing", "--discovery", "60", env=env)
     try:
-        deadline = time.monotonic() + 60
-        while (player.poll() is None or len(values) < N_FRAMES) and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.01)
-        out, err = player.communicate(timeout=10)
+        player = _fusion("play", str(bag), "--topics", "/thing", "--rate", "4", "--wait-subscribers", "60",
+                         "--no-progress", env=ros_env)
+        p_out, p_err = player.communicate(timeout=120)
+        assert player.returncode == 0, p_err[-800:]
+        time.sleep(0.5)
+        recorder.send_signal(signal.SIGINT)
+        r_out, r_err = recorder.communicate(timeout=30)
     finally:
-        if player.poll() is None:
-            player.kill()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=ctx)
-    assert player.returncode == 0, err[-800:]
+        if recorder.poll() is None:
+            recorder.kill()
+    assert recorder.returncode == 0, r_err[-800:]
+    with BagReader(out) as r:
+        info = r.topics["/thing"]
+        values = [r.decode(m).value for m in r.messages(["/thing"])]
     assert values == list(range(N_FRAMES))
+    assert info.msgtype == "acme_msgs/msg/Thing" and info.msgdef.strip() == stored.msgdef.strip()
+    assert info.digest == stored.digest

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rosbags.typesys.store import Typestore
 
-from fusion_node.ros.bagtypes import message_class
+from fusion_node.ros.bagtypes import message_class, nested_types
 
 CACHE_ENV = "FUSION_MSG_CACHE"
 _SEP = "\n" + "=" * 80 + "\n"
@@ -35,14 +35,7 @@ def _package(msgtype: str) -> str:
 
 
 def _nested(store: Typestore, msgtype: str) -> set[str]:
-    """Message types referenced by msgtype's fields (directly or as array/sequence elements)."""
-    out = set()
-    for _name, desc in store.fielddefs[msgtype][1]:
-        while desc[0].name in ("ARRAY", "SEQUENCE"):
-            desc = desc[1][0]
-        if desc[0].name == "NAME":
-            out.add(desc[1])
-    return out
+    return nested_types(store.fielddefs[msgtype][1])
 
 
 def missing_types(store: Typestore, msgtypes: list[str]) -> dict[str, list[str]]:

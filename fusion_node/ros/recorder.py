@@ -71,7 +71,7 @@ class Recorder:
 
     def subscribe_available(self) -> list[str]:
         """Subscribe to requested (or, with all_topics, all) topics that are now visible."""
-        from fusion_node.ros.bagtypes import message_class
+        from fusion_node.ros.bagtypes import message_class, with_installed_type
 
         added = []
         for topic, types in self.node.get_topic_names_and_types():
@@ -84,11 +84,15 @@ class Recorder:
             if cls is None:
                 self.stats.skipped[topic] = f"type {msgtype} is not installed"
             elif msgtype not in self._known.fielddefs:
-                self.stats.skipped[topic] = f"no message definition known for {msgtype}"
+                try:  # a package of the user's: its .msg files are installed next to the class
+                    self._known = with_installed_type(self._known, msgtype)
+                except (LookupError, ValueError) as exc:
+                    self.stats.skipped[topic] = str(exc)
             if topic in self.stats.skipped:
                 print(f"warning: not recording {topic}: {self.stats.skipped[topic]}", file=sys.stderr)
                 continue
-            self.writer.add_topic(topic, msgtype)
+            self.writer.add_topic(topic, msgtype, msgdef=self._known.generate_msgdef(msgtype, ros_version=2)[0],
+                                  digest=self._known.hash_rihs01(msgtype))
             self.stats.counts[topic] = 0
             self._subs[topic] = self.node.create_subscription(
                 cls, topic, self._callback(topic), _publisher_qos(self.node, topic), raw=True

@@ -17,10 +17,10 @@ import numpy as np
 
 from fusion_node import MODALITIES
 from fusion_node.config import ModelSpec, PipelineConfig
+from fusion_node.preprocess import INPUT_NAMES
 
 log = logging.getLogger(__name__)
 
-INPUT_NAMES: tuple[str, ...] = ("image", "audio", "joints", "text", "present")
 BACKENDS: tuple[str, ...] = ("tensorrt", "onnxruntime", "torch")
 DEVICES: tuple[str, ...] = ("cpu", "cuda", "auto")
 

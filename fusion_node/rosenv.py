@@ -52,7 +52,7 @@ def _built_prefixes() -> list[Path]:
 
 
 def ros_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for a process that uses ROS and fusion_msgs (subprocesses, or the re-exec).
+    """Environment for a subprocess that uses ROS and fusion_msgs.
 
     Starts from `base` (default: os.environ); the user's own RMW_IMPLEMENTATION and
     FASTDDS_BUILTIN_TRANSPORTS win over the defaults.

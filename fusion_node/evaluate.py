@@ -196,6 +196,48 @@ def _fmt(key: str, value: float | None) -> str:
     return f"{value:.1f}" if key == "dir_err_deg" else f"{value:.3f}"
 
 
+def write_model_card(model_dir: str | Path, report: dict[str, Any], command: str, eval_command: str,
+                     notes: str = "") -> Path:
+    """MODEL_CARD.md for one evaluated model: contract, training recipe, eval table, file hashes."""
+    from fusion_node.model_dir import CARD_FILE, ONNX_FILE, SPEC_FILE, WEIGHTS_FILE
+    from fusion_node.models import load_spec, model_id, sha256_file
+
+    d = Path(model_dir)
+    spec = load_spec(d)
+    train_log = d / "train_log.json"
+    trained = json.loads(train_log.read_text()) if train_log.is_file() else {}
+    lines = [
+        f"# {spec.name}", "",
+        f"model_id: `{model_id(d)}` — fusion: `{spec.fusion}` — state width {spec.dim} — "
+        f"commands: {', '.join(spec.commands)}", "",
+        "## Inputs and outputs", "",
+        f"- image float32 [1,3,{spec.image_size[0]},{spec.image_size[1]}] RGB in [0,1]",
+        f"- audio float32 [1,{spec.audio_samples}] mono in [-1,1] at {spec.audio_rate} Hz (log-mel inside the graph)",
+        f"- joints float32 [1,{2 * len(spec.joint_names)}] positions then velocities of "
+        f"{', '.join(spec.joint_names)} (normalised inside the graph)",
+        f"- text float32 [1,{spec.text_dim}] {spec.text_encoder} sentence embedding (L2-normalised, zeros when absent)",
+        "- present float32 [1,4] image, audio, joints, text",
+        "- outputs: state, weights (per-modality contribution), target_xy (normalised image coordinates), "
+        "direction (unit vector effector -> target), command (logits)"
+        + (", image_attention (pointer over the 8x8 image grid)" if spec.fusion == "attention" else ""),
+        "", "## Training", "", f"```\n{command}\n```", "",
+    ]
+    if trained:
+        lines += [f"{trained['samples']['train']} training / {trained['samples']['val']} validation samples, "
+                  f"{len(trained['history'])} epochs, {trained['seconds']:.0f} s of training on this machine, "
+                  f"{trained['parameters']:,} parameters.", ""]
+    lines += ["## Evaluation", "", f"```\n{eval_command}\n```", "", format_table(report), ""]
+    if notes:
+        lines += ["## Notes", "", notes.strip(), ""]
+    lines += ["## Files", "", "| file | sha256 |", "|---|---|"]
+    for name in (SPEC_FILE, WEIGHTS_FILE, ONNX_FILE, "train.yaml"):
+        if (d / name).is_file():
+            lines.append(f"| {name} | `{sha256_file(d / name)}` |")
+    path = d / CARD_FILE
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 # --- CLI -------------------------------------------------------------------------------------
 
 DESCRIPTION = """\
@@ -221,6 +263,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-naive", action="store_true", help="skip the naive-alignment condition")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for inference and latency (default 1)")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
+    p.add_argument("--card", metavar="MODEL_DIR", help="write MODEL_DIR/MODEL_CARD.md with this run's table "
+                   "(training recipe: MODEL_DIR/train.yaml)")
+    p.add_argument("--card-notes", metavar="FILE", help="markdown appended to the card as notes")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -264,8 +309,18 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     sets = load_test_sets(args.models[0], args.bags, args.paraphrase_bags, args.generate, args.episode_seconds,
                           args.stride, Path(args.cache), not args.no_naive, progress)
+    if args.card and not Path(args.card, "config.json").is_file():
+        raise FileNotFoundError(f"--card: no model in {args.card}")
     report = evaluate_models(args.models, sets, progress)
     print(format_table(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
+    if args.card:
+        notes = Path(args.card_notes).read_text() if args.card_notes else ""
+        recipe = Path(args.card) / "train.yaml"
+        command = (f"fusion train --config {recipe} --out {args.card} --export" if recipe.is_file()
+                   else "(no train.yaml recorded)")
+        eval_command = "fusion eval " + " ".join(a for a in sys.argv[2:] if a != "--no-progress") \
+            if len(sys.argv) > 1 and sys.argv[1] == "eval" else "fusion eval " + " ".join(args.models)
+        print(f"wrote {write_model_card(args.card, report, command, eval_command, notes)}")
     return 0

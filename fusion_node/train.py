@@ -28,6 +28,7 @@ from fusion_node.config import ModelSpec, SyncConfig, from_dict, load_yaml, to_d
 CHECKPOINT = "checkpoint.safetensors"
 CHECKPOINT_META = "checkpoint.json"
 TRAIN_LOG = "train_log.json"
+TRAIN_YAML = "train.yaml"
 DEFAULT_CACHE = "out/cache"
 TRAIN_SEED_BASE = 0  # generated training episodes use world seeds from here
 EVAL_SEED_BASE = 100_000  # evaluation episodes never share a seed with training ones
@@ -266,7 +267,11 @@ def train(cfg: TrainConfig, data, out: str | Path, resume: bool = False, progres
         torch.set_num_threads(cfg.threads)
     out = Path(out)
     if dist_info.main:
+        import yaml
+
         out.mkdir(parents=True, exist_ok=True)
+        # the effective recipe: `fusion train --config OUT/train.yaml --out OUT` reproduces the run
+        (out / TRAIN_YAML).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     spec = cfg.model_spec()
     torch.manual_seed(cfg.seed)
     model = build_model(spec)

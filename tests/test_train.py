@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from fusion_node.cli import main
 from fusion_node.config import ModelSpec, SyncConfig
 from fusion_node.dataset import SampleSet, build_from_bag, load_or_build
-from fusion_node.evaluate import CONDITIONS, evaluate_models, task_metrics
+from fusion_node.evaluate import CONDITIONS, evaluate_models, task_metrics, write_model_card
 from fusion_node.models import load_model
 from fusion_node.train import TrainConfig, train
 from fusion_node.world import World, WorldConfig, write_bag
@@ -146,6 +146,14 @@ def test_eval_report_covers_every_condition(tmp_path, data):
         assert set(metrics) == {"xy_err", "dir_err_deg", "cmd_acc"}
         assert all(np.isfinite(v) for v in metrics.values())
     assert m["parameters"] > 0 and m["latency"]["torch_cpu_ms"] > 0
+    card = write_model_card(tmp_path / "late", report, "fusion train ...", "fusion eval ...", "late wins nothing")
+    text = card.read_text()
+    from fusion_node.models import sha256_file
+
+    assert sha256_file(tmp_path / "late" / "model.safetensors") in text
+    assert sha256_file(tmp_path / "late" / "train.yaml") in text
+    assert "no-audio" in text
+    assert "late wins nothing" in text and "(constant)" in text
 
 
 def test_task_metrics_on_known_values():
@@ -171,3 +179,16 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "unknown key(s) epochz" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "missing")]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_written_recipe_reloads_to_the_same_config(tmp_path, data):
+    import yaml
+
+    from fusion_node.config import from_dict
+
+    cfg = _cfg(epochs=1, world={"instruction_interval": [1.0, 2.0]}, contrastive_weight=0.2)
+    train(cfg, data, tmp_path / "m", progress=False)
+    again = from_dict(TrainConfig, yaml.safe_load((tmp_path / "m" / "train.yaml").read_text()))
+    assert again.fusion == cfg.fusion and again.extra == cfg.extra and again.world == cfg.world
+    assert [list(p) for p in again.contrastive_pairs] == [list(p) for p in cfg.contrastive_pairs]
+    assert again.contrastive_weight == 0.2 and again.epochs == 1

@@ -173,3 +173,12 @@ def test_torch_backend_uses_module_output_names(model_dir: Path) -> None:
     out = backend.run(random_inputs(ModelSpec(name="backends"), batch=2))
     assert tuple(out) == backend.output_names
     assert out["weights"].shape == (2, 4)
+
+
+def test_torch_backend_threads_apply_to_its_calls_only(model_dir: Path) -> None:
+    default = torch.get_num_threads()
+    inputs = random_inputs(ModelSpec(name="backends"), batch=1, seed=4)
+    one = TorchBackend.from_model_dir(model_dir, threads=1)
+    np.testing.assert_allclose(one.run(inputs)["state"], TorchBackend.from_model_dir(model_dir).run(inputs)["state"],
+                               atol=1e-5, rtol=0)
+    assert torch.get_num_threads() == default

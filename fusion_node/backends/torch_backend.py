@@ -45,7 +45,8 @@ class _Graph:
 
 class TorchBackend:
     def __init__(self, module: nn.Module, device: str = "cpu", precision: str = "fp32",
-                 cuda_graphs: bool = True, input_names: tuple[str, ...] = INPUT_NAMES) -> None:
+                 cuda_graphs: bool = True, input_names: tuple[str, ...] = INPUT_NAMES,
+                 threads: int | None = None) -> None:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cuda" and not torch.cuda.is_available():
@@ -61,6 +62,9 @@ class TorchBackend:
         self.output_names = tuple(module.output_names)
         self.autocast = precision == "fp16"
         self.cuda_graphs = cuda_graphs and device == "cuda"
+        # CPU intra-op threads for this backend's calls only (torch's setting is process-wide);
+        # None keeps torch's default.
+        self.threads = threads
         self._graphs: dict[tuple[tuple[int, ...], ...], _Graph] = {}
         parts = ["torch", device] + (["graphs"] if self.cuda_graphs else []) + (["fp16"] if self.autocast else [])
         self.name = "-".join(parts)
@@ -78,11 +82,21 @@ class TorchBackend:
         # torch wants writable arrays; preprocessing may hand out read-only views (copied here only then)
         tensors = {n: torch.from_numpy(np.require(inputs[n], np.float32, ("C", "W"))) for n in self.input_names}
         if self.device.type == "cpu":
-            outs = self.module(*tensors.values())
+            outs = self._cpu_forward(tensors)
         else:
             tensors = {n: t.pin_memory().to(self.device, non_blocking=True) for n, t in tensors.items()}
             outs = self._gpu_forward(tensors)
         return {n: o.detach().float().cpu().numpy() for n, o in zip(self.output_names, outs)}
+
+    def _cpu_forward(self, tensors: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        if self.threads is None:
+            return self.module(*tensors.values())
+        default = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            return self.module(*tensors.values())
+        finally:
+            torch.set_num_threads(default)
 
     def _gpu_forward(self, tensors: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         if not self.cuda_graphs:

@@ -106,7 +106,7 @@ def _candidates(args: argparse.Namespace, model: Any, onnx_path: Path, work: Pat
         (f"torch-{device} eager", lambda: TorchBackend(model, device=device, cuda_graphs=False)),
     ]
     if "torch" in wanted and not gpu:
-        out.append(("torch-cpu eager 1 thread", lambda: _OneThread(TorchBackend(model))))
+        out.append(("torch-cpu eager 1 thread", lambda: TorchBackend(model, threads=1)))
     if "torch" in wanted and gpu:
         out += [("torch-cuda graphs", lambda: TorchBackend(model, device="cuda")),
                 ("torch-cuda graphs fp16", lambda: TorchBackend(model, device="cuda", precision="fp16"))]
@@ -128,23 +128,6 @@ def _candidates(args: argparse.Namespace, model: Any, onnx_path: Path, work: Pat
             log.info("bench: tensorrt skipped: %s", why)
             print(f"tensorrt skipped: {why}", file=sys.stderr)
     return out
-
-
-class _OneThread:
-    """torch eager with a single intra-op thread: immune to OpenMP barrier stalls on a busy machine."""
-
-    def __init__(self, backend: Any) -> None:
-        self.backend, self.name = backend, backend.name
-
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return self.backend.run(inputs)
-        finally:
-            torch.set_num_threads(threads)
 
 
 def _time_calls(backend: Any, inputs: dict[str, np.ndarray], n: int) -> list[float]:

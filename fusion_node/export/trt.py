@@ -20,6 +20,7 @@ import numpy as np
 
 from fusion_node.backends.base import BackendError, ModelFileError, default_engine_path
 from fusion_node.export.cache_key import PRECISIONS, CacheKey, current_gpu, normalize_version, sha256_file, write_key
+from fusion_node.export.parity import TOLERANCES, ParityRow, compare, format_table
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib-frames", type=int, default=256, help="int8: frames used for calibration")
     parser.add_argument("--fp32-layers", default=FP32_NAME_PATTERN,
                         help=f"regex of layer names kept fp32 in fp16/int8 (default {FP32_NAME_PATTERN!r})")
+    parser.add_argument("--parity", type=int, default=8, metavar="N",
+                        help="random batches compared against torch after the build (0: skip); exit 1 beyond "
+                             "the precision's tolerance (fp32 1e-4, with TF32 5e-3, fp16 2e-2, int8 1e-1)")
 
 
 def parse_batch(text: str | None) -> tuple[int, int, int] | None:
@@ -237,4 +241,35 @@ def run(args: argparse.Namespace) -> int:
                        calibration=calibration, calibration_cache=out.with_suffix(".calib"),
                        fp32_pattern=args.fp32_layers)
     print(f"{out}\n{key.to_json()}", end="")
+    if args.parity <= 0:
+        return 0
+    tolerance = TOLERANCES["tf32" if args.precision == "fp32" and not args.no_tf32 else args.precision]
+    rows = engine_parity(args.model_dir, out, args.precision, args.parity, batch_range_of(key), tolerance)
+    print(format_table(rows, f"parity torch-cpu vs tensorrt-{args.precision}: {out}"))
+    bad = [r for r in rows if not r.ok]
+    if bad:
+        print(f"error: {len(bad)} output(s) beyond tolerance {tolerance:g}", file=sys.stderr)
+        return 1
     return 0
+
+
+def batch_range_of(key: CacheKey) -> int:
+    """Largest batch the engine accepts."""
+    return max(s["max"][0] for s in key.shapes.values())
+
+
+def engine_parity(model_dir: str | Path, engine: Path, precision: str, batches: int, max_batch: int,
+                  tol: float) -> list[ParityRow]:
+    """The fresh engine against torch eager fp32 on random inputs (batch 1, and the largest batch)."""
+    from fusion_node.backends.base import random_inputs
+    from fusion_node.backends.tensorrt import TensorRTBackend
+    from fusion_node.backends.torch_backend import TorchBackend
+    from fusion_node.models import load_model
+
+    spec, model = load_model(model_dir)
+    reference, candidate = TorchBackend(model), TensorRTBackend(engine, precision=precision)
+    rows = compare(reference, candidate, (random_inputs(spec, 1, 2000 + s) for s in range(batches)), "random", tol)
+    if max_batch > 1:
+        rows += compare(reference, candidate, (random_inputs(spec, max_batch, 3000 + s) for s in range(batches)),
+                        f"random{max_batch}", tol)
+    return rows

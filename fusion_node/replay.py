@@ -383,8 +383,9 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         from fusion_node.report import write_report
 
+        t_report = time.perf_counter()
         page = write_report(res, args.report)
-        print(f"report: {page}")
+        print(f"report: {page} ({time.perf_counter() - t_report:.1f} s)")
     print(
         f"replayed {res.messages} messages, {len(res.frames)} fused frames, {res.bag_duration:.2f} s of bag "
         f"in {res.loop_wall:.2f} s: {res.realtime_factor:.1f}x real time ({res.backend}, {res.model_id}); "

@@ -44,14 +44,16 @@ class PlayStats:
     skipped: dict[str, str] = field(default_factory=dict)  # topic -> why it is not played
     lateness: list[float] = field(default_factory=list)  # s each publish trailed its schedule (sampled)
     wall: float = 0.0
-    loops: int = 0
+    loops: int = 0  # completed passes over the bag
+    interrupted: bool = False
 
     def summary(self) -> str:
         n = sum(self.published.values())
         late = np.asarray(self.lateness) * 1e3 if self.lateness else np.zeros(1)
         return (
             f"published {n} messages on {len(self.published)} topics in {self.wall:.2f} s"
-            f" ({self.loops} loop{'s' if self.loops != 1 else ''}); schedule lag p50 {np.percentile(late, 50):.2f} ms,"
+            f" ({self.loops} full pass{'es' if self.loops != 1 else ''}{', interrupted' if self.interrupted else ''});"
+            f" schedule lag p50 {np.percentile(late, 50):.2f} ms,"
             f" p99 {np.percentile(late, 99):.2f} ms"
         )
 
@@ -171,7 +173,10 @@ def play(bag_path: str | Path, opts: PlayOptions, node=None) -> PlayStats:
                 clock = node.create_publisher(Clock, CLOCK_TOPIC, 10)
             if opts.wait_subscribers > 0:
                 _wait_for_subscribers(topics, opts.wait_subscribers)
-            _play_loop(bag, topics, clock, opts, stats)
+            try:
+                _play_loop(bag, topics, clock, opts, stats)
+            except KeyboardInterrupt:  # the normal end of --loop: report what was played
+                stats.interrupted = True
     finally:
         if own:
             node.destroy_node()

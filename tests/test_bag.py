@@ -223,3 +223,28 @@ def test_copy_between_bags_keeps_bytes_and_definitions(tmp_path: Path) -> None:
     with BagReader(tmp_path / "dst") as r:
         assert [m.data for m in r.messages()] == originals
     shutil.rmtree(src)
+
+
+def test_damaged_mcap_with_channels_declared_mid_file_keeps_every_topic(tmp_path: Path) -> None:
+    string_def = TS.generate_msgdef(STRING, ros_version=2)[0].encode()
+    path = tmp_path / "late.mcap"
+    with path.open("wb") as f:
+        w = McapFileWriter(f, use_chunking=False)
+        w.start(profile="ros2", library="test")
+        schema = w.register_schema(name=STRING, encoding="ros2msg", data=string_def)
+        first = w.register_channel(topic="/first", message_encoding="cdr", schema_id=schema)
+        for i in range(5):
+            w.add_message(first, log_time=T0 + i, data=bytes(TS.serialize_cdr(TS.types[STRING](data=f"a{i}"), STRING)),
+                          publish_time=T0 + i)
+        late = w.register_channel(topic="/late", message_encoding="cdr", schema_id=schema)
+        for i in range(5):
+            w.add_message(late, log_time=T0 + 10 + i,
+                          data=bytes(TS.serialize_cdr(TS.types[STRING](data=f"b{i}"), STRING)), publish_time=T0 + 10 + i)
+        w.finish()
+    os.truncate(path, path.stat().st_size - 40)  # the footer and part of the summary are gone
+    got = []
+    with pytest.raises(BagError, match="damaged MCAP"), BagReader(path) as r:
+        assert set(r.topics) == {"/first", "/late"}
+        for m in r.messages():
+            got.append((m.topic, r.decode(m).data))
+    assert got == [("/first", f"a{i}") for i in range(5)] + [("/late", f"b{i}") for i in range(5)]

@@ -144,17 +144,20 @@ class BagReader:
             # Indexed access failed: fall back to reading the MCAP records in file order.
             self.damaged = _one_line(exc)
             self._stream = _McapStream(self._mcap_file())
-            self._stream.open()
             self._register(self._stream.connections())
             return
         except Exception as exc:  # storage backends raise their own types (apsw, zstd)
             raise BagError(f"{self._target}: cannot open bag: {_one_line(exc)}") from None
         self._rosbags = reader
-        self._register(
-            (c.topic, c.msgtype, c.msgdef.format.name.lower(), c.msgdef.data, c.digest, c.msgcount,
-             tuple(getattr(c.ext, "offered_qos_profiles", None) or ()))
-            for c in reader.connections
-        )
+        try:
+            self._register(
+                (c.topic, c.msgtype, c.msgdef.format.name.lower(), c.msgdef.data, c.digest, c.msgcount,
+                 tuple(getattr(c.ext, "offered_qos_profiles", None) or ()))
+                for c in reader.connections
+            )
+        except BagError:
+            self.close()
+            raise
 
     def _mcap_file(self) -> Path | None:
         t = self._target
@@ -184,9 +187,7 @@ class BagReader:
         if self._rosbags is not None:
             self._rosbags.close()
             self._rosbags = None
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
+        self._stream = None
 
     # -- metadata ------------------------------------------------------------------------
     @property
@@ -299,58 +300,44 @@ class BagReader:
 
 
 class _McapStream:
-    """Sequential reader of an MCAP file whose index is unusable, stopping at the damage."""
+    """Sequential reader of an MCAP file whose index is unusable, stopping at the damage.
+
+    Two passes: the first collects every schema and channel up to the damage (writers such as
+    rosbag2 declare a channel just before its first message), the second yields messages.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = None
         self._schemas: dict[int, Any] = {}
         self._channels: dict[int, Any] = {}
-        self._records: Iterator[Any] | None = None
-        self._pending: list[Any] = []  # records read while collecting connections
         self.stop_reason = "stopped"
 
-    def open(self) -> None:
+    def _records(self) -> Iterator[Any]:
+        from mcap.exceptions import EndOfFile
         from mcap.stream_reader import StreamReader
 
-        self._file = self.path.open("rb")
-        self._reader = StreamReader(self._file, validate_crcs=True)
-        self._records = self._reader.records
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def _next_record(self) -> Any:
-        try:
-            return next(self._records)
-        except StopIteration:
-            raise
-        except Exception as exc:
-            from mcap.exceptions import EndOfFile
-
-            offset = self._reader._stream.count
-            what = "truncated" if isinstance(exc, EndOfFile) else f"unreadable ({_one_line(exc)})"
-            self.stop_reason = f"{what} at byte {offset}"
-            raise StopIteration from None
+        with self.path.open("rb") as f:
+            reader = StreamReader(f, validate_crcs=True)
+            records = reader.records
+            while True:
+                try:
+                    yield next(records)
+                except StopIteration:
+                    return
+                except Exception as exc:  # any decoding failure is where the readable part ends
+                    offset = reader._stream.count
+                    what = "truncated" if isinstance(exc, EndOfFile) else f"unreadable ({_one_line(exc)})"
+                    self.stop_reason = f"{what} at byte {offset}"
+                    return
 
     def connections(self) -> list[tuple[str, str, str, str, str, int | None, tuple]]:
-        """Channels declared before the first message (rosbags writes them all up front)."""
-        from mcap.records import Channel, Message, Schema
+        from mcap.records import Channel, Schema
 
-        while True:
-            try:
-                rec = self._next_record()
-            except StopIteration:
-                break
-            self._pending.append(rec)
+        for rec in self._records():
             if isinstance(rec, Schema):
                 self._schemas[rec.id] = rec
             elif isinstance(rec, Channel):
                 self._channels[rec.id] = rec
-            elif isinstance(rec, Message):
-                break
         out = []
         for ch in self._channels.values():
             schema = self._schemas.get(ch.schema_id)
@@ -361,28 +348,14 @@ class _McapStream:
         return out
 
     def messages(self) -> Iterator[tuple[str, str, int, bytes]]:
-        from mcap.records import Channel, Message, Schema
+        from mcap.records import Message
 
-        def records() -> Iterator[Any]:
-            yield from self._pending
-            self._pending = []
-            while True:
-                try:
-                    yield self._next_record()
-                except StopIteration:
-                    return
-
-        for rec in records():
-            if isinstance(rec, Schema):
-                self._schemas[rec.id] = rec
-            elif isinstance(rec, Channel):
-                self._channels[rec.id] = rec
-            elif isinstance(rec, Message):
+        for rec in self._records():
+            if isinstance(rec, Message):
                 ch = self._channels.get(rec.channel_id)
                 schema = self._schemas.get(ch.schema_id) if ch is not None else None
-                if schema is None:
-                    continue
-                yield ch.topic, schema.name, rec.log_time, rec.data
+                if schema is not None:
+                    yield ch.topic, schema.name, rec.log_time, rec.data
 
 
 def _one_line(exc: BaseException) -> str:

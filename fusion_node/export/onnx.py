@@ -76,12 +76,15 @@ def export_onnx(model: nn.Module, spec: ModelSpec, path: str | Path, opset: int 
             opset_version=opset, dynamo=True, external_data=False, dynamic_shapes=dynamic_shapes,
         )
     tmp = path.with_name(path.name + ".tmp")
-    program.save(str(tmp))
-    check_onnx(tmp)
-    if simplifier:
-        log.info("onnx: %s", simplify(tmp))
+    try:
+        program.save(str(tmp))
         check_onnx(tmp)
-    tmp.replace(path)
+        if simplifier:
+            log.info("onnx: %s", simplify(tmp))
+            check_onnx(tmp)
+        tmp.replace(path)  # readers never see a half-written model
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

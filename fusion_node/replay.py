@@ -134,7 +134,8 @@ def select_topics(bag: BagReader, overrides: dict[str, str]) -> dict[str, str]:
         candidates = sorted(t for t, i in bag.topics.items() if CONVERTERS.get(i.msgtype, ("",))[0] == modality)
         if len(candidates) > 1:
             raise BagError(
-                f"{bag.path}: several {modality} topics ({', '.join(candidates)}); choose one with --topic {modality}=TOPIC"
+                f"{bag.path}: several {modality} topics ({', '.join(candidates)}); "
+                f"choose one with --topic {modality}=TOPIC"
             )
         if candidates:
             bag.check_type(candidates[0])

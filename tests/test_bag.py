@@ -238,8 +238,8 @@ def test_damaged_mcap_with_channels_declared_mid_file_keeps_every_topic(tmp_path
                           publish_time=T0 + i)
         late = w.register_channel(topic="/late", message_encoding="cdr", schema_id=schema)
         for i in range(5):
-            w.add_message(late, log_time=T0 + 10 + i,
-                          data=bytes(TS.serialize_cdr(TS.types[STRING](data=f"b{i}"), STRING)), publish_time=T0 + 10 + i)
+            data = bytes(TS.serialize_cdr(TS.types[STRING](data=f"b{i}"), STRING))
+            w.add_message(late, log_time=T0 + 10 + i, data=data, publish_time=T0 + 10 + i)
         w.finish()
     os.truncate(path, path.stat().st_size - 40)  # the footer and part of the summary are gone
     got = []

@@ -208,4 +208,5 @@ def test_cli_rejects_bad_bags_with_one_line_before_loading_the_model(bag: Path, 
         assert err == [f"error: {path}: {message}"]
     code = main(["replay", str(bag), "--model", str(models["torch"]), "--topic", "joints=/camera/image_raw"])
     assert code == 1
-    assert "topic /camera/image_raw is sensor_msgs/msg/Image, which does not convert to joints" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "topic /camera/image_raw is sensor_msgs/msg/Image, which does not convert to joints" in err

@@ -26,7 +26,9 @@ def fused_state_msg(
     sec, nanosec = stamp if stamp is not None else split_stamp(out.stamp)
     names = list(out.outputs)
     return T[FUSED_STATE](
-        header=T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=frame_id),
+        header=T["std_msgs/msg/Header"](
+            stamp=T["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=frame_id
+        ),
         model_id=out.model_id,
         backend=out.backend,
         state=np.asarray(out.state, dtype=np.float32).reshape(-1),

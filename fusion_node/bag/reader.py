@@ -181,7 +181,9 @@ class BagReader:
         try:
             self.typestore, self._bad_types = _bag_typestore(frozenset(definitions))
         except (TypesysError, KeyError, ValueError) as exc:
-            raise BagError(f"{self._target}: message definitions stored in the bag conflict: {_one_line(exc)}") from None
+            raise BagError(
+                f"{self._target}: message definitions stored in the bag conflict: {_one_line(exc)}"
+            ) from None
 
     def close(self) -> None:
         if self._rosbags is not None:

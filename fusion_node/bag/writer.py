@@ -62,7 +62,9 @@ class BagWriter:
             raise ValueError(f"{self.path}: topic {topic} added twice")
         try:
             if msgdef and digest:
-                conn = self._writer.add_connection(topic, msgtype, msgdef=msgdef, rihs01=digest, offered_qos_profiles=qos)
+                conn = self._writer.add_connection(
+                    topic, msgtype, msgdef=msgdef, rihs01=digest, offered_qos_profiles=qos
+                )
             else:
                 if msgtype not in self.typestore.fielddefs:
                     raise ValueError(f"{self.path}: topic {topic}: unknown message type {msgtype}")

@@ -42,7 +42,8 @@ class RecordStats:
 
     def summary(self, out: Path) -> str:
         per = ", ".join(f"{t} {n}" for t, n in sorted(self.counts.items()))
-        return f"recorded {sum(self.counts.values())} messages in {self.wall:.1f} s to {out} ({per}); dropped {self.dropped}"
+        n = sum(self.counts.values())
+        return f"recorded {n} messages in {self.wall:.1f} s to {out} ({per}); dropped {self.dropped}"
 
 
 def _publisher_qos(node, topic: str):

@@ -258,7 +258,7 @@ def train(cfg: TrainConfig, data, out: str | Path, resume: bool = False, progres
     from tqdm import tqdm
 
     from fusion_node.evaluate import evaluate_arrays
-    from fusion_node.models import build_model, count_parameters, export_onnx, save_model
+    from fusion_node.models import build_model, count_parameters, save_model
     from fusion_node.models.contrastive import ContrastiveAligner
 
     cfg.validate()
@@ -348,6 +348,8 @@ def train(cfg: TrainConfig, data, out: str | Path, resume: bool = False, progres
         model.eval()
         save_model(out, spec, model)
         if export:
+            from fusion_node.export.onnx import export_onnx
+
             export_onnx(model, spec, out / "model.onnx")
         (out / TRAIN_LOG).write_text(json.dumps(summary, indent=1))
     if dist_info.world > 1:

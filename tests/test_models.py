@@ -17,7 +17,6 @@ from fusion_node.models import (
     build_model,
     count_parameters,
     example_inputs,
-    export_onnx,
     load_model,
     model_id,
     save_model,
@@ -189,6 +188,8 @@ def test_contrastive_loss_learns_a_pairing():
 def test_onnx_export_matches_torch(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
+    from fusion_node.export.onnx import export_onnx
+
     spec, model = _model("attention")
     path = export_onnx(model, spec, tmp_path / "model.onnx")
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

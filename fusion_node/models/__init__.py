@@ -1,5 +1,5 @@
-"""Fusion models: encoders, fusion heads, contrastive alignment, model I/O (build/load/save/export)."""
-from fusion_node.models.io import export_onnx, load_model, load_spec, model_id, save_model, sha256_file
+"""Fusion models: encoders, fusion heads, contrastive alignment, model I/O (build/load/save; ONNX export: fusion_node.export)."""
+from fusion_node.models.io import load_model, load_spec, model_id, save_model, sha256_file
 from fusion_node.models.model import (
     BASE_OUTPUT_NAMES,
     INPUT_NAMES,
@@ -12,5 +12,5 @@ from fusion_node.models.model import (
 
 __all__ = [
     "BASE_OUTPUT_NAMES", "INPUT_NAMES", "TASKS", "FusionModel", "build_model", "count_parameters",
-    "example_inputs", "export_onnx", "load_model", "load_spec", "model_id", "save_model", "sha256_file",
+    "example_inputs", "load_model", "load_spec", "model_id", "save_model", "sha256_file",
 ]

@@ -1,4 +1,6 @@
-"""Saving, loading and exporting torch models in model directories (layout: fusion_node.model_dir).
+"""Saving and loading torch models in model directories (layout: fusion_node.model_dir).
+
+ONNX export lives in fusion_node.export.onnx.
 
 No pickle anywhere: weights are safetensors, the spec is JSON. model_id ties published
 states to the exact weights: f"{spec.name}-{sha256(model.safetensors)[:8]}".
@@ -8,14 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from fusion_node.config import ModelSpec, to_dict
 from fusion_node.model_dir import SPEC_FILE, WEIGHTS_FILE, load_spec, model_id, sha256_file
-from fusion_node.models.model import INPUT_NAMES, FusionModel, build_model, example_inputs
+from fusion_node.models.model import FusionModel, build_model
 
-__all__ = ["export_onnx", "load_model", "load_spec", "model_id", "save_model", "sha256_file"]
+__all__ = ["load_model", "load_spec", "model_id", "save_model", "sha256_file"]
 
 
 def save_model(model_dir: str | Path, spec: ModelSpec, model: FusionModel) -> Path:
@@ -44,23 +45,3 @@ def load_model(model_dir: str | Path, device: str = "cpu") -> tuple[ModelSpec, F
         )
     return spec, model.to(device).eval()
 
-
-def export_onnx(model: FusionModel, spec: ModelSpec, path: str | Path, batch: int = 1, opset: int = 18) -> Path:
-    """Export with static shapes (batch `batch`) and the contract's input/output names."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    inputs = example_inputs(spec, batch=batch)
-    model = model.eval()
-    with torch.no_grad():
-        program = torch.onnx.export(
-            model,
-            tuple(inputs[n] for n in INPUT_NAMES),
-            input_names=list(INPUT_NAMES),
-            output_names=list(model.output_names),
-            opset_version=opset,
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
-    program.save(str(path))
-    return path

@@ -177,6 +177,7 @@ def run_player(args: argparse.Namespace) -> int:
             next_joint += joint_period
     report = {
         "camera_stamps": stamps, "sent": sent, "matched": matched, "start": t0, "end": time.time(),
+        "malformed_at": t0 + args.duration / 3 if args.malformed else None,
         "cpu_s": time.process_time() - cpu0, "wall_s": time.monotonic() - wall0,
         "schedule_lag_p99_ms": float(np.percentile(lag, 99) * 1e3) if lag else 0.0,
     }

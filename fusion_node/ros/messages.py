@@ -97,7 +97,7 @@ def health(
         sync = sync_stats.get(m, {})
         values = {"topic": topics.get(m, ""), "rate_hz": _fmt(s["rate_hz"]), "age_s": _fmt(s["age"]),
                   "received": _fmt(s["received"]), "malformed": _fmt(s["malformed"]),
-                  "rejected_by_sync": _fmt(s["rejected"])}
+                  "rejected_by_sync": _fmt(s["rejected"]), "lost_in_transport": _fmt(s["lost"])}
         values.update({f"sync_{k}": _fmt(v) for k, v in sorted(sync.items())})
         if s["last_error"]:
             values["last_error"] = s["last_error"]
@@ -110,11 +110,10 @@ def health(
             msg = f"stale: last message {s['age']:.1f} s ago"
         else:
             level, msg = OK, f"{s['rate_hz']:.1f} Hz"
-        bad = _delta(s, prev, "malformed")
-        late = _delta(s, prev, "rejected")
-        if bad or late:
+        bad, late, lost = (_delta(s, prev, k) for k in ("malformed", "rejected", "lost"))
+        if bad or late or lost:
             level = max(level, WARN)
-            msg += f"; {bad} malformed, {late} rejected (late/duplicate) this period"
+            msg += f"; this period: {bad} malformed, {late} rejected (late/duplicate), {lost} lost in transport"
         statuses.append(Status(level, f"{node}: input {m}", msg, values))
 
     inf, lat = snapshot["inference"], snapshot["latency"]

@@ -39,6 +39,7 @@ class InputCounter:
         self.received = 0
         self.malformed = 0
         self.rejected = 0  # refused by the sync buffer (late, duplicate, out of horizon)
+        self.lost = 0  # lost in transport, as reported by the middleware
         self.last_error = ""
 
     def arrived(self, now: float) -> None:
@@ -55,6 +56,7 @@ class InputCounter:
             "received": self.received,
             "malformed": self.malformed,
             "rejected": self.rejected,
+            "lost": self.lost,
             "rate_hz": rate,
             "age": (now - last) if last is not None else float("inf"),
             "last_error": self.last_error,
@@ -87,6 +89,10 @@ class NodeMonitor:
         with self._lock:
             self.inputs[name].malformed += 1
             self.inputs[name].last_error = reason
+
+    def lost(self, name: str, count: int) -> None:
+        with self._lock:
+            self.inputs[name].lost += count
 
     def frame_done(self, inference_s: float, latency_s: float, weights: dict[str, float]) -> None:
         with self._lock:

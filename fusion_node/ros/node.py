@@ -252,53 +252,53 @@ class FusionNode(LifecycleNode):
 
         s = self.settings
         qos = sensor_qos(s.sensor_qos_depth)
-        subs = []
         if s.image_transport == "compressed":
-            subs.append(self.create_subscription(
-                CompressedImage, s.topics.image + "/compressed",
-                self._handler("image", convert.compressed_image_from_msg), qos))
+            subs = [self._subscribe(CompressedImage, s.topics.image + "/compressed", "image",
+                                    self._handler("image", convert.compressed_image_from_msg), qos)]
         else:
-            subs.append(self.create_subscription(Image, s.topics.image,
-                                                 self._handler("image", convert.image_from_msg), qos))
+            subs = [self._subscribe(Image, s.topics.image, "image", self._handler("image", convert.image_from_msg), qos)]
         subs.extend(self._audio_subscriptions(qos))
-        for topic in s.topics.joints:
-            subs.append(self.create_subscription(JointState, topic,
-                                                 self._handler("joints", convert.joints_from_msg), qos))
-        subs.append(self.create_subscription(String, s.topics.text, self._on_text, latched_qos(),
-                                             event_callbacks=self._qos_warning(s.topics.text)))
+        subs.extend(self._subscribe(JointState, topic, "joints", self._handler("joints", convert.joints_from_msg), qos)
+                    for topic in s.topics.joints)
+        subs.append(self._subscribe(String, s.topics.text, "text", self._on_text, latched_qos()))
         return subs
 
-    def _qos_warning(self, topic: str):
-        """Event callbacks that log a publisher whose QoS cannot reach this subscription."""
+    def _subscribe(self, msg_type: Any, topic: str, modality: str, callback: Callable[[Any], None], qos: QoSProfile):
+        """A subscription whose DDS-level losses are counted and whose QoS mismatches are logged."""
         try:
             from rclpy.event_handler import SubscriptionEventCallbacks
         except ImportError:  # Humble
             from rclpy.qos_event import SubscriptionEventCallbacks
 
-        def incompatible(info: Any) -> None:
-            self._warn(f"{topic}: a publisher's QoS is incompatible (policy id {info.last_policy_kind}); "
-                       "publish instructions reliable + transient local")
+        def lost(info: Any) -> None:
+            self.monitor.lost(modality, int(info.total_count_change))
 
-        return SubscriptionEventCallbacks(incompatible_qos=incompatible)
+        def incompatible(info: Any) -> None:
+            self._warn(f"{topic}: a publisher's QoS is incompatible with this subscription's "
+                       f"(policy id {info.last_policy_kind}; {qos.reliability.name.lower()}, "
+                       f"{qos.durability.name.lower()})")
+
+        events = SubscriptionEventCallbacks(message_lost=lost, incompatible_qos=incompatible)
+        return self.create_subscription(msg_type, topic, callback, qos, event_callbacks=events)
 
     def _audio_subscriptions(self, qos: QoSProfile) -> list:
         s = self.settings
         if s.audio_type == "fusion_msgs/AudioFrame":
             from fusion_msgs.msg import AudioFrame
 
-            return [self.create_subscription(AudioFrame, s.topics.audio,
-                                             self._handler("audio", convert.audio_from_msg), qos)]
+            return [self._subscribe(AudioFrame, s.topics.audio, "audio", self._handler("audio", convert.audio_from_msg),
+                                    qos)]
         try:
             import audio_common_msgs.msg as acm
         except ImportError:
             raise RuntimeError(f"audio_type {s.audio_type} needs the audio_common_msgs package") from None
         if s.audio_type == "audio_common_msgs/AudioStamped":
-            return [self.create_subscription(acm.AudioStamped, s.topics.audio,
-                                             self._handler("audio", audio_stamped_from_msg), qos)]
+            return [self._subscribe(acm.AudioStamped, s.topics.audio, "audio",
+                                    self._handler("audio", audio_stamped_from_msg), qos)]
         convert_stamped = self._handler("audio", lambda msg, _arrival: audio_data_stamped_from_msg(msg, self._audio_info))
         return [
-            self.create_subscription(acm.AudioDataStamped, s.topics.audio, convert_stamped, qos),
-            self.create_subscription(acm.AudioInfo, s.topics.audio_info, self._on_audio_info, QoSProfile(depth=1)),
+            self._subscribe(acm.AudioDataStamped, s.topics.audio, "audio", convert_stamped, qos),
+            self._subscribe(acm.AudioInfo, s.topics.audio_info, "audio", self._on_audio_info, QoSProfile(depth=1)),
         ]
 
     def _on_audio_info(self, msg: Any) -> None:

@@ -50,7 +50,7 @@ class TrainConfig:
     seed: int = 0
     modality_dropout: float = 0.2  # per sample and modality, probability of masking it out
     loss_weights: dict[str, float] = field(
-        default_factory=lambda: {"target_xy": 4.0, "direction": 1.0, "command": 1.0}
+        default_factory=lambda: {"target_xy": 4.0, "direction": 1.0, "command": 1.0, "pointer": 0.5}
     )
     contrastive_weight: float = 0.0  # auxiliary InfoNCE weight (0 = off)
     contrastive_pairs: tuple[Any, ...] = (("image", "joints"), ("image", "text"))
@@ -77,7 +77,8 @@ class TrainConfig:
             (0 <= self.modality_dropout < 1, "modality_dropout must be in [0, 1)"),
             (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
             (self.stride >= 1, "stride must be >= 1"),
-            (set(self.loss_weights) <= set(TASKS), f"loss_weights keys must be among {', '.join(TASKS)}"),
+            (set(self.loss_weights) <= {*TASKS, "pointer"},
+             f"loss_weights keys must be among {', '.join(TASKS)}, pointer"),
             (self.contrastive_weight >= 0 and self.pretrain_epochs >= 0, "contrastive settings must be >= 0"),
         ]
         for ok, message in checks:
@@ -112,7 +113,7 @@ def _objective_cls():
                 if "contrastive" in parts else enc.vectors.sum() * 0.0
             if not contrastive_only:
                 named = self.model.named_outputs(self.model.forward_encoded(enc))
-                losses = task_losses(named, labels)
+                losses = task_losses(named, labels, self.model.image.grid, inputs["present"])
                 for k, v in losses.items():
                     parts[k] = v
                     total = total + self.cfg.loss_weights.get(k, 1.0) * v

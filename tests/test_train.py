@@ -192,3 +192,22 @@ def test_written_recipe_reloads_to_the_same_config(tmp_path, data):
     assert again.fusion == cfg.fusion and again.extra == cfg.extra and again.world == cfg.world
     assert [list(p) for p in again.contrastive_pairs] == [list(p) for p in cfg.contrastive_pairs]
     assert again.contrastive_weight == 0.2 and again.epochs == 1
+
+
+def test_pointer_loss_targets_the_grid_cell_of_the_target():
+    from fusion_node.evaluate import task_losses
+
+    labels = {"target_xy": torch.tensor([[0.30, 0.70]]), "direction": torch.tensor([[1.0, 0.0]]),
+              "command": torch.tensor([0]), "has_target": torch.tensor([True])}
+    base = {"target_xy": torch.tensor([[0.3, 0.7]]), "direction": torch.tensor([[1.0, 0.0]]),
+            "command": torch.tensor([[1.0, 0.0, 0.0, 0.0]])}
+    hit = torch.zeros(1, 64)
+    hit[0, 5 * 8 + 2] = 1.0  # row floor(0.7*8)=5, column floor(0.3*8)=2
+    losses = task_losses({**base, "image_attention": hit}, labels, grid=(8, 8), present=torch.ones(1, 4))
+    assert float(losses["pointer"]) < 1e-4 and float(losses["target_xy"]) < 1e-3
+    uniform = torch.full((1, 64), 1 / 64)
+    assert float(task_losses({**base, "image_attention": uniform}, labels, (8, 8))["pointer"]) == \
+        pytest.approx(np.log(64), rel=1e-3)
+    no_image = torch.tensor([[0.0, 1.0, 1.0, 1.0]])
+    assert float(task_losses({**base, "image_attention": uniform}, labels, (8, 8), no_image)["pointer"]) == 0.0
+    assert "pointer" not in task_losses(base, labels, (8, 8))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from fusion_node import rosenv
@@ -59,8 +60,19 @@ def _unavailable(name: str, exc: Exception):
     return run
 
 
+def _setup_logging() -> None:
+    """Show the package's own INFO lines (e.g. why `auto` chose a backend), not every library's."""
+    logger = logging.getLogger("fusion_node")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _setup_logging()
     # Only the chosen subcommand's module is imported: torch/rclpy load only when needed.
     only = next((a for a in argv if not a.startswith("-")), None)
     only = only if only in SUBCOMMANDS else None

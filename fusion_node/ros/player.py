@@ -10,6 +10,7 @@ with the bag's definition and copied field by field into the installed class.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -33,7 +34,7 @@ class PlayOptions:
     remap: dict[str, str] = field(default_factory=dict)
     clock_hz: float = 0.0  # 0: no /clock
     wait_subscribers: float = 0.0  # s to wait for a subscriber on every topic before starting
-    qos_depth: int = 100
+    qos_depth: int = 0  # publisher history; 0: 2 s of the topic's recorded rate, at least 100
     build_types: bool = True  # build rclpy packages for types the bag defines but nothing installs
     progress: bool = True
 
@@ -104,13 +105,22 @@ def _setup_topics(node, bag: BagReader, opts: PlayOptions, stats: PlayStats) -> 
             def prepare(m: BagMessage) -> object:
                 return m.data
 
-        pub = node.create_publisher(cls, opts.remap.get(name, name), qos_profile(info.qos, opts.qos_depth))
+        depth = opts.qos_depth or _auto_depth(info.count, bag.duration)
+        pub = node.create_publisher(cls, opts.remap.get(name, name), qos_profile(info.qos, depth))
         topics[name] = _Topic(pub, prepare)
         stats.published[opts.remap.get(name, name)] = 0
     if not topics:
         why = "; ".join(f"{t}: {r}" for t, r in stats.skipped.items()) or "no topics selected"
         raise RuntimeError(f"{bag.path}: nothing to play ({why})")
     return topics
+
+
+def _auto_depth(count: int | None, duration: float | None) -> int:
+    """History for a reliable publisher: unacknowledged samples beyond it are overwritten, so it
+    must cover a subscriber's hiccup (2 s) at the topic's rate (a 1 kHz topic lost samples at 100)."""
+    if not count or not duration:
+        return 1000
+    return int(min(10_000, max(100, 2.0 * count / duration)))
 
 
 def _build_missing(bag: BagReader, topics: list[str]) -> None:
@@ -137,6 +147,17 @@ def _wait_for_subscribers(topics: dict[str, _Topic], timeout: float) -> None:
         time.sleep(0.02)
 
 
+def _wait_acked(topics: dict[str, _Topic], timeout: float = 5.0) -> None:
+    """Let reliable subscribers acknowledge the last messages before the publishers go away:
+    a large sample still in transit when the process exits is lost."""
+    from rclpy.duration import Duration
+
+    deadline = time.monotonic() + timeout
+    for t in topics.values():
+        left = max(0.0, deadline - time.monotonic())
+        t.publisher.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9)))
+
+
 def _sleep_until(target: float) -> None:
     # Coarse sleep, then a short spin: time.sleep alone overshoots by up to a millisecond.
     while True:
@@ -151,13 +172,17 @@ def play(bag_path: str | Path, opts: PlayOptions, node=None) -> PlayStats:
     if opts.rate <= 0:
         raise ValueError(f"--rate must be positive, got {opts.rate}")
     import rclpy
+    from rclpy.signals import SignalHandlerOptions
 
     own = node is None
     if own:
         from fusion_node.rosenv import ensure_ros_env
 
         ensure_ros_env()
-        rclpy.init()
+        # Plain KeyboardInterrupt on Ctrl-C (also in a background job, which starts with SIGINT
+        # ignored): rclpy's own handler would shut the context down under the publisher first.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
         node = rclpy.create_node("fusion_player")
     stats = PlayStats()
     try:
@@ -177,6 +202,7 @@ def play(bag_path: str | Path, opts: PlayOptions, node=None) -> PlayStats:
                 _play_loop(bag, topics, clock, opts, stats)
             except KeyboardInterrupt:  # the normal end of --loop: report what was played
                 stats.interrupted = True
+            _wait_acked(topics)
     finally:
         if own:
             node.destroy_node()
@@ -261,7 +287,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--wait-subscribers", type=float, default=0.0, metavar="S",
         help="wait up to S seconds for a subscriber on every played topic before starting",
     )
-    p.add_argument("--qos-depth", type=int, default=100, help="publisher history depth (default 100)")
+    p.add_argument("--qos-depth", type=int, default=0,
+                   help="publisher history depth (default: 2 s of each topic's rate, at least 100)")
     p.add_argument("--no-build-types", action="store_true",
                    help="skip topics whose message package is not installed instead of building it "
                         "from the definitions stored in the bag")

@@ -50,7 +50,7 @@ def _publisher_qos(node, topic: str):
     from fusion_node.ros.bagtypes import qos_profile
 
     offered = [info.qos_profile for info in node.get_publishers_info_by_topic(topic)]
-    return qos_profile(offered, depth=1000)
+    return qos_profile(offered, depth=0)  # KEEP_ALL: a slow moment here must not lose messages
 
 
 class Recorder:
@@ -146,16 +146,21 @@ def record(out: str | Path, opts: RecordOptions) -> RecordStats:
     ensure_ros_env()
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
     out = Path(out)
     writer = BagWriter(out, overwrite=opts.overwrite)  # refuses an existing OUT before touching ROS
-    rclpy.init()
+    # The signal handlers below end the recording; rclpy's would shut the context down
+    # under the executor first.
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("fusion_recorder")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     rec = Recorder(node, writer, opts)
     stopping = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    # Both signals end the recording cleanly; SIGINT is set explicitly because a shell starts
+    # background jobs with it ignored.
+    previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     t0 = time.monotonic()
     try:
         rec.start()
@@ -176,7 +181,8 @@ def record(out: str | Path, opts: RecordOptions) -> RecordStats:
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         rec.stop()
         rec.stats.wall = time.monotonic() - t0
         executor.shutdown()

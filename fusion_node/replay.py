@@ -13,6 +13,7 @@ optionally a golden file or a comparison with one, and an HTML report.
 from __future__ import annotations
 
 import argparse
+import array
 import dataclasses
 import hashlib
 import json
@@ -64,14 +65,33 @@ class Truth:
 
 
 @dataclass
+class Arrivals:
+    """Accepted samples of one modality: capture stamps and arrival times (compact, 16 B each)."""
+
+    stamps: array.array = field(default_factory=lambda: array.array("d"))
+    times: array.array = field(default_factory=lambda: array.array("d"))
+
+    def add(self, stamp: float, arrival: float) -> None:
+        self.stamps.append(stamp)
+        self.times.append(arrival)
+
+
+@dataclass
 class ReplayResult:
+    """What a replay produced. Per-frame timing is always kept (16 B a frame); the detailed
+    trace the report draws from (frames, arrivals, truth, snapshots) only when asked for."""
+
     bag: Path
     out: Path
     model_id: str
     backend: str
     topics: dict[str, str]  # modality -> topic
+    n_frames: int = 0
+    delays: array.array = field(default_factory=lambda: array.array("d"))  # stamp -> frame, arrival clock
+    latencies: array.array = field(default_factory=lambda: array.array("d"))  # last input -> frame
+    computes: array.array = field(default_factory=lambda: array.array("d"))  # wall s per frame
     frames: list[FrameTrace] = field(default_factory=list)
-    arrivals: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # modality -> (stamp, arrival)
+    arrivals: dict[str, Arrivals] = field(default_factory=dict)
     truth: list[Truth] = field(default_factory=list)
     snapshots: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (stamp, image) for heatmaps
     commands: tuple[str, ...] = ()
@@ -90,16 +110,15 @@ class ReplayResult:
         return self.bag_duration / self.loop_wall if self.loop_wall > 0 else float("inf")
 
     def summary(self) -> dict[str, Any]:
-        lat = np.array([f.latency for f in self.frames]) if self.frames else np.zeros(1)
-        delay = np.array([f.emitted - f.stamp for f in self.frames]) if self.frames else np.zeros(1)
-        comp = np.array([f.compute for f in self.frames]) if self.frames else np.zeros(1)
+        lat, delay, comp = (np.asarray(a) if len(a) else np.zeros(1)
+                            for a in (self.latencies, self.delays, self.computes))
         return {
             "bag": str(self.bag),
             "out": str(self.out),
             "model_id": self.model_id,
             "backend": self.backend,
             "topics": self.topics,
-            "frames": len(self.frames),
+            "frames": self.n_frames,
             "messages": self.messages,
             "bad_messages": self.bad_messages,
             "bag_duration_s": round(self.bag_duration, 6),
@@ -173,8 +192,9 @@ class _StampBook:
 class Replayer:
     """Drives a Pipeline from a bag; see the module docstring for the clock it uses."""
 
-    def __init__(self, pipe, snapshots: int = 6) -> None:
+    def __init__(self, pipe, trace: bool = False, snapshots: int = 6) -> None:
         self.pipe = pipe
+        self.trace = trace  # keep what the report draws (grows with the bag: ~1 KB a frame)
         self.n_snapshots = snapshots
 
     def run(self, bag_path: str | Path, out: str | Path, topics: dict[str, str] | None = None,
@@ -184,7 +204,7 @@ class Replayer:
         with BagReader(bag_path) as bag:
             chosen, truth_topics = plan(bag, topics or {}, self.pipe.sync.cfg.reference)
             res = ReplayResult(bag_path, out, self.pipe.model_id, self.pipe.backend.name, chosen,
-                               arrivals={m: [] for m in chosen}, commands=tuple(self.pipe.spec.commands),
+                               arrivals={m: Arrivals() for m in chosen}, commands=tuple(self.pipe.spec.commands),
                                image_size=tuple(self.pipe.spec.image_size))
             with writer:
                 writer.add_topic(STATE_TOPIC, FUSED_STATE)
@@ -219,7 +239,8 @@ class Replayer:
                 msg = bag.decode(m)
                 if m.topic in truth_topics:
                     writer.write(m.topic, m.log_time, m.data)
-                    res.truth.append(_truth(msg))
+                    if self.trace:
+                        res.truth.append(_truth(msg))
                     continue
                 modality = by_topic[m.topic]
                 try:
@@ -229,8 +250,8 @@ class Replayer:
                     continue
                 if modality == "image":
                     stamps.add(sample.stamp, msg.header.stamp)
-                if self.pipe.add(modality, sample, arrival):
-                    res.arrivals[modality].append((sample.stamp, arrival))
+                if self.pipe.add(modality, sample, arrival) and self.trace:
+                    res.arrivals[modality].add(sample.stamp, arrival)
                 for frame in self.pipe.frames(arrival):
                     self._emit(frame, m.log_time, writer, stamps, res, every)
         except BagError as exc:
@@ -252,8 +273,14 @@ class Replayer:
         wait = max(0.0, now - frame.arrival)
         out = dataclasses.replace(out, latency=wait)
         writer.write(STATE_TOPIC, now_ns, fused_state_msg(out, writer.typestore, stamps.take(frame.stamp), "camera"))
+        res.n_frames += 1
+        res.delays.append(now - frame.stamp)
+        res.latencies.append(wait)
+        res.computes.append(compute)
+        if not self.trace:
+            return
         res.frames.append(_trace(frame, out, now, compute))
-        if frame.image is not None and (len(res.frames) - 1) % every == 0 and len(res.snapshots) < self.n_snapshots:
+        if frame.image is not None and (res.n_frames - 1) % every == 0 and len(res.snapshots) < self.n_snapshots:
             res.snapshots.append((frame.stamp, frame.image))
 
     def _bad(self, res: ReplayResult, topic: str, why: str) -> None:
@@ -368,7 +395,7 @@ def run(args: argparse.Namespace) -> int:
     # instruction; encode_batch leaves the embedding cache untouched.
     pipe.text_encoder.encode_batch(["warm up"])
     startup = time.perf_counter() - t0
-    res = Replayer(pipe).run(bag, out, overrides, overwrite=args.overwrite, progress=not args.no_progress)
+    res = Replayer(pipe, trace=bool(args.report)).run(bag, out, overrides, overwrite=args.overwrite, progress=not args.no_progress)
     res.startup_wall = startup
     summary = res.summary()
     status = 0
@@ -388,7 +415,7 @@ def run(args: argparse.Namespace) -> int:
         page = write_report(res, args.report)
         print(f"report: {page} ({time.perf_counter() - t_report:.1f} s)")
     print(
-        f"replayed {res.messages} messages, {len(res.frames)} fused frames, {res.bag_duration:.2f} s of bag "
+        f"replayed {res.messages} messages, {res.n_frames} fused frames, {res.bag_duration:.2f} s of bag "
         f"in {res.loop_wall:.2f} s: {res.realtime_factor:.1f}x real time ({res.backend}, {res.model_id}); "
         f"wrote {out}"
     )

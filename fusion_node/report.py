@@ -31,7 +31,7 @@ def write_report(res: ReplayResult, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     sections: list[tuple[str, str, str]] = []  # (title, png name, caption)
     if not res.frames:
-        raise ValueError(f"{res.bag}: no fused frames to report on")
+        raise ValueError(f"{res.bag}: no fused frames to report on (replay with trace=True keeps them)")
     t0 = res.frames[0].stamp
     sections.append(("Alignment timeline", _alignment(res, t0, out / "alignment.png"),
                      f"First {TIMELINE_WINDOW:g} s: sample capture stamps per modality (ticks), the samples each "
@@ -70,7 +70,7 @@ def _alignment(res: ReplayResult, t0: float, path: Path) -> str:
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(12, 7), gridspec_kw={"height_ratios": [3, 1.3]})
     lo, hi = t0 - 0.1, t0 + TIMELINE_WINDOW
     for m in mods:
-        stamps = np.array([s for s, _ in res.arrivals[m]]) if res.arrivals[m] else np.zeros(0)
+        stamps = np.asarray(res.arrivals[m].stamps)
         sel = stamps[(stamps >= lo) & (stamps <= hi)] - t0
         ax.scatter(sel, np.full(sel.size, rows[m]), marker="|", s=120, color=COLORS[m], alpha=0.45, lw=1)
     frames = [f for f in res.frames if lo <= f.stamp <= hi]
@@ -92,11 +92,12 @@ def _alignment(res: ReplayResult, t0: float, path: Path) -> str:
     ax.set_title("Alignment: samples used by each fused frame")
     ax.grid(axis="x", alpha=0.3)
     # whole-bag receive rate per modality: gaps and bursts stand out
-    end = max((a for m in mods for _, a in res.arrivals[m]), default=t0)
-    start = min((a for m in mods for _, a in res.arrivals[m]), default=t0)
+    times = {m: np.asarray(res.arrivals[m].times) for m in mods}
+    end = max((float(t.max()) for t in times.values() if t.size), default=t0)
+    start = min((float(t.min()) for t in times.values() if t.size), default=t0)
     bins = np.arange(start, end + 0.1, 0.1)
     for m in mods:
-        arr = np.array([a for _, a in res.arrivals[m]])
+        arr = times[m]
         if arr.size and bins.size > 1:
             counts, _ = np.histogram(arr, bins)
             ax2.step(bins[:-1] - start, counts * 10.0, where="post", color=COLORS[m], label=m, lw=1)

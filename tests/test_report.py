@@ -33,7 +33,7 @@ def report(tmp_path_factory) -> Path:
     torch.set_num_threads(1)  # see test_replay: shared 2-core CI machine
     try:
         pipe = Pipeline(PipelineConfig(model_dir=str(root / "model"), backend="torch"))
-        res = Replayer(pipe).run(root / "bag", root / "out", progress=False)
+        res = Replayer(pipe, trace=True).run(root / "bag", root / "out", progress=False)
     finally:
         torch.set_num_threads(threads)
     assert any(f.attention is not None for f in res.frames)

@@ -24,7 +24,8 @@ NODE_ARGUMENTS = (
     ("backend", "", "inference backend (empty: the params file's)", None),
     ("namespace", "", "node namespace", None),
     ("auto_activate", "", "configure and activate at start (empty: the params file's)", ("", "true", "false")),
-    ("dds", "large", "Fast DDS transports: large (LARGE_DATA) or default", tuple(DDS_MODES)),
+    ("dds", "shm", "Fast DDS transports: shm (large shared-memory profile), large (LARGE_DATA), default or inherit",
+     DDS_MODES),
 )
 PLAYER_ARGUMENTS = (
     ("bag", None, "rosbag2 directory, .mcap or .db3 file", None),

@@ -56,20 +56,38 @@ def _stop(proc: subprocess.Popen) -> int:
 @pytest.fixture(scope="module")
 def live_node(require_fusion_msgs, fusion_cmd, ros_env, model_dir, tmp_path_factory):
     log = tmp_path_factory.mktemp("node") / "node.log"
-    proc = _start_node(fusion_cmd, ros_env, model_dir, log)
+    # Simulated time throughout: the synthetic player publishes /clock (wall time), then a bag
+    # played with `fusion play --clock` takes the clock years back (a clock jump to survive).
+    proc = _start_node(fusion_cmd, ros_env, model_dir, log, "--use-sim-time")
     yield proc, log
     assert _stop(proc) == 0, log.read_text()[-2000:]
     assert "fused states" in log.read_text()
 
 
-def _play(ros_env, tmp: Path, *player_args: str, topic: str = "/fusion/state") -> tuple[dict, dict]:
+def _wait_alongside(proc: subprocess.Popen, node: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Wait for `proc`, failing at once (with the node's log) if the node dies meanwhile."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if node.poll() is not None:
+            proc.kill()
+            pytest.fail("the node exited:\n" + log.read_text()[-3000:])
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"{proc.args[:4]} did not finish in {timeout} s")
+        time.sleep(0.1)
+    assert proc.returncode == 0, proc.args
+
+
+def _play(ros_env, tmp: Path, live_node, *player_args: str, topic: str = "/fusion/state") -> tuple[dict, dict]:
     """Consumer + player, as in the benchmark; their reports."""
+    node, log = live_node
     p_json, c_json = tmp / "player.json", tmp / "consumer.json"
     consumer = subprocess.Popen([*PROCS, "consumer", "--topic", topic, "--diagnostics", "--wait", str(NODE_START_S),
                                  "--report", str(c_json)], env=ros_env, stdout=subprocess.DEVNULL)
     try:
-        subprocess.run([*PROCS, "player", "--wait-topic", topic, "--wait", str(NODE_START_S), "--report", str(p_json),
-                        *player_args], env=ros_env, check=True, timeout=NODE_START_S + 60)
+        player = subprocess.Popen([*PROCS, "player", "--clock", "--wait-topic", topic, "--wait", str(NODE_START_S),
+                                   "--report", str(p_json), *player_args], env=ros_env)
+        _wait_alongside(player, node, log, NODE_START_S + 60)
         time.sleep(2.5)  # last frames, and one more /diagnostics period
     finally:
         consumer.send_signal(signal.SIGINT)
@@ -83,7 +101,7 @@ def _inputs(diagnostics: dict) -> dict[str, dict]:
 
 def test_player_node_consumer_counts_and_fields(live_node, ros_env, tmp_path):
     proc, log = live_node
-    player, consumer = _play(ros_env, tmp_path, "--rate", "10", "--duration", "3")
+    player, consumer = _play(ros_env, tmp_path, live_node, "--rate", "10", "--duration", "3")
     assert proc.poll() is None, log.read_text()[-2000:]
     sent = player["camera_stamps"]
     matched = [match_stamp(sent, s) for s, _, _ in consumer["samples"]]
@@ -113,7 +131,7 @@ def test_player_node_consumer_counts_and_fields(live_node, ros_env, tmp_path):
 
 def test_malformed_message_of_each_type_is_counted_and_survived(live_node, ros_env, tmp_path):
     proc, log = live_node
-    player, consumer = _play(ros_env, tmp_path, "--rate", "10", "--duration", "3", "--malformed")
+    player, consumer = _play(ros_env, tmp_path, live_node, "--rate", "10", "--duration", "3", "--malformed")
     assert proc.poll() is None, log.read_text()[-2000:]
     # Frames after the broken messages (sent at a third of the run) were still fused.
     after = [s for s, _, _ in consumer["samples"] if s * 1e-9 > player["malformed_at"] + 0.2]
@@ -123,6 +141,40 @@ def test_malformed_message_of_each_type_is_counted_and_survived(live_node, ros_e
     assert all(n >= 1 for n in malformed.values()), malformed  # two image kinds, one of each other type
     assert "encoding" in inputs["image"]["values"]["last_error"] or "bytes" in inputs["image"]["values"]["last_error"]
     assert "dropped malformed" in log.read_text()
+
+
+def test_bag_played_with_clock_into_the_sim_time_node(live_node, fusion_cmd, ros_env, tmp_path):
+    from fusion_node.bag.reader import BagReader
+
+    proc, log = live_node
+    bag = tmp_path / "bag"
+    subprocess.run([*fusion_cmd, "sample-bag", str(bag), "--duration", "3", "--no-progress"], env=ros_env, check=True,
+                   capture_output=True, timeout=120)
+    with BagReader(bag) as reader:
+        stamps = sorted(stamp_of(reader.decode(m)) for m in reader.messages(topics=["/camera/image_raw"]))
+    c_json = tmp_path / "consumer.json"
+    consumer = subprocess.Popen([*PROCS, "consumer", "--diagnostics", "--wait", str(NODE_START_S),
+                                 "--report", str(c_json)], env=ros_env, stdout=subprocess.DEVNULL)
+    try:
+        play = subprocess.Popen([*fusion_cmd, "play", str(bag), "--clock", "--wait-subscribers", "30", "--no-progress",
+                                 "--topics", "/camera/image_raw", "/audio", "/joint_states", "/instruction"],
+                                env=ros_env, stdout=subprocess.DEVNULL)
+        _wait_alongside(play, proc, log, NODE_START_S + 60)
+        time.sleep(2.5)
+    finally:
+        consumer.send_signal(signal.SIGINT)
+        consumer.wait(30)
+    assert proc.poll() is None, log.read_text()[-2000:]
+    report = json.loads(c_json.read_text())
+    fused = [match_stamp(stamps, s) for s, _, _ in report["samples"]]
+    assert fused and None not in fused  # aligned to the bag's own camera stamps, years back
+    # The instruction arrived (the bag's publisher is volatile: the node added a volatile subscription).
+    assert report["state"]["present"][MODALITIES.index("text")]
+    assert "also subscribed" in log.read_text()
+
+
+def stamp_of(msg) -> int:
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
 # -- lifecycle, parameters and reset through the node's services ------------------------------

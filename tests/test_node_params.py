@@ -203,7 +203,12 @@ def test_audio_stamped_reads_the_portaudio_format():
 
 
 def test_launch_helpers():
-    assert dds_env("large") == {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
+    assert dds_env("large")["FASTDDS_BUILTIN_TRANSPORTS"] == "LARGE_DATA"
+    assert dds_env("inherit") == {}
+    shm = dds_env("shm")
+    assert shm["FASTDDS_BUILTIN_TRANSPORTS"] is None
+    assert shm["FASTDDS_DEFAULT_PROFILES_FILE"] == shm["FASTRTPS_DEFAULT_PROFILES_FILE"]
+    assert Path(shm["FASTDDS_DEFAULT_PROFILES_FILE"]).name == "fastdds_large_shm.xml"
     env = {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA", "X": "1"}
     apply_dds("default", env)
     assert env == {"X": "1"}
@@ -234,13 +239,16 @@ def _launch_tree(name: str) -> ast.Module:
     return ast.parse((ROOT / "launch" / name).read_text(), filename=name)
 
 
-@pytest.mark.parametrize("name", ["fusion.launch.py", "play_bag.launch.py"])
-def test_launch_files_compile_and_declare_their_arguments(name):
+@pytest.mark.parametrize("name,args", [
+    ("fusion.launch.py", ("params_file", "model", "backend", "namespace", "use_sim_time", "auto_activate", "dds")),
+    ("play_bag.launch.py", ("params_file", "model", "backend", "namespace", "dds", "bag", "rate", "loop", "clock")),
+])
+def test_launch_files_compile_and_declare_their_arguments(name, args):
     tree = _launch_tree(name)
     funcs = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert "generate_launch_description" in funcs
     source = (ROOT / "launch" / name).read_text()
-    for arg in ("params_file", "model", "backend", "namespace", "dds"):
+    for arg in args:
         assert f'("{arg}"' in source
     try:
         import launch  # noqa: F401

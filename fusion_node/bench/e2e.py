@@ -8,7 +8,8 @@ deviation of the consumer's inter-arrival times; loss counts camera frames witho
 FusedState. Each rate also runs as a baseline without the node (the consumer subscribes to the
 camera topic itself: same payloads, transport only), so the node's own cost shows as the
 difference. Rates 10/30/60 Hz, then a peak-rate search (highest rate with <= 5% loss), under
-the default Fast DDS transports and under LARGE_DATA. CPU is per process, in % of one core.
+three Fast DDS settings applied to every process: the defaults, the shipped large shared-memory
+profile (shm) and LARGE_DATA. CPU is per process, in % of one core.
 """
 from __future__ import annotations
 
@@ -42,10 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rates", type=float, nargs="+", default=[10.0, 30.0, 60.0], metavar="HZ",
                         help="camera rates (default 10 30 60)")
     parser.add_argument("--duration", type=float, default=5.0, metavar="S", help="seconds per rate (default 5)")
-    parser.add_argument("--dds", nargs="+", choices=("default", "large"), default=["default", "large"],
-                        help="Fast DDS settings to measure (default both)")
+    parser.add_argument("--dds", nargs="+", choices=("default", "shm", "large"), default=["default", "shm", "large"],
+                        help="Fast DDS settings to measure (default: all three; see `fusion node --help`)")
     parser.add_argument("--no-peak", action="store_true", help="skip the peak-rate search")
-    parser.add_argument("--quick", action="store_true", help="smoke run: LARGE_DATA only, 30 Hz, 3 s, no peak search")
+    parser.add_argument("--quick", action="store_true", help="smoke run: shm profile only, 30 Hz, 3 s, no peak search")
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: derived from the pid)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--workdir", metavar="DIR", help="keep the processes' logs and reports here")
@@ -125,6 +126,9 @@ class Runner:
     def _py(*args: str) -> list[str]:
         return [sys.executable, "-m", *args]
 
+    def _procs(self, *args: str) -> list[str]:
+        return self._py(PROCS, "--dds", self.mode, *args)
+
     def start_node(self, model: str, backend: str) -> None:
         cmd = self._py("fusion_node.cli", "node", "--model", model, "--backend", backend, "--dds", self.mode)
         with self.node_log.open("w") as log:
@@ -147,10 +151,10 @@ class Runner:
         p_json, c_json = self.workdir / f"player-{tag}.json", self.workdir / f"consumer-{tag}.json"
         kind, topic = ("state", STATE_TOPIC) if with_node else ("image", CAMERA_TOPIC)
         consumer = subprocess.Popen(
-            self._py(PROCS, "consumer", "--kind", kind, "--topic", topic, "--wait", str(wait), "--report", str(c_json),
+            self._procs("consumer", "--kind", kind, "--topic", topic, "--wait", str(wait), "--report", str(c_json),
                      *(["--diagnostics"] if with_node else [])),
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        player_cmd = self._py(PROCS, "player", "--rate", str(rate), "--duration", str(duration), "--wait", str(wait),
+        player_cmd = self._procs("player", "--rate", str(rate), "--duration", str(duration), "--wait", str(wait),
                               "--report", str(p_json), *(["--wait-topic", STATE_TOPIC] if with_node else []))
         try:
             player = subprocess.run(player_cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -319,7 +323,7 @@ def run(args: argparse.Namespace) -> int:
     model = str(resolve_model_dir(args.model))
     rates, duration, modes, peak = list(args.rates), args.duration, list(args.dds), not args.no_peak
     if args.quick:
-        rates, duration, modes, peak = [TARGET_RATE], 3.0, ["large"], False
+        rates, duration, modes, peak = [TARGET_RATE], 3.0, ["shm"], False
     if duration <= 0 or any(r <= 0 for r in rates):
         raise ValueError("--duration and --rates must be positive")
     domain = args.domain_id if args.domain_id is not None else 100 + os.getpid() % 100

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from fusion_node.ros.launch_support import DDS_MODES
+
 JOINT_GROUPS = (("joint1", "joint2"), ("joint3",))  # two publishers, merged by name in the node
 
 
@@ -116,6 +118,11 @@ def run_player(args: argparse.Namespace) -> int:
         "joints": [node.create_publisher(JointState, "/joint_states", qos) for _ in JOINT_GROUPS],
         "text": node.create_publisher(String, "/instruction", latched_qos()),
     }
+    clock_pub = None
+    if args.clock:
+        from rosgraph_msgs.msg import Clock
+
+        clock_pub = node.create_publisher(Clock, "/clock", 10)
     frames = _Frames(args.width, args.height)
     waited = [args.image_topic, *args.wait_topic]
     matched = _wait_for(lambda: all(node.count_subscribers(t) > 0 for t in waited), args.wait)
@@ -127,6 +134,7 @@ def run_player(args: argparse.Namespace) -> int:
     cam_period, joint_period = 1.0 / args.rate, 1.0 / args.joint_rate
     t0 = time.time() + 0.2
     next_cam, next_audio, next_joint = t0, t0 + args.audio_chunk, t0
+    next_clock = t0 if clock_pub is not None else float("inf")
     audio_index = 0
     stamps: list[int] = []
     lag: list[float] = []
@@ -134,7 +142,7 @@ def run_player(args: argparse.Namespace) -> int:
     malformed_at = t0 + args.duration / 3 if args.malformed else float("inf")
     cpu0, wall0 = time.process_time(), time.monotonic()
     while True:
-        due = min(next_cam, next_audio, next_joint, malformed_at)
+        due = min(next_cam, next_audio, next_joint, malformed_at, next_clock)
         if due >= t0 + args.duration:
             break
         wait = due - time.time()
@@ -144,7 +152,10 @@ def run_player(args: argparse.Namespace) -> int:
             pass
         now = time.time()
         lag.append(now - due)
-        if due == malformed_at:
+        if due == next_clock:
+            clock_pub.publish(Clock(clock=_time_msg(now)))
+            next_clock += 0.01
+        elif due == malformed_at:
             _malformed(pubs, now)
             malformed_at = float("inf")
         elif due == next_cam:
@@ -261,6 +272,7 @@ def fused_state_dict(msg: Any) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fusion_node.bench.e2e_procs")
     sub = parser.add_subparsers(dest="role", required=True)
+    parser.add_argument("--dds", choices=DDS_MODES, default="inherit", help="Fast DDS transports (see fusion node)")
     p = sub.add_parser("player")
     p.add_argument("--rate", type=float, default=30.0, help="camera Hz")
     p.add_argument("--duration", type=float, default=5.0)
@@ -271,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--joint-rate", type=float, default=500.0)
     p.add_argument("--instruction", default="go to the red square")
     p.add_argument("--malformed", action="store_true", help="also send one broken message per input type")
+    p.add_argument("--clock", action="store_true", help="also publish /clock (wall time, 100 Hz) for use_sim_time")
     p.add_argument("--wait-topic", action="append", default=[], metavar="TOPIC",
                    help="also wait for a subscriber on TOPIC (repeatable); the camera topic is always waited for")
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for subscribers")
@@ -292,9 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from fusion_node import rosenv
+    from fusion_node.ros.launch_support import apply_dds
 
-    rosenv.ensure_ros_env()
     args = build_parser().parse_args(argv)
+    rosenv.ensure_ros_env()
+    apply_dds(args.dds)  # after rosenv, which fills in its own default
     return args.func(args)
 
 

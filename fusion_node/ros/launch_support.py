@@ -14,17 +14,42 @@ from typing import Any
 from fusion_node.ros.params import package_share
 
 # Fast DDS' default shared-memory segment is 512 KB: a VGA rgb8 image (921,600 bytes) is then
-# fragmented over UDP. LARGE_DATA (Fast DDS >= 2.13, i.e. Jazzy and newer) moves user data to
-# TCP + a large shared-memory transport; older Fast DDS ignores the variable.
-DDS_VARIABLE = "FASTDDS_BUILTIN_TRANSPORTS"
-DDS_MODES: dict[str, str | None] = {"large": "LARGE_DATA", "default": None}
+# fragmented. Two remedies, measured by `fusion bench e2e`:
+#   shm   config/fastdds_large_shm.xml: the default transports with a 16 MB segment. The segment
+#         is the writer's, so it helps the processes that publish images; participants using it
+#         still talk to participants on the defaults.
+#   large FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA (Fast DDS >= 2.13): TCP + shared memory for data.
+#         Participants using it do not discover participants on the defaults, so every process of
+#         the graph needs it (fusion_node.rosenv sets it for the project's own commands).
+# inherit leaves the environment as it is; default removes both settings.
+BUILTIN_TRANSPORTS = "FASTDDS_BUILTIN_TRANSPORTS"
+PROFILES_FILES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")  # Fast DDS 3, 2
+SHM_PROFILE = "fastdds_large_shm.xml"
+DDS_MODES = ("inherit", "default", "shm", "large")
+
+
+def shm_profile() -> Path:
+    """The shipped Fast DDS profile with a large shared-memory segment."""
+    candidates = [Path(__file__).resolve().parents[2] / "config" / SHM_PROFILE]
+    share = package_share()
+    if share is not None:
+        candidates.insert(0, share / "config" / SHM_PROFILE)
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise FileNotFoundError(f"{SHM_PROFILE} not found (looked in {', '.join(str(c) for c in candidates)})")
 
 
 def dds_env(mode: str) -> dict[str, str | None]:
     """Environment changes for a DDS mode: name -> value, None meaning unset."""
     if mode not in DDS_MODES:
         raise ValueError(f"unknown DDS mode {mode!r} (choose {', '.join(DDS_MODES)})")
-    return {DDS_VARIABLE: DDS_MODES[mode]}
+    if mode == "inherit":
+        return {}
+    env: dict[str, str | None] = {BUILTIN_TRANSPORTS: "LARGE_DATA" if mode == "large" else None}
+    profile = str(shm_profile()) if mode == "shm" else None
+    env.update(dict.fromkeys(PROFILES_FILES, profile))
+    return env
 
 
 def apply_dds(mode: str, environ: MutableMapping[str, str] | None = None) -> None:

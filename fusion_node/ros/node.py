@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import rclpy
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -56,6 +57,11 @@ def latched_qos() -> QoSProfile:
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
+def _volatile(qos: QoSProfile) -> QoSProfile:
+    return QoSProfile(history=qos.history, depth=qos.depth, reliability=qos.reliability,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
 def output_qos() -> QoSProfile:
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
@@ -81,6 +87,7 @@ class FusionNode(LifecycleNode):
         self._diag_timer = None
         self._reset_srv = None
         self._audio_info = None  # latest audio_common AudioInfo (AudioDataStamped input)
+        self._unstamped_text = None  # instruction received before a simulated clock started
         self._frame_id = ""
         self._previous_snapshot: dict | None = None
 
@@ -197,7 +204,9 @@ class FusionNode(LifecycleNode):
         self._stop.clear()
         self._worker = threading.Thread(target=self._work, name="fusion-inference", daemon=True)
         self._worker.start()
-        self._diag_timer = self.create_timer(s.diagnostics.period, self._publish_diagnostics)
+        # Steady clock: diagnostics keep coming while a simulated clock is paused or jumps.
+        self._diag_timer = self.create_timer(s.diagnostics.period, self._publish_diagnostics,
+                                             clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(f"active: publishing {s.topics.state}")
         return super().on_activate(state)
 
@@ -257,14 +266,20 @@ class FusionNode(LifecycleNode):
                                     self._handler("image", convert.compressed_image_from_msg), qos)]
         else:
             subs = [self._subscribe(Image, s.topics.image, "image", self._handler("image", convert.image_from_msg), qos)]
-        subs.extend(self._audio_subscriptions(qos))
-        subs.extend(self._subscribe(JointState, topic, "joints", self._handler("joints", convert.joints_from_msg), qos)
-                    for topic in s.topics.joints)
-        subs.append(self._subscribe(String, s.topics.text, "text", self._on_text, latched_qos()))
+        subs.extend(self._audio_subscriptions(sensor_qos(s.audio_qos_depth)))
+        joints_qos = sensor_qos(s.joints_qos_depth)
+        subs.extend(self._subscribe(JointState, topic, "joints", self._handler("joints", convert.joints_from_msg),
+                                    joints_qos) for topic in s.topics.joints)
+        # A volatile instruction publisher (`ros2 topic pub`, a bag without QoS metadata) cannot
+        # match the transient-local request: it gets a volatile subscription of its own.
+        subs.append(self._subscribe(String, s.topics.text, "text", self._on_text, latched_qos(),
+                                    fallback=_volatile(latched_qos())))
         return subs
 
-    def _subscribe(self, msg_type: Any, topic: str, modality: str, callback: Callable[[Any], None], qos: QoSProfile):
-        """A subscription whose DDS-level losses are counted and whose QoS mismatches are logged."""
+    def _subscribe(self, msg_type: Any, topic: str, modality: str, callback: Callable[[Any], None], qos: QoSProfile,
+                   fallback: QoSProfile | None = None):
+        """A subscription whose DDS-level losses are counted and whose QoS mismatches are logged;
+        with `fallback`, a mismatch adds a second subscription with that QoS (once)."""
         try:
             from rclpy.event_handler import SubscriptionEventCallbacks
         except ImportError:  # Humble
@@ -274,6 +289,14 @@ class FusionNode(LifecycleNode):
             self.monitor.lost(modality, int(info.total_count_change))
 
         def incompatible(info: Any) -> None:
+            nonlocal fallback
+            if fallback is not None and self._state_pub is not None:
+                extra, fallback = fallback, None
+                self._subs.append(self.create_subscription(msg_type, topic, callback, extra))
+                self.get_logger().warning(
+                    f"{topic}: a publisher offers {extra.durability.name.lower()} durability; also subscribed "
+                    f"with it (messages it sent before this node started are not received)")
+                return
             self._warn(f"{topic}: a publisher's QoS is incompatible with this subscription's "
                        f"(policy id {info.last_policy_kind}; {qos.reliability.name.lower()}, "
                        f"{qos.durability.name.lower()})")
@@ -311,8 +334,16 @@ class FusionNode(LifecycleNode):
         return callback
 
     def _on_text(self, msg: Any) -> None:
-        # Headerless: stamped with the ROS clock so it shares the sensors' (possibly simulated) time line.
+        # Headerless: stamped with the ROS clock so it shares the sensors' (possibly simulated) time
+        # line. Under use_sim_time before the first /clock the clock reads 0: the instruction then
+        # waits for the next sensor message and takes its stamp.
         stamp = self.get_clock().now().nanoseconds * 1e-9
+        if stamp <= 0.0:
+            self._unstamped_text = msg
+            return
+        self._ingest_text(msg, stamp)
+
+    def _ingest_text(self, msg: Any, stamp: float) -> None:
         self._ingest("text", lambda m, _arrival: convert.text_from_msg(m, stamp), msg)
 
     def _ingest(self, modality: str, conv: Callable[[Any, float | None], Any], msg: Any) -> None:
@@ -334,6 +365,9 @@ class FusionNode(LifecycleNode):
             self._warn(f"dropped malformed {modality} message: {reason}")
             return
         self.monitor.arrived(modality, arrival, accepted)
+        if self._unstamped_text is not None and modality != "text":
+            msg, self._unstamped_text = self._unstamped_text, None
+            self._ingest_text(msg, sample.stamp)
 
     def _hand_over(self, frames: list[AlignedFrame]) -> None:
         """Queue ready frames for the worker (caller holds _sync_lock); the bound drops the oldest."""

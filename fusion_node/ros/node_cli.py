@@ -33,8 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default=NODE_NAME, help=f"node name (default {NODE_NAME})")
     p.add_argument("--use-sim-time", action="store_true", help="follow /clock (e.g. from `fusion play --clock`)")
     p.add_argument("--no-activate", action="store_true", help="stay unconfigured until a lifecycle manager acts")
-    p.add_argument("--dds", choices=tuple(DDS_MODES), default="large",
-                   help="Fast DDS transports: large (FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA, default) or default")
+    p.add_argument("--dds", choices=DDS_MODES, default="inherit",
+                   help="Fast DDS transports: inherit (the environment's, as every `fusion` command; default), "
+                        "shm (config/fastdds_large_shm.xml: 16 MB shared memory, talks to default participants), "
+                        "large (FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA: only talks to LARGE_DATA participants), "
+                        "default (Fast DDS defaults)")
     p.add_argument("--executor", choices=("auto", "events", "single"), default="auto",
                    help="rclpy executor (auto: EventsExecutor where available)")
     p.add_argument("--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (0: run until Ctrl-C)")

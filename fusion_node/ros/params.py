@@ -56,7 +56,9 @@ class NodeSettings:
     topics: Topics = field(default_factory=Topics)
     image_transport: str = "raw"
     audio_type: str = AUDIO_TYPES[0]
-    sensor_qos_depth: int = 10
+    sensor_qos_depth: int = 10  # camera
+    audio_qos_depth: int = 50
+    joints_qos_depth: int = 200  # 0.2 s at 1 kHz: a stalled executor must not overwrite joint states
     frame_id: str = ""  # FusedState header frame; empty copies the camera's frame_id
     auto_activate: bool = True
     warmup_runs: int = 3
@@ -112,7 +114,10 @@ META: dict[str, ParamMeta] = {
     "topics.state": ParamMeta("fusion_msgs/FusedState output topic"),
     "image_transport": ParamMeta("Camera transport", choices=IMAGE_TRANSPORTS),
     "audio_type": ParamMeta("Audio message type on topics.audio", choices=AUDIO_TYPES),
-    "sensor_qos_depth": ParamMeta("History depth of the sensor-data QoS subscriptions", range=(1, 10000)),
+    "sensor_qos_depth": ParamMeta("History depth of the camera subscription (sensor-data QoS)", range=(1, 10000)),
+    "audio_qos_depth": ParamMeta("History depth of the audio subscription (sensor-data QoS)", range=(1, 10000)),
+    "joints_qos_depth": ParamMeta("History depth of each joint-state subscription (sensor-data QoS)",
+                                  range=(1, 100000)),
     "frame_id": ParamMeta("FusedState header frame_id; empty copies the camera's"),
     "auto_activate": ParamMeta("Configure and activate on start instead of waiting for a lifecycle manager"),
     "warmup_runs": ParamMeta("Inference runs on a blank frame during configure", range=(0, 100)),

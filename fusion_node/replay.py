@@ -320,7 +320,17 @@ def _stream_digest(out: Path) -> str:
 
 # -- configuration and CLI ---------------------------------------------------------------------
 def pipeline_config(config: str | None, model: str | None, backend: str | None, device: str | None) -> PipelineConfig:
-    cfg = from_dict(PipelineConfig, load_yaml(config)) if config else PipelineConfig()
+    """PipelineConfig from a YAML file (PipelineConfig fields, or the node's ROS params file such
+    as config/fusion.yaml, so replay aligns exactly like the node) and command-line overrides."""
+    cfg = PipelineConfig()
+    if config:
+        data = load_yaml(config)
+        if any(isinstance(v, dict) and "ros__parameters" in v for v in data.values()):
+            from fusion_node.ros.params import load, read_params_file
+
+            cfg = load(read_params_file(config))[0]
+        else:
+            cfg = from_dict(PipelineConfig, data)
     if model:
         cfg.model_dir = model
     if backend:
@@ -353,7 +363,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("bag", metavar="BAG", help="rosbag2 directory, .mcap or .db3 file")
     p.add_argument("--out", metavar="OUT", help="output bag directory (default: BAG.replay)")
     p.add_argument("--model", metavar="DIR", help="model directory (default: the config's, models/default)")
-    p.add_argument("--config", metavar="YAML", help="pipeline config file (PipelineConfig fields)")
+    p.add_argument("--config", metavar="YAML",
+                   help="pipeline config: the node's params file (config/fusion.yaml) or PipelineConfig fields")
     p.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "torch"), help="inference backend")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="inference device")
     p.add_argument("--topic", nargs="+", default=[], metavar="MODALITY=TOPIC",

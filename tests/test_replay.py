@@ -210,3 +210,18 @@ def test_cli_rejects_bad_bags_with_one_line_before_loading_the_model(bag: Path, 
     assert code == 1
     err = capsys.readouterr().err
     assert "topic /camera/image_raw is sensor_msgs/msg/Image, which does not convert to joints" in err
+
+
+def test_config_takes_the_node_params_file_or_pipeline_fields(repo_root: Path, models, tmp_path: Path) -> None:
+    from fusion_node.replay import pipeline_config
+
+    node = pipeline_config(str(repo_root / "config" / "fusion.yaml"), str(models["torch"]), "torch", None)
+    assert node.model_dir == str(models["torch"]) and node.backend == "torch"
+    assert node.sync.modalities["audio"].policy == "window" and node.sync.reference == "image"
+    plain = tmp_path / "pipe.yaml"
+    plain.write_text("backend: onnxruntime\nsync:\n  horizon: 3.0\n")
+    cfg = pipeline_config(str(plain), str(models["torch"]), None, None)
+    assert cfg.backend == "onnxruntime" and cfg.sync.horizon == 3.0
+    plain.write_text("bogus: 1\n")
+    with pytest.raises(ValueError, match="unknown key"):
+        pipeline_config(str(plain), str(models["torch"]), None, None)

@@ -261,13 +261,15 @@ def test_lifecycle_transitions_parameters_and_reset(require_fusion_msgs, fusion_
         assert client.state() == "unconfigured" and proc.poll() is None
         assert "configure failed" in log.read_text()
         assert client.set("model_dir", str(model_dir))[0]
+        assert client.set("image_transport", "compressed")[0]
         assert client.transition("configure")
         assert client.state() == "inactive"
         assert client.counts(f"{NS}/fusion/state", (0, 0)) == (0, 0)
         assert client.transition("activate")
         assert client.state() == "active"
         assert client.counts(f"{NS}/fusion/state", (1, 0)) == (1, 0)
-        assert client.counts(f"{NS}/camera/image_raw", (0, 1)) == (0, 1)
+        assert client.counts(f"{NS}/camera/image_raw/compressed", (0, 1)) == (0, 1)
+        assert client.counts(f"{NS}/camera/image_raw", (0, 0)) == (0, 0)
         # Deadlines change at run time; the model does not.
         assert client.set("sync.modalities.audio.max_wait", 0.2) == (True, "")
         ok, reason = client.set("model_dir", "elsewhere")
@@ -279,7 +281,7 @@ def test_lifecycle_transitions_parameters_and_reset(require_fusion_msgs, fusion_
         assert client.transition("deactivate")
         assert client.state() == "inactive"
         assert client.counts(f"{NS}/fusion/state", (0, 0)) == (0, 0)
-        assert client.counts(f"{NS}/camera/image_raw", (0, 0)) == (0, 0)
+        assert client.counts(f"{NS}/camera/image_raw/compressed", (0, 0)) == (0, 0)
         assert client.transition("cleanup")
         assert client.state() == "unconfigured"
         assert client.transition("activate") is False  # not configured: refused, node alive

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", help="node backend (default auto)")
     parser.add_argument("--rates", type=float, nargs="+", default=[10.0, 30.0, 60.0], metavar="HZ",
                         help="camera rates (default 10 30 60)")
-    parser.add_argument("--duration", type=float, default=5.0, metavar="S", help="seconds per rate (default 5)")
+    parser.add_argument("--duration", type=float, default=4.0, metavar="S", help="seconds per rate (default 4)")
     parser.add_argument("--dds", nargs="+", choices=("default", "shm", "large"), default=["default", "shm", "large"],
                         help="Fast DDS settings to measure (default: all three; see `fusion node --help`)")
     parser.add_argument("--no-peak", action="store_true", help="skip the peak-rate search")

@@ -225,3 +225,27 @@ def test_config_takes_the_node_params_file_or_pipeline_fields(repo_root: Path, m
     plain.write_text("bogus: 1\n")
     with pytest.raises(ValueError, match="unknown key"):
         pipeline_config(str(plain), str(models["torch"]), None, None)
+
+
+STORED_BAG = Path(__file__).resolve().parent / "data" / "replay" / "sample"
+STORED_GOLDEN = STORED_BAG.parent / "golden_default.npz"
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default"
+
+
+def test_stored_bag_replays_to_the_stored_golden_output_with_the_default_model(tmp_path: Path) -> None:
+    """Regression guard for the whole offline path (conversion, sync, preprocessing, backend): the
+    golden belongs to one model, so after retraining models/default this skips and says how to
+    regenerate it; any other change that moves the outputs fails it."""
+    from fusion_node.golden import load_golden
+    from fusion_node.model_dir import model_id
+
+    if not (DEFAULT_MODEL / "model.onnx").is_file():
+        pytest.skip("models/default has no model.onnx")
+    stored, current = str(load_golden(STORED_GOLDEN)["model_id"]), model_id(DEFAULT_MODEL)
+    if stored != current:
+        pytest.skip(f"golden is for {stored}, models/default is {current}: regenerate with `fusion replay "
+                    f"tests/data/replay/sample --model models/default --backend onnxruntime --out /tmp/golden "
+                    f"--overwrite --write-golden tests/data/replay/golden_default.npz`")
+    replay(STORED_BAG, DEFAULT_MODEL, tmp_path / "out", backend="onnxruntime")
+    verdict = compare_golden(STORED_GOLDEN, tmp_path / "out")
+    assert verdict.ok, verdict.reason

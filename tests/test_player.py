@@ -77,7 +77,7 @@ def test_play_reaches_another_process_with_the_bags_timing(bag: Path, ros_domain
     executor = SingleThreadedExecutor(context=ctx)
     executor.add_node(node)
     player = _fusion("play", str(bag), "--rate", str(RATE), "--remap", "/camera/image_raw:=/cam",
-                     "--clock", "50", "--wait-subscribers", "20", "--no-build-types", "--no-progress",
+                     "--clock", "--clock-rate", "50", "--wait-subscribers", "20", "--no-build-types", "--no-progress",
                      env=ros_env)
     try:
         deadline = time.monotonic() + 60

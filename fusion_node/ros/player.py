@@ -279,10 +279,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--start-offset", type=float, default=0.0, metavar="S", help="skip the first S seconds")
     p.add_argument("--topics", nargs="+", default=[], metavar="TOPIC", help="play only these topics")
     p.add_argument("--remap", nargs="+", default=[], metavar="FROM:=TO", help="publish FROM under the name TO")
-    p.add_argument(
-        "--clock", type=float, nargs="?", const=100.0, default=0.0, metavar="HZ",
-        help=f"publish rosgraph_msgs/Clock on {CLOCK_TOPIC} at HZ (default 100 when given)",
-    )
+    p.add_argument("--clock", action="store_true",
+                   help=f"publish the bag's time as rosgraph_msgs/Clock on {CLOCK_TOPIC} (for use_sim_time)")
+    p.add_argument("--clock-rate", type=float, default=100.0, metavar="HZ", help="/clock rate (default 100)")
     p.add_argument(
         "--wait-subscribers", type=float, default=0.0, metavar="S",
         help="wait up to S seconds for a subscriber on every played topic before starting",
@@ -303,7 +302,7 @@ def run(args: argparse.Namespace) -> int:
         start_offset=args.start_offset,
         topics=tuple(args.topics),
         remap=parse_remap(args.remap),
-        clock_hz=args.clock,
+        clock_hz=args.clock_rate if args.clock else 0.0,
         wait_subscribers=args.wait_subscribers,
         qos_depth=args.qos_depth,
         build_types=not args.no_build_types,

@@ -31,10 +31,17 @@ from fusion_node.bag.reader import BagError, BagReader
 from fusion_node.bag.writer import BagWriter
 from fusion_node.config import PipelineConfig, from_dict, load_yaml
 from fusion_node.convert import CONVERTERS, BadMessage
-from fusion_node.frames import AlignedFrame, FusedOutput
+from fusion_node.frames import AlignedFrame, FusedOutput, Sample
+from fusion_node.ros.audio_common import audio_data_stamped_from_msg, audio_stamped_from_msg
 
 STATE_TOPIC = "/fusion/state"
 TRUTH_TYPE = "fusion_msgs/msg/GroundTruth"
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+# audio_common layouts robots record (decoded with the bag's definitions: no package needed);
+# AudioDataStamped takes its format from the latest AudioInfo message.
+AUDIO_STAMPED = "audio_common_msgs/msg/AudioStamped"
+AUDIO_DATA_STAMPED = "audio_common_msgs/msg/AudioDataStamped"
+AUDIO_INFO = "audio_common_msgs/msg/AudioInfo"
 REPORT_JSON = "replay.json"
 _WARN_LIMIT = 5  # bad-message warnings printed per topic; the rest are only counted
 
@@ -138,19 +145,44 @@ def _percentiles(x: np.ndarray) -> dict[str, float]:
     return {k: round(float(np.percentile(x, q)), 4) for k, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))}
 
 
+def modality_of(msgtype: str) -> str:
+    """The modality a message type converts to, "" for none."""
+    if msgtype in (AUDIO_STAMPED, AUDIO_DATA_STAMPED):
+        return "audio"
+    return CONVERTERS.get(msgtype, ("",))[0]
+
+
+class _Converter:
+    """Message -> sample for every type replay reads, holding the audio_common format state."""
+
+    def __init__(self) -> None:
+        self.audio_info: Any = None
+
+    def __call__(self, msgtype: str, msg: Any, arrival: float) -> Sample:
+        if msgtype == AUDIO_STAMPED:
+            return audio_stamped_from_msg(msg)
+        if msgtype == AUDIO_DATA_STAMPED:
+            return audio_data_stamped_from_msg(msg, self.audio_info)
+        return CONVERTERS[msgtype][1](msg, arrival)
+
+
 def select_topics(bag: BagReader, overrides: dict[str, str]) -> dict[str, str]:
-    """modality -> topic: overrides first, else the one topic whose type converts to it."""
+    """modality -> topic: overrides first, else the one topic whose type converts to it (a raw
+    Image wins over its CompressedImage twin)."""
     chosen: dict[str, str] = {}
     for modality in MODALITIES:
         if modality in overrides:
             topic = overrides[modality]
             bag.require_topics([topic])
             msgtype = bag.topics[topic].msgtype
-            if CONVERTERS.get(msgtype, ("",))[0] != modality:
+            if modality_of(msgtype) != modality:
                 raise BagError(f"{bag.path}: topic {topic} is {msgtype}, which does not convert to {modality}")
             chosen[modality] = topic
             continue
-        candidates = sorted(t for t, i in bag.topics.items() if CONVERTERS.get(i.msgtype, ("",))[0] == modality)
+        candidates = sorted(t for t, i in bag.topics.items() if modality_of(i.msgtype) == modality)
+        raw = [t for t in candidates if bag.topics[t].msgtype == IMAGE_TYPE]
+        if len(candidates) > 1 and len(raw) == 1:
+            candidates = raw
         if len(candidates) > 1:
             raise BagError(
                 f"{bag.path}: several {modality} topics ({', '.join(candidates)}); "
@@ -169,6 +201,10 @@ def plan(bag: BagReader, overrides: dict[str, str], reference: str) -> tuple[dic
     if reference in MODALITIES and reference not in chosen:
         have = ", ".join(f"{t} ({i.msgtype})" for t, i in sorted(bag.topics.items()))
         raise BagError(f"{bag.path}: no topic for the reference modality {reference}; topics: {have}")
+    if "audio" in chosen and bag.topics[chosen["audio"]].msgtype == AUDIO_DATA_STAMPED:
+        if not bag.topics_of_type(AUDIO_INFO):
+            raise BagError(f"{bag.path}: topic {chosen['audio']} is AudioDataStamped but no {AUDIO_INFO} "
+                           "topic gives its format")
     return chosen, bag.topics_of_type(TRUTH_TYPE)
 
 
@@ -222,7 +258,9 @@ class Replayer:
 
         by_topic = {t: m for m, t in chosen.items()}
         stamps = _StampBook()
-        wanted = [*chosen.values(), *truth_topics]
+        convert = _Converter()
+        info_topics = bag.topics_of_type(AUDIO_INFO) if "audio" in chosen else []
+        wanted = [*chosen.values(), *truth_topics, *info_topics]
         total = sum(bag.topics[t].count or 0 for t in wanted) or None
         n_images = bag.topics[chosen["image"]].count if "image" in chosen else None
         every = max(1, (n_images or 600) // max(1, self.n_snapshots))
@@ -242,9 +280,12 @@ class Replayer:
                     if self.trace:
                         res.truth.append(_truth(msg))
                     continue
+                if m.topic in info_topics:
+                    convert.audio_info = msg
+                    continue
                 modality = by_topic[m.topic]
                 try:
-                    sample = CONVERTERS[m.msgtype][1](msg, arrival)
+                    sample = convert(m.msgtype, msg, arrival)
                 except BadMessage as exc:
                     self._bad(res, m.topic, f"message {m.index} at log time {arrival:.6f} s: {exc}")
                     continue

@@ -236,9 +236,9 @@ class Replayer:
     def run(self, bag_path: str | Path, out: str | Path, topics: dict[str, str] | None = None,
             overwrite: bool = False, progress: bool = True) -> ReplayResult:
         bag_path, out = Path(bag_path), Path(out)
-        writer = BagWriter(out, overwrite=overwrite)
         with BagReader(bag_path) as bag:
             chosen, truth_topics = plan(bag, topics or {}, self.pipe.sync.cfg.reference)
+            writer = BagWriter(out, overwrite=overwrite)  # after the checks: an old OUT survives a bad bag
             res = ReplayResult(bag_path, out, self.pipe.model_id, self.pipe.backend.name, chosen,
                                arrivals={m: Arrivals() for m in chosen}, commands=tuple(self.pipe.spec.commands),
                                image_size=tuple(self.pipe.spec.image_size))

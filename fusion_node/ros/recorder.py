@@ -2,8 +2,9 @@
 where rosbag2 is not installable).
 
 Subscriptions are raw (CDR bytes, never deserialized) with QoS matched to the publishers;
-callbacks only timestamp and enqueue, a writer thread does the disk work. The queue is bounded:
-if the disk cannot keep up, messages are dropped and counted, never buffered without limit.
+callbacks only timestamp and enqueue, a writer thread does the disk work. The queue is bounded in
+messages and bytes: if the disk cannot keep up, messages are dropped and counted, never buffered
+without limit.
 Log time is the receive time on the system clock, as ros2 bag records it.
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ class RecordOptions:
     duration: float = 0.0  # s; 0 = until interrupted
     discovery: float = 5.0  # s to wait for the requested topics to appear
     queue_size: int = 20_000  # messages held between callbacks and the writer thread
+    queue_mb: float = 1024.0  # and at most this many MB of them (VGA frames are ~1 MB each)
     overwrite: bool = False
 
 
@@ -62,6 +64,9 @@ class Recorder:
         self.stats = RecordStats()
         self.writer = writer
         self._queue: queue.Queue = queue.Queue(maxsize=opts.queue_size)
+        self._budget = int(opts.queue_mb * 1e6)
+        self._queued = 0  # bytes waiting for the writer
+        self._lock = threading.Lock()
         self._subs: dict[str, object] = {}
         self._thread = threading.Thread(target=self._drain, name="fusion-record-writer", daemon=True)
         self._known = get_typestore()
@@ -112,9 +117,16 @@ class Recorder:
         put = self._queue.put_nowait
 
         def on_message(data: bytes) -> None:
+            with self._lock:
+                if self._queued + len(data) > self._budget:
+                    self.stats.dropped += 1
+                    return
+                self._queued += len(data)
             try:
                 put((topic, time.time_ns(), data))
             except queue.Full:
+                with self._lock:
+                    self._queued -= len(data)
                 self.stats.dropped += 1
 
         return on_message
@@ -127,6 +139,8 @@ class Recorder:
             topic, t, data = item
             self.writer.write(topic, t, data)
             self.stats.counts[topic] += 1
+            with self._lock:
+                self._queued -= len(data)
 
     def stop(self) -> None:
         for sub in self._subs.values():
@@ -205,6 +219,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--discovery", type=float, default=5.0, metavar="S",
                    help="wait up to S seconds for the topics to appear (default 5)")
     p.add_argument("--queue-size", type=int, default=20_000, help="messages buffered for the writer (default 20000)")
+    p.add_argument("--queue-mb", type=float, default=1024.0, help="MB buffered for the writer (default 1024)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it is an existing bag")
     p.set_defaults(func=run)
 
@@ -216,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
         duration=args.duration,
         discovery=args.discovery,
         queue_size=args.queue_size,
+        queue_mb=args.queue_mb,
         overwrite=args.overwrite,
     )
     stats = record(args.out, opts)

@@ -270,6 +270,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="test bags recorded with --paraphrase")
     p.add_argument("--generate", type=int, metavar="N", help="generate N test episodes (and N paraphrased)")
     p.add_argument("--episode-seconds", type=float, default=20.0)
+    p.add_argument("--world", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="WorldConfig overrides for generated test episodes, e.g. camera_latency=0.06")
     p.add_argument("--stride", type=int, default=2, help="keep every n-th camera frame (default 2)")
     p.add_argument("--cache", default=DEFAULT_CACHE, help=f"dataset/episode cache (default {DEFAULT_CACHE})")
     p.add_argument("--no-naive", action="store_true", help="skip the naive-alignment condition")
@@ -282,8 +284,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """["camera_latency=0.06", ...] -> {"camera_latency": 0.06}, checked against WorldConfig."""
+    import dataclasses
+
+    import yaml
+
+    from fusion_node.world import WorldConfig
+
+    known = {f.name for f in dataclasses.fields(WorldConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in known:
+            raise ValueError(f"--world: expected KEY=VALUE with KEY a WorldConfig field, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    WorldConfig(**out).validate()
+    return out
+
+
 def load_test_sets(model_dir: str, bags: list[str], paraphrase_bags: list[str], generate: int | None,
-                   seconds: float, stride: int, cache: Path, naive: bool, progress: bool) -> dict[str, Any]:
+                   seconds: float, stride: int, cache: Path, naive: bool, progress: bool,
+                   world: dict[str, Any] | None = None) -> dict[str, Any]:
     from fusion_node.config import SyncConfig
     from fusion_node.dataset import load_or_build
     from fusion_node.models import load_spec
@@ -293,9 +315,11 @@ def load_test_sets(model_dir: str, bags: list[str], paraphrase_bags: list[str], 
     if not bags:
         if not generate:
             raise ValueError("give --bags PATH... or --generate N")
-        bags = [str(p) for p in generated_bags(cache, generate, seconds, EVAL_SEED_BASE, progress=progress)]
+        bags = [str(p) for p in generated_bags(cache, generate, seconds, EVAL_SEED_BASE, world_overrides=world,
+                                               progress=progress)]
         paraphrase_bags = [str(p) for p in generated_bags(cache, generate, seconds, EVAL_SEED_BASE,
-                                                          paraphrase=True, progress=progress)]
+                                                          paraphrase=True, world_overrides=world,
+                                                          progress=progress)]
     build = lambda paths, nv=False: load_or_build(paths, spec, SyncConfig(), cache / "datasets",  # noqa: E731
                                                   stride=stride, naive=nv, progress=progress)
     sets = {"all": build(bags)}
@@ -320,7 +344,7 @@ def run(args: argparse.Namespace) -> int:
                          "evaluate them separately")
     progress = not args.no_progress
     sets = load_test_sets(args.models[0], args.bags, args.paraphrase_bags, args.generate, args.episode_seconds,
-                          args.stride, Path(args.cache), not args.no_naive, progress)
+                          args.stride, Path(args.cache), not args.no_naive, progress, parse_overrides(args.world))
     if args.card and not Path(args.card, "config.json").is_file():
         raise FileNotFoundError(f"--card: no model in {args.card}")
     report = evaluate_models(args.models, sets, progress)

@@ -211,3 +211,13 @@ def test_pointer_loss_targets_the_grid_cell_of_the_target():
     no_image = torch.tensor([[0.0, 1.0, 1.0, 1.0]])
     assert float(task_losses({**base, "image_attention": uniform}, labels, (8, 8), no_image)["pointer"]) == 0.0
     assert "pointer" not in task_losses(base, labels, (8, 8))
+
+
+def test_world_overrides_are_checked():
+    from fusion_node.evaluate import parse_overrides
+
+    assert parse_overrides(["camera_latency=0.06", "reorder=0.02"]) == {"camera_latency": 0.06, "reorder": 0.02}
+    with pytest.raises(ValueError, match="WorldConfig field"):
+        parse_overrides(["camera_latencyy=0.06"])
+    with pytest.raises(ValueError, match="latencies"):
+        parse_overrides(["camera_latency=-1"])

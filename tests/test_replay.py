@@ -251,29 +251,60 @@ def test_stored_bag_replays_to_the_stored_golden_output_with_the_default_model(t
     assert verdict.ok, verdict.reason
 
 
-AUDIO_COMMON = {  # mgonzs13/audio_common layout; no audio_common_msgs package is installed here
-    "audio_common_msgs/msg/AudioInfo": "int32 format\nint32 channels\nint32 rate\nint32 chunk\n",
-    "audio_common_msgs/msg/AudioData": "float32[] float32_data\nint32[] int32_data\nint16[] int16_data\n"
-                                       "int8[] int8_data\nuint8[] uint8_data\n",
-    "audio_common_msgs/msg/Audio": "AudioData audio\nAudioInfo info\n",
-    "audio_common_msgs/msg/AudioStamped": "std_msgs/Header header\nAudio audio\n",
+# The two audio_common layouts robots record; no audio_common_msgs package is installed here.
+AUDIO_LAYOUTS = {
+    "mgonzs13": {
+        "audio_common_msgs/msg/AudioInfo": "int32 format\nint32 channels\nint32 rate\nint32 chunk\n",
+        "audio_common_msgs/msg/AudioData": "float32[] float32_data\nint32[] int32_data\nint16[] int16_data\n"
+                                           "int8[] int8_data\nuint8[] uint8_data\n",
+        "audio_common_msgs/msg/Audio": "AudioData audio\nAudioInfo info\n",
+        "audio_common_msgs/msg/AudioStamped": "std_msgs/Header header\nAudio audio\n",
+    },
+    "ros-drivers": {
+        "audio_common_msgs/msg/AudioData": "uint8[] data\n",
+        "audio_common_msgs/msg/AudioDataStamped": "std_msgs/Header header\nAudioData audio\n",
+        "audio_common_msgs/msg/AudioInfo": "uint8 channels\nuint32 sample_rate\nstring sample_format\n"
+                                           "uint32 bitrate\nstring coding_format\n",
+    },
 }
 
 
-def test_audio_common_bag_with_a_compressed_twin_replays_like_the_original(bag: Path, models, tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", sorted(AUDIO_LAYOUTS))
+def test_audio_common_bag_with_a_compressed_twin_replays_like_the_original(bag: Path, models, tmp_path: Path,
+                                                                          layout: str) -> None:
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_types_from_msg
     from rosbags.typesys import get_typestore as rosbags_typestore
 
     store = rosbags_typestore(Stores.ROS2_KILTED)
-    for name, text in AUDIO_COMMON.items():
+    for name, text in AUDIO_LAYOUTS[layout].items():
         store.register(get_types_from_msg(text, name))
     T = store.types
+    stamped_type = "audio_common_msgs/msg/" + ("AudioStamped" if layout == "mgonzs13" else "AudioDataStamped")
+
+    def audio_msg(frame) -> object:
+        pcm = np.frombuffer(frame.data.tobytes(), "<i2")
+        if layout == "ros-drivers":
+            return T[stamped_type](header=frame.header, audio=T["audio_common_msgs/msg/AudioData"](data=frame.data))
+        return T[stamped_type](
+            header=frame.header,
+            audio=T["audio_common_msgs/msg/Audio"](
+                audio=T["audio_common_msgs/msg/AudioData"](
+                    float32_data=np.zeros(0, np.float32), int32_data=np.zeros(0, np.int32), int16_data=pcm,
+                    int8_data=np.zeros(0, np.int8), uint8_data=np.zeros(0, np.uint8)),
+                info=T["audio_common_msgs/msg/AudioInfo"](format=8, channels=frame.channels,
+                                                         rate=frame.sample_rate, chunk=pcm.size)))
+
     with BagReader(bag) as src, Writer(tmp_path / "robot", version=9, storage_plugin=StoragePlugin.MCAP) as w:
         conns = {t: w.add_connection(t, i.msgtype, msgdef=i.msgdef, rihs01=i.digest)
                  for t, i in src.topics.items() if t != "/audio"}
-        audio = w.add_connection("/audio", "audio_common_msgs/msg/AudioStamped", typestore=store)
+        audio = w.add_connection("/audio", stamped_type, typestore=store)
         twin = w.add_connection("/camera/image_raw/compressed", "sensor_msgs/msg/CompressedImage", typestore=store)
+        if layout == "ros-drivers":
+            info = w.add_connection("/audio_info", "audio_common_msgs/msg/AudioInfo", typestore=store)
+            fmt = T["audio_common_msgs/msg/AudioInfo"](channels=1, sample_rate=16000, sample_format="S16LE",
+                                                       bitrate=256000, coding_format="wave")
+            w.write(info, 1, store.serialize_cdr(fmt, "audio_common_msgs/msg/AudioInfo"))
         for m in src.messages():
             if m.topic != "/audio":
                 w.write(conns[m.topic], m.log_time, m.data)
@@ -282,17 +313,7 @@ def test_audio_common_bag_with_a_compressed_twin_replays_like_the_original(bag: 
                                                                 data=np.zeros(4, np.uint8))
                     w.write(twin, m.log_time, store.serialize_cdr(jpeg, "sensor_msgs/msg/CompressedImage"))
                 continue
-            frame = src.decode(m)
-            pcm = np.frombuffer(frame.data.tobytes(), "<i2")
-            stamped = T["audio_common_msgs/msg/AudioStamped"](
-                header=frame.header,
-                audio=T["audio_common_msgs/msg/Audio"](
-                    audio=T["audio_common_msgs/msg/AudioData"](
-                        float32_data=np.zeros(0, np.float32), int32_data=np.zeros(0, np.int32), int16_data=pcm,
-                        int8_data=np.zeros(0, np.int8), uint8_data=np.zeros(0, np.uint8)),
-                    info=T["audio_common_msgs/msg/AudioInfo"](format=8, channels=frame.channels,
-                                                             rate=frame.sample_rate, chunk=pcm.size)))
-            w.write(audio, m.log_time, store.serialize_cdr(stamped, "audio_common_msgs/msg/AudioStamped"))
+            w.write(audio, m.log_time, store.serialize_cdr(audio_msg(src.decode(m)), stamped_type))
     original = replay(bag, models["torch"], tmp_path / "original")
     robot = replay(tmp_path / "robot", models["torch"], tmp_path / "converted")
     assert robot.topics["image"] == "/camera/image_raw" and robot.topics["audio"] == "/audio"

@@ -447,7 +447,8 @@ def run(args: argparse.Namespace) -> int:
     # instruction; encode_batch leaves the embedding cache untouched.
     pipe.text_encoder.encode_batch(["warm up"])
     startup = time.perf_counter() - t0
-    res = Replayer(pipe, trace=bool(args.report)).run(bag, out, overrides, overwrite=args.overwrite, progress=not args.no_progress)
+    replayer = Replayer(pipe, trace=bool(args.report))
+    res = replayer.run(bag, out, overrides, overwrite=args.overwrite, progress=not args.no_progress)
     res.startup_wall = startup
     summary = res.summary()
     status = 0

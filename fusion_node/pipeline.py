@@ -62,6 +62,10 @@ class Pipeline:
     def frames(self, now: float) -> list[AlignedFrame]:
         return self.sync.poll(now)
 
+    def flush_frames(self) -> list[AlignedFrame]:
+        """End of stream: every pending frame, completed with what is present."""
+        return self.sync.flush()
+
     # -- inference -----------------------------------------------------------------------
     def infer(self, frame: AlignedFrame, now: float | None = None) -> FusedOutput:
         """Run the model on one frame. `now` (arrival clock) dates the result for the latency."""
@@ -102,7 +106,7 @@ class Pipeline:
         return [self.infer(f, now) for f in self.frames(now)]
 
     def flush(self) -> list[FusedOutput]:
-        return [self.infer(f) for f in self.sync.flush()]
+        return [self.infer(f) for f in self.flush_frames()]
 
     def reset(self, reason: str) -> None:
         self.sync.reset(reason)

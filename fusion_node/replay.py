@@ -300,7 +300,7 @@ class Replayer:
         finally:
             bar.close()
         end_ns = last_ns if last_ns is not None else 0
-        for frame in self.pipe.sync.flush():
+        for frame in self.pipe.flush_frames():
             self._emit(frame, end_ns, writer, stamps, res, every)
         res.loop_wall = time.perf_counter() - t0
         res.bag_duration = (end_ns - first_ns) * 1e-9 if first_ns is not None else 0.0

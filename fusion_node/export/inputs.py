@@ -31,7 +31,7 @@ def bag_inputs(bag: str | Path, model_dir: str | Path, limit: int = 32) -> Itera
             count += 1
             if count >= limit:
                 return
-    for frame in pipe.sync.flush():
+    for frame in pipe.flush_frames():
         yield pipe.preprocess(frame)
         count += 1
         if count >= limit:

@@ -206,10 +206,10 @@ def _floats(x: Any) -> list[float]:
     return x.tolist() if type(x) is np.ndarray else [float(e) for e in x]
 
 
-def _velocities(sample: Any, width: int) -> list[float]:
-    """Velocities as floats; a list of the wrong length counts as not given (NaN)."""
+def _row(sample: Any, width: int) -> list[float]:
+    """Positions then velocities as floats; velocities of the wrong length count as not given (NaN)."""
     v = _floats(sample.velocity)
-    return v if len(v) == width else [NAN] * width
+    return _floats(sample.position) + (v if len(v) == width else [NAN] * width)
 
 
 class JointGroup:
@@ -361,25 +361,29 @@ class JointPolicy(Policy):
             return None
         return head, min(head + 1, n - 1), -d, d
 
-    def _values(self, g: JointGroup, a: int, b: int, t: float) -> tuple[list[float], list[float]]:
-        """Position and velocity of group g at t from its samples a and b (a == b: hold).
+    def _values(self, g: JointGroup, a: int, b: int, t: float) -> list[float]:
+        """Positions then velocities of group g at t from its samples a and b (a == b: hold).
 
-        Plain floats: for the handful of joints of an arm, Python arithmetic costs less than
-        the per-call overhead of a dozen numpy operations on 3-element arrays.
+        Plain floats in one flat list: for the handful of joints of an arm, Python arithmetic
+        costs less than the per-call overhead of a dozen numpy operations on 3-element arrays.
         """
         ring = g.ring
-        A = ring.items[a]
-        pa, va = _floats(A.position), _velocities(A, g.width)
+        n = g.width
+        xa = _row(ring.items[a], n)
         if a == b:
-            return pa, [0.0 if x != x else x for x in va]
-        B = ring.items[b]
-        pb, vb = _floats(B.position), _velocities(B, g.width)
+            return xa[:n] + [0.0 if x != x else x for x in xa[n:]]
+        xb = _row(ring.items[b], n)
         sa = ring.stamps[a]
         dt = ring.stamps[b] - sa
         w = (t - sa) / dt
-        p = [x + (y - x) * w for x, y in zip(pa, pb)]
-        v = [x + (y - x) * w if x == x and y == y else (q - o) / dt for x, y, o, q in zip(va, vb, pa, pb)]
-        return p, v
+        out = [x + (y - x) * w for x, y in zip(xa, xb)]
+        s = sum(xa[n:]) + sum(xb[n:])
+        if s != s:  # a velocity not given (NaN): the finite difference of the positions
+            for k in range(n):
+                x, y = xa[n + k], xb[n + k]
+                if x != x or y != y:
+                    out[n + k] = (xb[k] - xa[k]) / dt
+        return out
 
     def fill(self, frame: AlignedFrame, t: float) -> None:
         groups = self.group_list
@@ -395,9 +399,9 @@ class JointPolicy(Policy):
         J = self.n_joints
         if len(picks) == 1 and picks[0][0].identity:  # one publisher with every joint, in order
             g, (a, b, age, err) = picks[0]
-            pv = np.array(self._values(g, a, b, t), dtype=np.float32)  # one allocation, two rows
-            frame.joint_position = pv[0]
-            frame.joint_velocity = pv[1]
+            pv = np.array(self._values(g, a, b, t), dtype=np.float32)  # one allocation, two halves
+            frame.joint_position = pv[:J]
+            frame.joint_velocity = pv[J:]
             frame.joint_mask = self.all_joints.copy()
             ring = g.ring
             used = (ring.stamps[a],) if a == b else (ring.stamps[a], ring.stamps[b])
@@ -410,7 +414,8 @@ class JointPolicy(Policy):
         used_l: list[float] = []
         age_out, err_out, arrival = 0.0, 0.0, -INF
         for g, (a, b, age, err) in picks:
-            p, v = (np.array(x) for x in self._values(g, a, b, t))
+            pv = np.array(self._values(g, a, b, t))
+            p, v = pv[:g.width], pv[g.width:]
             if g.select is not None:
                 p, v = p[g.select], v[g.select]
             idx = g.index
@@ -514,13 +519,12 @@ class WindowPolicy(Policy):
             for k in range(k, hi):
                 s = stamps[k]
                 mono, n, r, end = items[k]
-                dev = tape.deviation(s, n, r, tol)
-                if dev is None:
+                if not tape.append(s, mono, n, r, end, arrivals[k], tol):
                     tape.clear()
-                    dev = 0.0
-                tape.append(s, mono, n, r, end, arrivals[k], dev)
+                    tape.append(s, mono, n, r, end, arrivals[k], tol)
         t0 = t - self.window
-        tape.trim(t0 - self.window)
+        if tape.anchor_first >= TRIM_BATCH:  # else trim() has nothing to forget
+            tape.trim(t0 - self.window)
         if tape.stamps:
             start = tape.start()
             rate = tape.rate
@@ -565,9 +569,7 @@ class WindowPolicy(Policy):
             if k < hi:
                 mono, n, r, end = items[k]
                 s = stamps[k]
-                dev = run.deviation(s, n, r, self.tolerance)
-                if dev is not None:
-                    run.append(s, mono, n, r, end, ring.arrivals[k], dev)
+                if run.append(s, mono, n, r, end, ring.arrivals[k], self.tolerance):
                     continue
             if run.stamps:  # close the run collected so far
                 start = run.origin + sum(run.implied) / len(run.implied)
@@ -581,7 +583,7 @@ class WindowPolicy(Policy):
                 newest_end = max(newest_end, start + (run.base + run.size) / run.rate)
             if k < hi:
                 run.clear()
-                run.append(s, mono, n, r, end, ring.arrivals[k], 0.0)
+                run.append(s, mono, n, r, end, ring.arrivals[k], self.tolerance)
         frame.audio = out
         frame.audio_gap = 1.0 - covered / self.n_out
         self._present(frame, max(0.0, t - newest_end), err, tuple(used), arrival)
@@ -677,50 +679,59 @@ class _Tape:
         """The run's start time: mean implied start over its last ANCHOR_SECONDS."""
         return self.origin + self.anchor_sum / (len(self.implied) - self.anchor_first)
 
-    def deviation(self, stamp: float, n: int, rate: int, tolerance: float) -> float | None:
-        """|stamp - predicted stamp| when an n-sample chunk continues this run, else None.
+    def append(self, stamp: float, mono: np.ndarray, n: int, rate: int, end: float, arrival: float,
+               tolerance: float) -> bool:
+        """Add an n-sample chunk that continues the run, or starts it when the run is empty.
 
         It continues when the rate matches and the stamp lies within the tolerance and half a
-        chunk of where the run's start and its samples so far put it.
+        chunk of where the run's start and its samples so far put it; otherwise nothing changes
+        and False is returned. One call per chunk: this is the stitching loop's whole cost.
         """
-        if not self.stamps or rate != self.rate:
-            return None
-        dev = abs(stamp - self.start() - (self.base + self.size) / rate)
-        return dev if dev <= tolerance and dev * rate <= 0.5 * n else None
-
-    def append(self, stamp: float, mono: np.ndarray, n: int, rate: int, end: float, arrival: float,
-               dev: float) -> None:
-        """Add a chunk that continues the run (`dev` from deviation()) or starts it (empty run)."""
-        if not self.stamps:
+        size = self.size
+        stamps = self.stamps
+        if stamps:
+            if rate != self.rate:
+                return False
+            dev = abs(stamp - (self.origin + self.anchor_sum / (len(self.implied) - self.anchor_first))
+                      - (self.base + size) / rate)
+            if not (dev <= tolerance and dev * rate <= 0.5 * n):
+                return False
+        else:
+            dev = 0.0
             self.rate = rate
-            self.origin = stamp - (self.base + self.size) / rate
-            if self.size:  # a new run: nothing of the old one is needed any more
-                self.base += self.size
-                self.size = 0
-        offset = self.base + self.size
-        if self.size + n > self.buf.shape[0]:
+            self.origin = stamp - (self.base + size) / rate
+            if size:  # a new run: nothing of the old one is needed any more
+                self.base += size
+                size = 0
+        offset = self.base + size
+        if size + n > self.buf.shape[0]:
             keep = self.offsets[0] if self.offsets else offset
             drop = keep - self.base
-            live = self.size - drop
+            live = size - drop
             old = self.buf
             self._new_buffer(max(self.capacity, 2 * (live + n)))
-            self.buf[:live] = old[drop:self.size]
-            self.base, self.size = keep, live
-        self.buf[self.size:self.size + n] = mono
-        self.size += n
-        self.stamps.append(stamp)
+            self.buf[:live] = old[drop:size]
+            self.base, size = keep, live
+        self.buf[size:size + n] = mono
+        self.size = size + n
+        stamps.append(stamp)
         self.ends.append(end)
-        self.offsets.append(offset)
+        offsets = self.offsets
+        offsets.append(offset)
         implied = stamp - offset / rate - self.origin
-        self.anchor_sum += implied
         self.implied.append(implied)
+        anchor_sum = self.anchor_sum + implied
         oldest = offset + n - ANCHOR_SECONDS * rate
-        while self.offsets[self.anchor_first] < oldest:
-            self.anchor_sum -= self.implied[self.anchor_first]
-            self.anchor_first += 1
+        first = self.anchor_first
+        while offsets[first] < oldest:
+            anchor_sum -= self.implied[first]
+            first += 1
+        self.anchor_sum = anchor_sum
+        self.anchor_first = first
         self.devs.append(dev)
         self.arrivals.append(arrival)
         self.last = stamp
+        return True
 
     def trim(self, before: float) -> None:
         """Forget chunks ending before `before` that the anchor no longer averages."""

@@ -5,9 +5,9 @@ in 20 ms chunks, joints 500 Hz from two publishers, an instruction), the node (`
 with the given model), and a consumer of /fusion/state. Latency is the consumer's arrival time
 minus the camera stamp of the frame a FusedState was aligned to; jitter is the standard
 deviation of the consumer's inter-arrival times; loss counts camera frames without a
-FusedState. Each rate also runs as a baseline without the node (the consumer subscribes to the
-camera topic itself: same payloads, transport only), so the node's own cost shows as the
-difference. Rates 10/30/60 Hz, then a peak-rate search (highest rate with <= 5% loss), under
+FusedState; each phase publishes for a warm-up second before it measures. Each rate also runs
+as a baseline without the node (the consumer subscribes to the camera topic itself: same
+payloads, transport only), so the node's own cost shows as the difference. Rates 10/30/60 Hz, then a peak-rate search (highest rate with <= 5% loss), under
 three Fast DDS settings applied to every process: the defaults, the shipped large shared-memory
 profile (shm) and LARGE_DATA. CPU is per process, in % of one core.
 """
@@ -35,6 +35,7 @@ PEAK_LADDER = (90.0, 120.0, 160.0, 200.0, 250.0, 300.0)
 MAX_LOSS = 0.05
 TARGET_RATE = 30.0
 TARGET_MARGIN_MS = 3.0
+WARMUP_S = 1.0  # published before each measurement, as ros2_benchmark does: first-frame costs stay out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +78,10 @@ def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+class PhaseError(RuntimeError):
+    """One phase produced no figures (a process stalled); the run goes on and reports it."""
 
 
 class CpuSampler:
@@ -154,20 +159,23 @@ class Runner:
             self._procs("consumer", "--kind", kind, "--topic", topic, "--wait", str(wait), "--report", str(c_json),
                      *(["--diagnostics"] if with_node else [])),
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        player_cmd = self._procs("player", "--rate", str(rate), "--duration", str(duration), "--wait", str(wait),
+        player_cmd = self._procs("player", "--rate", str(rate), "--duration", str(duration), "--warmup", str(WARMUP_S),
+                                 "--wait", str(wait),
                               "--report", str(p_json), *(["--wait-topic", STATE_TOPIC] if with_node else []))
         try:
             player = subprocess.run(player_cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    text=True, timeout=wait + duration + 60)
+                                    text=True, timeout=wait + WARMUP_S + duration + 30)
             time.sleep(1.0 + 2.0 / rate)  # the last frames: alignment deadlines and transport
+        except subprocess.TimeoutExpired:
+            raise PhaseError("the player stalled (a publish call blocked)") from None
         finally:
             _stop(consumer)
         if with_node and self.node.poll() is not None:
             raise RuntimeError(f"the node exited during the benchmark; see {self.node_log}")
         if player.returncode != 0 or not p_json.is_file():
-            raise RuntimeError(f"benchmark player failed: {' '.join(player.stderr.strip().splitlines()[-1:])}")
+            raise PhaseError(f"the player failed: {' '.join(player.stderr.strip().splitlines()[-1:])}")
         if not c_json.is_file():
-            raise RuntimeError("benchmark consumer wrote no report")
+            raise PhaseError("the consumer wrote no report")
         played = json.loads(p_json.read_text())
         row = summarise(played, json.loads(c_json.read_text()))
         row.update(mode=self.mode, pipeline="node" if with_node else "transport", rate_hz=rate)
@@ -234,24 +242,34 @@ def run_mode(mode: str, args: argparse.Namespace, domain: int, workdir: Path, ra
     """Baseline rows, node rows and the peak search under one DDS setting."""
     runner = Runner(mode, domain, workdir)
     rows = []
+
+    def phase(rate: float, seconds: float, with_node: bool, wait: float = 30.0) -> dict[str, Any]:
+        try:
+            row = runner.phase(rate, seconds, with_node, wait)
+        except PhaseError as exc:
+            progress(f"{mode}: {exc}")
+            row = {"mode": mode, "pipeline": "node" if with_node else "transport", "rate_hz": rate,
+                   "sent": None, "received": None, "loss_pct": 100.0, "p50_ms": None, "p99_ms": None, "error": str(exc)}
+        rows.append(row)
+        return row
+
     for rate in rates:
         progress(f"{mode}: transport baseline at {rate:g} Hz")
-        rows.append(runner.phase(rate, duration, with_node=False))
+        phase(rate, duration, with_node=False)
     progress(f"{mode}: starting the node")
     runner.start_node(args.model, args.backend)
     peak_rate = None
     try:
-        for rate in rates:
+        for i, rate in enumerate(rates):
             progress(f"{mode}: node at {rate:g} Hz")
-            rows.append(runner.phase(rate, duration, with_node=True, wait=180.0))
+            phase(rate, duration, with_node=True, wait=180.0 if i == 0 else 30.0)  # the first waits for configure
         passing = [r["rate_hz"] for r in rows if r["pipeline"] == "node" and r["loss_pct"] <= 100 * MAX_LOSS]
         peak_rate = max(passing) if passing else None
         if peak and peak_rate is not None and peak_rate >= max(rates):
             for rate in (r for r in PEAK_LADDER if r > peak_rate):
                 progress(f"{mode}: peak search at {rate:g} Hz")
-                row = runner.phase(rate, min(duration, 3.0), with_node=True)
+                row = phase(rate, min(duration, 3.0), with_node=True)
                 row["pipeline"] = "node (peak search)"
-                rows.append(row)
                 if row["loss_pct"] > 100 * MAX_LOSS:
                     break
                 peak_rate = rate
@@ -298,6 +316,8 @@ def table(report: dict[str, Any]) -> str:
     widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    for r in (r for r in rows if r.get("error")):
+        lines.append(f"{r['mode']}: {r['pipeline']} at {r['rate_hz']:g} Hz: no figures: {r['error']}")
     for m in report["modes"]:
         lines.append(f"{m['mode']}: peak rate with <= {MAX_LOSS:.0%} loss: "
                      + (f"{m['peak_rate_hz']:g} Hz" if m["peak_rate_hz"] else "-"))

@@ -133,17 +133,24 @@ def run_player(args: argparse.Namespace) -> int:
     chunk_n = int(round(16000 * args.audio_chunk))
     cam_period, joint_period = 1.0 / args.rate, 1.0 / args.joint_rate
     t0 = time.time() + 0.2
+    measured_from = t0 + args.warmup  # frames before this are sent but not reported
+    camera_end = measured_from + args.duration
+    # Audio and joints run on a little past the last frame, as live sensors do: otherwise the last
+    # frame waits for its audio and joints until their max_wait deadlines.
+    end = camera_end + 0.25
     next_cam, next_audio, next_joint = t0, t0 + args.audio_chunk, t0
     next_clock = t0 if clock_pub is not None else float("inf")
     audio_index = 0
     stamps: list[int] = []
     lag: list[float] = []
     sent = {"image": 0, "audio": 0, "joints": 0}
-    malformed_at = t0 + args.duration / 3 if args.malformed else float("inf")
+    malformed_at = measured_from + args.duration / 3 if args.malformed else float("inf")
     cpu0, wall0 = time.process_time(), time.monotonic()
     while True:
+        if next_cam >= camera_end:
+            next_cam = float("inf")
         due = min(next_cam, next_audio, next_joint, malformed_at, next_clock)
-        if due >= t0 + args.duration:
+        if due >= end:
             break
         wait = due - time.time()
         if wait > 0.0005:
@@ -165,7 +172,8 @@ def run_player(args: argparse.Namespace) -> int:
             now = time.time()  # stamp at publish: latency then starts when the frame leaves the driver
             msg.header.stamp = _time_msg(now)
             pubs["image"].publish(msg)
-            stamps.append(stamp_key(msg.header.stamp.sec, msg.header.stamp.nanosec))
+            if now >= measured_from:
+                stamps.append(stamp_key(msg.header.stamp.sec, msg.header.stamp.nanosec))
             sent["image"] += 1
             next_cam += cam_period
         elif due == next_audio:
@@ -187,8 +195,8 @@ def run_player(args: argparse.Namespace) -> int:
             sent["joints"] += 1
             next_joint += joint_period
     report = {
-        "camera_stamps": stamps, "sent": sent, "matched": matched, "start": t0, "end": time.time(),
-        "malformed_at": t0 + args.duration / 3 if args.malformed else None,
+        "camera_stamps": stamps, "sent": sent, "matched": matched, "start": measured_from, "end": time.time(),
+        "malformed_at": measured_from + args.duration / 3 if args.malformed else None,
         "cpu_s": time.process_time() - cpu0, "wall_s": time.monotonic() - wall0,
         "schedule_lag_p99_ms": float(np.percentile(lag, 99) * 1e3) if lag else 0.0,
     }
@@ -275,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dds", choices=DDS_MODES, default="inherit", help="Fast DDS transports (see fusion node)")
     p = sub.add_parser("player")
     p.add_argument("--rate", type=float, default=30.0, help="camera Hz")
-    p.add_argument("--duration", type=float, default=5.0)
+    p.add_argument("--duration", type=float, default=5.0, help="measured seconds (after --warmup)")
+    p.add_argument("--warmup", type=float, default=0.0, help="seconds published first and left out of the report")
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--image-topic", default="/camera/image_raw")

@@ -98,12 +98,16 @@ class Policy:
 
     def _present(self, frame: AlignedFrame, age: float, error: float, used: tuple[float, ...],
                  arrival: float) -> None:
-        frame.present[self.name] = True
-        frame.age[self.name] = age
-        frame.used[self.name] = used
+        name = self.name
+        frame.present[name] = True
+        frame.age[name] = age
+        frame.used[name] = used
         if arrival > frame.arrival:
             frame.arrival = arrival
-        self.stats.record(age, error)
+        st = self.stats  # the bounded age and error windows (frames, not messages, feed them)
+        st.frames += 1
+        st.ages.append(age)
+        st.errors.append(error)
 
 
 def _set_image(frame: AlignedFrame, sample: Any) -> None:
@@ -252,6 +256,7 @@ class JointPolicy(Policy):
         self.order = {n: k for k, n in enumerate(cfg.joint_names)}
         self.n_joints = len(cfg.joint_names)
         self.all_joints = np.ones(self.n_joints, dtype=bool)
+        self.all_joints.flags.writeable = False
         self.groups: dict[tuple[str, ...], JointGroup] = {}
         self.group_list: list[JointGroup] = []
         self.single = False  # exactly one publisher: coverage is simply its newest stamp
@@ -386,12 +391,12 @@ class JointPolicy(Policy):
         return out
 
     def fill(self, frame: AlignedFrame, t: float) -> None:
-        groups = self.group_list
-        picks = []
-        for g in groups:
+        if self.single:
+            g = self.group_list[0]
             pick = self._pick(g.ring, t)
-            if pick is not None:
-                picks.append((g, pick))
+            picks = [] if pick is None else [(g, pick)]
+        else:
+            picks = [(g, pick) for g in self.group_list if (pick := self._pick(g.ring, t)) is not None]
         if not picks:
             frame.joint_mask = np.zeros(self.n_joints, dtype=bool)
             self._absent(frame)
@@ -402,7 +407,7 @@ class JointPolicy(Policy):
             pv = np.array(self._values(g, a, b, t), dtype=np.float32)  # one allocation, two halves
             frame.joint_position = pv[:J]
             frame.joint_velocity = pv[J:]
-            frame.joint_mask = self.all_joints.copy()
+            frame.joint_mask = self.all_joints  # read-only, shared: every joint present
             ring = g.ring
             used = (ring.stamps[a],) if a == b else (ring.stamps[a], ring.stamps[b])
             self._present(frame, age, err, used, max(ring.arrivals[a], ring.arrivals[b]))
@@ -546,7 +551,7 @@ class WindowPolicy(Policy):
                 frame.audio_gap = 0.0
                 run_end = start + (tape.base + tape.size) / rate  # as placed, not as stamped
                 self._present(frame, max(0.0, t - run_end), max(tape.devs[j0:]), tuple(tape.stamps[j0:]),
-                              max(tape.arrivals[j0:]))
+                              tape.latest_arrival(j0))
                 return
         lo = bisect_left(stamps, t0 - self.max_chunk, ring.head)
         while lo < hi and ring.items[lo][3] <= t0:
@@ -648,7 +653,7 @@ class _Tape:
     """
 
     __slots__ = ("buf", "readonly", "capacity", "size", "base", "rate", "stamps", "ends", "offsets",
-                 "implied", "devs", "arrivals", "last", "origin", "anchor_sum", "anchor_first")
+                 "implied", "devs", "arrivals", "latest", "last", "origin", "anchor_sum", "anchor_first")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(capacity, 1024)
@@ -670,6 +675,7 @@ class _Tape:
         self.implied: list[float] = []  # stamp - offset / rate - origin: the start each chunk implies
         self.devs: list[float] = []  # |stamp - predicted stamp| when the chunk joined
         self.arrivals: list[float] = []
+        self.latest: list[float] = []  # running maximum of arrivals since the run started
         self.last = -INF  # newest stamp stitched (chunks after it are still to be appended)
         self.origin = 0.0  # implied start of the run's first chunk: keeps the sums small
         self.anchor_sum = 0.0  # sum of implied over the chunks of the last ANCHOR_SECONDS
@@ -730,14 +736,24 @@ class _Tape:
         self.anchor_first = first
         self.devs.append(dev)
         self.arrivals.append(arrival)
+        latest = self.latest
+        latest.append(arrival if not latest or arrival > latest[-1] else latest[-1])
         self.last = stamp
         return True
+
+    def latest_arrival(self, j: int) -> float:
+        """Latest arrival among chunks j and after: the running maximum when it rose there
+        (chunks arrive nearly in order), else a scan (an older chunk arrived after them all)."""
+        latest = self.latest
+        if j > 0 and latest[-1] > latest[j - 1]:
+            return latest[-1]
+        return max(self.arrivals[j:])
 
     def trim(self, before: float) -> None:
         """Forget chunks ending before `before` that the anchor no longer averages."""
         j = min(bisect_right(self.ends, before), self.anchor_first)
         if j >= TRIM_BATCH:
-            for lst in (self.stamps, self.ends, self.offsets, self.implied, self.devs, self.arrivals):
+            for lst in (self.stamps, self.ends, self.offsets, self.implied, self.devs, self.arrivals, self.latest):
                 del lst[:j]
             self.anchor_first -= j
 

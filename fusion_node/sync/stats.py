@@ -42,11 +42,6 @@ class ModalityStats:
     ages: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
     errors: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
 
-    def record(self, age: float, error: float) -> None:
-        self.frames += 1
-        self.ages.append(age)
-        self.errors.append(error)
-
     def summary(self, received: int, size: int, held: int = 0) -> dict[str, float]:
         """Plain numbers; `received` is counted by the policy on the hot path, `held` samples
         are suspects not yet accepted or dropped."""

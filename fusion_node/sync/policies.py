@@ -477,9 +477,10 @@ class WindowPolicy(Policy):
 
     def insert(self, stamp: float, sample: Any, arrival: float) -> int:
         data, rate = sample.samples, sample.sample_rate
-        if rate <= 0 or data.ndim != 2 or data.shape[0] == 0 or self.channel >= data.shape[1]:
+        shape = data.shape
+        if rate <= 0 or len(shape) != 2 or shape[0] == 0 or self.channel >= shape[1]:
             return INVALID
-        n = data.shape[0]
+        n = shape[0]
         dur = n / rate
         if stamp <= self.ring.newest:
             self.tape.clear()  # out of order: the tape may have stitched past this chunk
@@ -710,7 +711,7 @@ class _Tape:
                 self.base += size
                 size = 0
         offset = self.base + size
-        if size + n > self.buf.shape[0]:
+        if size + n > len(self.buf):
             keep = self.offsets[0] if self.offsets else offset
             drop = keep - self.base
             live = size - drop

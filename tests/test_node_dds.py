@@ -229,7 +229,8 @@ class _Client:
         from rcl_interfaces.srv import SetParameters
         from rclpy.parameter import Parameter
 
-        result = self.call(self.set_params, SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()]))
+        request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+        result = self.call(self.set_params, request)
         return result.results[0].successful, result.results[0].reason
 
     def counts(self, topic: str, want: tuple[int, int], timeout: float = 10.0) -> tuple[int, int]:

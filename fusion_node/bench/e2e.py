@@ -7,9 +7,10 @@ minus the camera stamp of the frame a FusedState was aligned to; jitter is the s
 deviation of the consumer's inter-arrival times; loss counts camera frames without a
 FusedState; each phase publishes for a warm-up second before it measures. Each rate also runs
 as a baseline without the node (the consumer subscribes to the camera topic itself: same
-payloads, transport only), so the node's own cost shows as the difference. Rates 10/30/60 Hz, then a peak-rate search (highest rate with <= 5% loss), under
-three Fast DDS settings applied to every process: the defaults, the shipped large shared-memory
-profile (shm) and LARGE_DATA. CPU is per process, in % of one core.
+payloads, transport only), so the node's own cost shows as the difference. Rates 10/30/60 Hz,
+then a peak-rate search (highest rate with <= 5% loss), under three Fast DDS settings applied
+to every process: the defaults, the shipped large shared-memory profile (shm) and LARGE_DATA.
+CPU is per process, in % of one core.
 """
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ WARMUP_S = 1.0  # published before each measurement, as ros2_benchmark does: fir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="models/default", metavar="DIR", help="model directory (default models/default)")
+    parser.add_argument("--model", default="models/default", metavar="DIR",
+                        help="model directory (default models/default)")
     parser.add_argument("--backend", default="auto", help="node backend (default auto)")
     parser.add_argument("--rates", type=float, nargs="+", default=[10.0, 30.0, 60.0], metavar="HZ",
                         help="camera rates (default 10 30 60)")
@@ -280,9 +282,11 @@ def run_mode(mode: str, args: argparse.Namespace, domain: int, workdir: Path, ra
 
 def target_check(rows: list[dict[str, Any]], mode: str) -> dict[str, Any] | None:
     """Issue target at 30 Hz: zero drops and p99 <= transport p99 + inference p99 + 3 ms."""
-    node = next((r for r in rows if r["mode"] == mode and r["pipeline"] == "node" and r["rate_hz"] == TARGET_RATE), None)
-    base = next((r for r in rows if r["mode"] == mode and r["pipeline"] == "transport"
-                 and r["rate_hz"] == TARGET_RATE), None)
+    def at_target(pipeline: str) -> dict[str, Any] | None:
+        return next((r for r in rows if r["mode"] == mode and r["pipeline"] == pipeline
+                     and r["rate_hz"] == TARGET_RATE), None)
+
+    node, base = at_target("node"), at_target("transport")
     if node is None or base is None or node["p99_ms"] is None or base["p99_ms"] is None:
         return None
     inference = node.get("inference_p99_ms") or 0.0
@@ -325,8 +329,8 @@ def table(report: dict[str, Any]) -> str:
         for r in (r for r in m["rows"] if r["pipeline"] == "node" and r["rate_hz"] in base):
             b = base[r["rate_hz"]]
             if r["p99_ms"] is not None and b["p99_ms"] is not None:
-                lines.append(f"{m['mode']}: node overhead at {r['rate_hz']:g} Hz: p50 +{r['p50_ms'] - b['p50_ms']:.2f} ms, "
-                             f"p99 +{r['p99_ms'] - b['p99_ms']:.2f} ms over transport")
+                lines.append(f"{m['mode']}: node overhead at {r['rate_hz']:g} Hz: "
+                             f"p50 +{r['p50_ms'] - b['p50_ms']:.2f} ms, p99 +{r['p99_ms'] - b['p99_ms']:.2f} ms over transport")
     for t in report["targets"]:
         lines.append(
             f"{t['mode']}: target at {TARGET_RATE:g} Hz (0 drops, p99 <= transport p99 + inference p99 + "

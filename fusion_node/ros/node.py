@@ -271,7 +271,8 @@ class FusionNode(LifecycleNode):
             subs = [self._subscribe(CompressedImage, s.topics.image + "/compressed", "image",
                                     self._handler("image", convert.compressed_image_from_msg), qos)]
         else:
-            subs = [self._subscribe(Image, s.topics.image, "image", self._handler("image", convert.image_from_msg), qos)]
+            subs = [self._subscribe(Image, s.topics.image, "image", self._handler("image", convert.image_from_msg),
+                                    qos)]
         subs.extend(self._audio_subscriptions(sensor_qos(s.audio_qos_depth)))
         joints_qos = sensor_qos(s.joints_qos_depth)
         subs.extend(self._subscribe(JointState, topic, "joints", self._handler("joints", convert.joints_from_msg),
@@ -324,7 +325,8 @@ class FusionNode(LifecycleNode):
         if s.audio_type == "audio_common_msgs/AudioStamped":
             return [self._subscribe(acm.AudioStamped, s.topics.audio, "audio",
                                     self._handler("audio", audio_stamped_from_msg), qos)]
-        convert_stamped = self._handler("audio", lambda msg, _arrival: audio_data_stamped_from_msg(msg, self._audio_info))
+        convert_stamped = self._handler(
+            "audio", lambda msg, _arrival: audio_data_stamped_from_msg(msg, self._audio_info))
         return [
             self._subscribe(acm.AudioDataStamped, s.topics.audio, "audio", convert_stamped, qos),
             self._subscribe(acm.AudioInfo, s.topics.audio_info, "audio", self._on_audio_info, QoSProfile(depth=1)),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from fusion_node.ros.launch_support import DDS_MODES, apply_dds, default_params_file, node_overrides
 from fusion_node.ros.params import BACKENDS, NODE_NAME, load, read_params_file, resolve_model_dir
@@ -40,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "default (Fast DDS defaults)")
     p.add_argument("--executor", choices=("auto", "events", "single"), default="auto",
                    help="rclpy executor (auto: EventsExecutor where available)")
-    p.add_argument("--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (0: run until Ctrl-C)")
+    p.add_argument("--duration", type=float, default=0.0, metavar="S",
+                   help="stop after S seconds (0: run until Ctrl-C)")
     p.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=[],
                    help="ROS arguments passed through unchanged (must come last)")
     p.set_defaults(func=run)

@@ -52,7 +52,7 @@ def test_install_holds_what_ros2_run_and_ros2_launch_look_for(built):
     share = built / "fusion_node" / "share" / "fusion_node"
     assert (built / "fusion_node" / "share" / "ament_index" / "resource_index" / "packages" / "fusion_node").is_file()
     assert (share / "package.xml").read_text() == (REPO / "package.xml").read_text()
-    for pattern, folder in (("launch/*.launch.py", "launch"), ("config/*.yaml", "config")):
+    for pattern, folder in (("launch/*.launch.py", "launch"), ("config/*", "config")):
         shipped = sorted(p.name for p in REPO.glob(pattern))
         assert sorted(p.name for p in (share / folder).iterdir()) == shipped
     for exe in ("fusion_node", "fusion"):

@@ -69,6 +69,8 @@ def output_qos() -> QoSProfile:
 
 
 class FusionNode(LifecycleNode):
+    """The live fusion node; see the module docstring for its lifecycle, threading and clocks."""
+
     def __init__(self, node_name: str = params.NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self._param_errors = self._declare_parameters()

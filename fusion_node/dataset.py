@@ -143,7 +143,8 @@ def _restamp(sample: Sample, arrival: float) -> Sample:
     return dataclasses.replace(sample, stamp=arrival)
 
 
-def bag_samples(path: str | Path, skip_topics: Iterable[str] = (TRUTH_TOPIC,)) -> Iterator[tuple[str, Sample, float, str, object]]:
+def bag_samples(path: str | Path, skip_topics: Iterable[str] = (TRUTH_TOPIC,)
+                ) -> Iterator[tuple[str, Sample | None, float, str, object]]:
     """(modality, sample, arrival, topic, decoded message) in log-time order; unconvertible messages are counted
     and skipped, the ground-truth topic is yielded with modality "" and sample None."""
     from fusion_node.bag.reader import BagReader

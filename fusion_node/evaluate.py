@@ -183,11 +183,14 @@ def format_table(report: dict[str, Any]) -> str:
     """Markdown: one table per head (rows: models, columns: conditions), then size and latency."""
     lines: list[str] = []
     conds = report["conditions"]
+    names = [m["name"] for m in report["models"]]
+    label = {id(m): m["name"] if names.count(m["name"]) == 1 else f"{m['name']} ({m['dir']})"
+             for m in report["models"]}
     for key, (head, desc) in METRICS.items():
         lines += [f"**{head}** — {desc}", "", "| model | " + " | ".join(conds) + " |",
                   "|---|" + "---|" * len(conds)]
         for m in report["models"]:
-            lines.append(f"| {m['name']} | " + " | ".join(_fmt(key, m["results"].get(c, {}).get(key)) for c in conds)
+            lines.append(f"| {label[id(m)]} | " + " | ".join(_fmt(key, m["results"].get(c, {}).get(key)) for c in conds)
                          + " |")
         ref = report["reference"]
         lines.append(f"| ({ref['name']}) | " + " | ".join(
@@ -196,7 +199,7 @@ def format_table(report: dict[str, Any]) -> str:
     lines += ["| model | fusion | parameters | torch CPU ms (batch 1) | ONNX Runtime CPU ms |", "|---|---|---|---|---|"]
     for m in report["models"]:
         ort_ms = m["latency"].get("onnxruntime_cpu_ms")
-        lines.append(f"| {m['name']} | {m['fusion']} | {m['parameters']:,} | {m['latency']['torch_cpu_ms']:.2f} | "
+        lines.append(f"| {label[id(m)]} | {m['fusion']} | {m['parameters']:,} | {m['latency']['torch_cpu_ms']:.2f} | "
                      + (f"{ort_ms:.2f}" if ort_ms is not None else "-") + " |")
     lines += ["", "samples per condition: " + ", ".join(f"{k} {v}" for k, v in report["samples"].items())]
     return "\n".join(lines)

@@ -114,34 +114,14 @@ class SyncBuffer:
             skew = stamp - arrival
         except (AttributeError, TypeError):
             return self._drop(pol, "invalid", arrival)
-        # One combined test keeps the common case (in-time, sane clock) to a single branch.
+        # One combined test keeps the common case (in-time, sane clock) to a single branch, and
+        # the store follows inline: this is the per-message path.
         if (skew - skew != 0.0 or skew > self._future_limit or stamp <= self._watermark
                 or stamp < pol.newest - self._jump or self._suspects):
-            return self._ingest(pol, modality, sample, arrival)
-        return self._store(pol, sample, stamp, arrival, skew)
-
-    def _ingest(self, pol: Policy, modality: str, sample: Any, arrival: float) -> bool:
-        """The full checks: invalid numbers, suspect clocks, late samples."""
-        try:
-            stamp = sample.stamp + 0.0
-            arrival = arrival + 0.0
-        except (AttributeError, TypeError):
-            return self._drop(pol, "invalid", arrival)
-        if stamp - stamp != 0.0 or arrival - arrival != 0.0:  # NaN or infinite
-            return self._drop(pol, "invalid", arrival)
-        skew = stamp - arrival
-        if skew > self._future_limit or stamp < pol.newest - self._jump:
-            return self._suspect(modality, sample, arrival)
-        if self._suspects:
-            self._expire_suspects(arrival)
-        if stamp <= self._watermark:
-            pol.stats.late += 1
-            if not pol.useful_late(sample, stamp, self._watermark):
-                return self._drop(pol, "late", arrival, counted=True)
-        return self._store(pol, sample, stamp, arrival, skew)
-
-    def _store(self, pol: Policy, sample: Any, stamp: float, arrival: float, skew: float) -> bool:
-        """Insert a sample that passed the checks and do the bookkeeping it triggers."""
+            verdict, stamp, arrival = self._screen(pol, modality, sample, arrival)
+            if verdict is not None:
+                return verdict
+            skew = stamp - arrival
         try:
             code = pol.insert(stamp, sample, arrival)
         except (AttributeError, TypeError, ValueError, IndexError):
@@ -159,6 +139,30 @@ class SyncBuffer:
         if not self._evict_in:
             self._evict()
         return True
+
+    def _screen(self, pol: Policy, modality: str, sample: Any, arrival: float) -> tuple[bool | None, float, float]:
+        """The full checks: invalid numbers, suspect clocks, late samples.
+
+        Returns (None, stamp, arrival) when add() is to store the sample (times as floats),
+        else (add()'s answer, ...) for a sample dropped or held as suspect.
+        """
+        try:
+            stamp = sample.stamp + 0.0
+            arrival = arrival + 0.0
+        except (AttributeError, TypeError):
+            return self._drop(pol, "invalid", arrival), NAN, NAN
+        if stamp - stamp != 0.0 or arrival - arrival != 0.0:  # NaN or infinite
+            return self._drop(pol, "invalid", arrival), stamp, arrival
+        skew = stamp - arrival
+        if skew > self._future_limit or stamp < pol.newest - self._jump:
+            return self._suspect(modality, sample, arrival), stamp, arrival
+        if self._suspects:
+            self._expire_suspects(arrival)
+        if stamp <= self._watermark:
+            pol.stats.late += 1
+            if not pol.useful_late(sample, stamp, self._watermark):
+                return self._drop(pol, "late", arrival, counted=True), stamp, arrival
+        return None, stamp, arrival
 
     def _drop(self, pol: Policy, reason: str, arrival: float, counted: bool = False) -> bool:
         st = pol.stats
@@ -187,7 +191,8 @@ class SyncBuffer:
         self._suspects = []
         self.reset("clock jump")
         for modality_, sample_, arrival_ in held:
-            self._ingest(self._policies[modality_], modality_, sample_, arrival_)
+            self._policies[modality_].received -= 1  # counted when it first came in
+            self.add(modality_, sample_, arrival_)
         return True
 
     def _expire_suspects(self, arrival: float) -> None:

@@ -212,8 +212,11 @@ def _floats(x: Any) -> list[float]:
 
 def _row(sample: Any, width: int) -> list[float]:
     """Positions then velocities as floats; velocities of the wrong length count as not given (NaN)."""
-    v = _floats(sample.velocity)
-    return _floats(sample.position) + (v if len(v) == width else [NAN] * width)
+    p, v = sample.position, sample.velocity
+    if type(p) is np.ndarray and type(v) is np.ndarray and len(v) == width:  # as converted
+        return p.tolist() + v.tolist()
+    v = _floats(v)
+    return _floats(p) + (v if len(v) == width else [NAN] * width)
 
 
 class JointGroup:
@@ -382,12 +385,11 @@ class JointPolicy(Policy):
         dt = ring.stamps[b] - sa
         w = (t - sa) / dt
         out = [x + (y - x) * w for x, y in zip(xa, xb)]
-        s = sum(xa[n:]) + sum(xb[n:])
-        if s != s:  # a velocity not given (NaN): the finite difference of the positions
-            for k in range(n):
-                x, y = xa[n + k], xb[n + k]
-                if x != x or y != y:
-                    out[n + k] = (xb[k] - xa[k]) / dt
+        s = sum(out)
+        if s != s:  # a NaN: where a velocity was not given, the finite difference of the positions
+            for k in range(n, 2 * n):
+                if xa[k] != xa[k] or xb[k] != xb[k]:
+                    out[k] = (xb[k - n] - xa[k - n]) / dt
         return out
 
     def fill(self, frame: AlignedFrame, t: float) -> None:

@@ -273,9 +273,9 @@ class SyncBuffer:
         ref = self._ref
         i = ref.head
         t = ref.stamps[i]
-        frame = AlignedFrame(stamp=t, image=None, audio=None, joint_position=None,
-                             joint_velocity=None, joint_mask=None, text=None,
-                             arrival=ref.arrivals[i])
+        # stamp, then image, audio, joint position/velocity/mask and text filled below; positional
+        # arguments cost half of keywords here, once per frame.
+        frame = AlignedFrame(t, None, None, None, None, None, None, arrival=ref.arrivals[i])
         if self._ref_policy is not None:
             self._ref_policy.fill(frame, t)
         for pol in self._others:

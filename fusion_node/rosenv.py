@@ -21,12 +21,21 @@ INSTALL_ENV_VAR = "FUSION_WS_INSTALL"
 # Interface packages the Python code imports from the workspace. fusion_node itself is
 # deliberately absent: its colcon-installed copy must not shadow the editable checkout.
 _WORKSPACE_PACKAGES = ("fusion_msgs",)
-_DEFAULTS = {
-    "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
-    # Fast DDS' default 512 KB shared-memory segments make camera images slow to cross
-    # processes (14.5 ms vs 3.6 ms p50 for VGA rgb8 measured on loopback).
-    "FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA",
-}
+_DEFAULTS = {"RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"}
+
+# Fast DDS' default 512 KB shared-memory segments make camera images slow to cross processes
+# (14.5 ms vs 3.6 ms p50 for VGA rgb8 on loopback). The shipped profile enlarges the segment and,
+# unlike FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA, still talks to participants on the defaults
+# (a robot's camera driver): see benchmarks/e2e.md. A user's own Fast DDS setting wins.
+_DDS_VARS = ("FASTDDS_BUILTIN_TRANSPORTS", "FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+_DDS_PROFILE = Path(__file__).resolve().parent.parent / "config" / "fastdds_large_shm.xml"
+
+
+def _defaults(env: Mapping[str, str]) -> dict[str, str]:
+    out = {k: v for k, v in _DEFAULTS.items() if k not in env}
+    if _DDS_PROFILE.is_file() and not any(k in env for k in _DDS_VARS):
+        out.update(dict.fromkeys(_DDS_VARS[1:], str(_DDS_PROFILE)))
+    return out
 
 
 def workspace_install() -> Path:
@@ -54,8 +63,8 @@ def _built_prefixes() -> list[Path]:
 def ros_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment for a subprocess that uses ROS and fusion_msgs.
 
-    Starts from `base` (default: os.environ); the user's own RMW_IMPLEMENTATION and
-    FASTDDS_BUILTIN_TRANSPORTS win over the defaults.
+    Starts from `base` (default: os.environ); the user's own RMW_IMPLEMENTATION and Fast DDS
+    transport settings win over the defaults.
     """
     env = dict(os.environ if base is None else base)
     prefixes = _built_prefixes()
@@ -68,8 +77,7 @@ def ros_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     _prepend(env, "AMENT_PREFIX_PATH", ament)
     _prepend(env, "LD_LIBRARY_PATH", libs)
     _prepend(env, "PYTHONPATH", [str(_site_packages(p)) for p in prefixes])
-    for name, value in _DEFAULTS.items():
-        env.setdefault(name, value)
+    env.update(_defaults(env))
     return env
 
 
@@ -112,8 +120,7 @@ def ensure_ros_env() -> None:
     dynamic loader read LD_LIBRARY_PATH at process start, so setting it now is not enough.
     A no-op beyond the defaults on a sourced ROS workspace or when nothing is built.
     """
-    for name, value in _DEFAULTS.items():
-        os.environ.setdefault(name, value)
+    os.environ.update(_defaults(os.environ))
     prefixes = _built_prefixes()
     if not prefixes or ros_messages_available():
         return
@@ -134,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     env = ros_env()
     if not args:
-        for name in ("AMENT_PREFIX_PATH", "LD_LIBRARY_PATH", "PYTHONPATH", *_DEFAULTS):
-            print(f"export {name}={shlex.quote(env[name])}")
+        for name in ("AMENT_PREFIX_PATH", "LD_LIBRARY_PATH", "PYTHONPATH", *_DEFAULTS, *_DDS_VARS):
+            if name in env:
+                print(f"export {name}={shlex.quote(env[name])}")
         return 0
     try:
         os.execvpe(args[0], args, env)

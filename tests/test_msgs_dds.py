@@ -154,7 +154,10 @@ def test_ros_env_is_all_a_subprocess_needs(require_fusion_msgs):
 
     env = rosenv.ros_env(base=_bare_env())
     assert env["RMW_IMPLEMENTATION"] == "rmw_fastrtps_cpp"
-    assert env["FASTDDS_BUILTIN_TRANSPORTS"] == "LARGE_DATA"
+    # the shipped large-segment profile, which still talks to default participants
+    assert env["FASTDDS_DEFAULT_PROFILES_FILE"].endswith("config/fastdds_large_shm.xml")
+    assert env["FASTRTPS_DEFAULT_PROFILES_FILE"] == env["FASTDDS_DEFAULT_PROFILES_FILE"]
+    assert "FASTDDS_BUILTIN_TRANSPORTS" not in env
     done = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "ok"
@@ -166,6 +169,7 @@ def test_user_settings_win_over_defaults():
     env = rosenv.ros_env(base={"FASTDDS_BUILTIN_TRANSPORTS": "DEFAULT", "RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"})
     assert env["FASTDDS_BUILTIN_TRANSPORTS"] == "DEFAULT"
     assert env["RMW_IMPLEMENTATION"] == "rmw_cyclonedds_cpp"
+    assert "FASTDDS_DEFAULT_PROFILES_FILE" not in env  # one transport setting at a time: the user's
 
 
 def test_ensure_ros_env_loads_fusion_msgs_in_a_bare_process(require_fusion_msgs):

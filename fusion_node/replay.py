@@ -32,6 +32,7 @@ from fusion_node.bag.writer import BagWriter
 from fusion_node.config import PipelineConfig, from_dict, load_yaml
 from fusion_node.convert import CONVERTERS, BadMessage
 from fusion_node.frames import AlignedFrame, FusedOutput, Sample
+from fusion_node.stamps import StampBook
 from fusion_node.ros.audio_common import audio_data_stamped_from_msg, audio_stamped_from_msg
 
 STATE_TOPIC = "/fusion/state"
@@ -208,23 +209,6 @@ def plan(bag: BagReader, overrides: dict[str, str], reference: str) -> tuple[dic
     return chosen, bag.topics_of_type(TRUTH_TYPE)
 
 
-class _StampBook:
-    """Exact (sec, nanosec) of reference stamps, keyed by the float the pipeline carries."""
-
-    def __init__(self) -> None:
-        self._book: dict[float, tuple[int, int]] = {}
-
-    def add(self, t: float, header_stamp: Any) -> None:
-        self._book[t] = (int(header_stamp.sec), int(header_stamp.nanosec))
-
-    def take(self, t: float) -> tuple[int, int] | None:
-        # Frames leave in stamp order: entries older than this one are never needed again.
-        exact = self._book.pop(t, None)
-        for k in [k for k in self._book if k < t]:
-            del self._book[k]
-        return exact
-
-
 class Replayer:
     """Drives a Pipeline from a bag; see the module docstring for the clock it uses."""
 
@@ -257,7 +241,7 @@ class Replayer:
         from tqdm import tqdm
 
         by_topic = {t: m for m, t in chosen.items()}
-        stamps = _StampBook()
+        stamps = StampBook()
         convert = _Converter()
         info_topics = bag.topics_of_type(AUDIO_INFO) if "audio" in chosen else []
         wanted = [*chosen.values(), *truth_topics, *info_topics]
@@ -305,7 +289,7 @@ class Replayer:
         res.loop_wall = time.perf_counter() - t0
         res.bag_duration = (end_ns - first_ns) * 1e-9 if first_ns is not None else 0.0
 
-    def _emit(self, frame: AlignedFrame, now_ns: int, writer: BagWriter, stamps: _StampBook,
+    def _emit(self, frame: AlignedFrame, now_ns: int, writer: BagWriter, stamps: StampBook,
               res: ReplayResult, every: int) -> None:
         now = now_ns * 1e-9
         t0 = time.perf_counter()

@@ -106,6 +106,7 @@ def test_player_node_consumer_counts_and_fields(live_node, ros_env, tmp_path):
     sent = player["camera_stamps"]
     matched = [match_stamp(sent, s) for s, _, _ in consumer["samples"]]
     assert None not in matched  # every FusedState is aligned to a camera frame that was sent
+    assert matched == [s for s, _, _ in consumer["samples"]]  # and carries its header stamp exactly
     assert len(set(matched)) == len(matched)  # each frame once
     assert matched  # how many depends on the machine's load (best-effort camera, latest wins)
     state = consumer["state"]
@@ -168,6 +169,7 @@ def test_bag_played_with_clock_into_the_sim_time_node(live_node, fusion_cmd, ros
     report = json.loads(c_json.read_text())
     fused = [match_stamp(stamps, s) for s, _, _ in report["samples"]]
     assert fused and None not in fused  # aligned to the bag's own camera stamps, years back
+    assert fused == [s for s, _, _ in report["samples"]]  # to the nanosecond
     # The instruction arrived (the bag's publisher is volatile: the node added a volatile subscription).
     assert report["state"]["present"][MODALITIES.index("text")]
     assert "also subscribed" in log.read_text()

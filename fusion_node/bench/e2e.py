@@ -221,8 +221,9 @@ def summarise(player: dict[str, Any], consumer: dict[str, Any]) -> dict[str, Any
 
 
 def match_stamp(sent: list[int], stamp: int, tolerance_ns: int = 2000) -> int | None:
-    """The sent camera stamp (ns, ascending) a received stamp stands for. FusedState stamps went
-    through float seconds in the pipeline: at today's epoch a float64 keeps ~0.24 us."""
+    """The sent camera stamp (ns, ascending) a received stamp stands for. The node restores the
+    exact header stamp (fusion_node.stamps); the tolerance admits drivers that round through float
+    seconds (a float64 keeps ~0.24 us at today's epoch)."""
     i = bisect.bisect_left(sent, stamp)
     best = min((c for c in sent[max(0, i - 1):i + 1]), key=lambda c: abs(c - stamp), default=None)
     return best if best is not None and abs(best - stamp) <= tolerance_ns else None

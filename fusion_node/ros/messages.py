@@ -24,12 +24,16 @@ def time_msg(t: float):
     return Time(sec=int(sec), nanosec=nanosec)
 
 
-def fused_state_msg(out: FusedOutput, latency: float, frame_id: str = ""):
-    """The FusedState for one pipeline result; arrays go in as array.array (rclpy's fast path)."""
+def fused_state_msg(out: FusedOutput, latency: float, frame_id: str = "", stamp: tuple[int, int] | None = None):
+    """The FusedState for one pipeline result; arrays go in as array.array (rclpy's fast path).
+
+    `stamp` (sec, nanosec) is the camera header's exact stamp when known (fusion_node.stamps).
+    """
+    from builtin_interfaces.msg import Time
     from fusion_msgs.msg import FusedState
 
     msg = FusedState()
-    msg.header.stamp = time_msg(out.stamp)
+    msg.header.stamp = time_msg(out.stamp) if stamp is None else Time(sec=stamp[0], nanosec=stamp[1])
     msg.header.frame_id = frame_id
     msg.model_id = out.model_id
     msg.backend = out.backend

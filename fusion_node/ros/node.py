@@ -37,6 +37,7 @@ from fusion_node.frames import AlignedFrame
 from fusion_node.ros import messages, params
 from fusion_node.ros.audio_common import audio_data_stamped_from_msg, audio_stamped_from_msg
 from fusion_node.ros.monitor import NodeMonitor
+from fusion_node.stamps import StampBook
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
@@ -93,6 +94,7 @@ class FusionNode(LifecycleNode):
         self._unstamped_text = None  # instruction received before a simulated clock started
         self._text_pool: ThreadPoolExecutor | None = None
         self._frame_id = ""
+        self._stamps = StampBook()  # exact camera stamps for the FusedState headers
         self._previous_snapshot: dict | None = None
 
     # -- parameters ------------------------------------------------------------------------
@@ -364,8 +366,10 @@ class FusionNode(LifecycleNode):
             return
         try:
             sample = conv(msg, arrival)
-            if modality == "image" and not self._frame_id:
-                self._frame_id = str(getattr(msg.header, "frame_id", ""))
+            if modality == "image":
+                self._stamps.add(sample.stamp, msg.header.stamp)
+                if not self._frame_id:
+                    self._frame_id = str(getattr(msg.header, "frame_id", ""))
             with self._sync_lock:
                 accepted = pipeline.add(modality, sample, arrival)
                 self._hand_over(pipeline.frames(arrival))
@@ -467,7 +471,7 @@ class FusionNode(LifecycleNode):
         if pub is None:
             return
         frame_id = self.settings.frame_id or self._frame_id
-        msg = messages.fused_state_msg(out, time.monotonic() - frame.arrival, frame_id)
+        msg = messages.fused_state_msg(out, time.monotonic() - frame.arrival, frame_id, self._stamps.take(out.stamp))
         pub.publish(msg)
         self.monitor.frame_done(inference, msg.latency, out.weight)
 

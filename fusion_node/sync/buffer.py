@@ -93,11 +93,11 @@ class SyncBuffer:
         self._next_tick = -INF if self._clock else INF
         self._tick_k: int | None = None
         self._evict_in = EVICT_EVERY  # accepted samples until the next horizon eviction
-        # poll() re-evaluates the head frame only when it may have become ready: at `_wake` (the
-        # deadline that held it back) or once `_dirty` (a sample of a modality with `wakes` set,
-        # i.e. the one it waited for or the reference, or a frame put in the outbox).
+        # poll() re-evaluates the head frame only when it may have become ready: from `_wake`, the
+        # deadline that held it back, or at once (-INF) after a sample of a modality with `wakes`
+        # set (the one it waited for, or the reference) or a frame put in the outbox. One
+        # attribute carries both, so the per-message poll() that finds nothing is one comparison.
         self._wake = INF
-        self._dirty = False
         for pol in self._policies.values():
             pol.wakes = pol is self._ref_policy
 
@@ -132,7 +132,7 @@ class SyncBuffer:
             self._max_skew = skew
             self._future_limit = skew + self._future_tol
         if pol.wakes:
-            self._dirty = True
+            self._wake = -INF
         if stamp >= self._next_tick:
             self._tick(stamp, arrival)
         self._evict_in -= 1
@@ -224,19 +224,18 @@ class SyncBuffer:
             k += 1
         self._tick_k = k
         self._next_tick = k / rate
-        self._dirty = True
+        self._wake = -INF
 
     # ------------------------------------------------------------------ emit
     def poll(self, now: float) -> list[AlignedFrame]:
         """Frames whose inputs are complete or whose deadlines passed by `now`, in order."""
-        if not self._dirty and now < self._wake:
+        if now < self._wake:
             return []
         out, self._outbox = self._outbox, []
         ref = self._ref
         stamps, arrivals = ref.stamps, ref.arrivals
         emitted = False
         self._wake = INF
-        self._dirty = False
         for pol in self._others:
             pol.wakes = False
         while len(stamps) > ref.head:
@@ -291,7 +290,7 @@ class SyncBuffer:
 
     def _evict(self) -> None:
         self._evict_in = EVICT_EVERY
-        self._dirty = True  # dropping a silent joint publisher can complete the head frame
+        self._wake = -INF  # dropping a silent joint publisher can complete the head frame
         wm = self._watermark
         for pol in self._others:
             top = pol.newest - self._horizon
@@ -312,7 +311,8 @@ class SyncBuffer:
         self._suspects = []
         self._start_epoch()
         self._outbox = pending
-        self._dirty = bool(pending)
+        if pending:
+            self._wake = -INF
 
     def pending(self) -> int:
         """Reference times waiting for data or deadlines."""

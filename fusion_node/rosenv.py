@@ -94,7 +94,7 @@ def ros_messages_available() -> bool:
     return True
 
 
-def _preload(libs: list[Path]) -> None:
+def preload(libs: list[Path]) -> None:
     """dlopen the workspace libraries globally, so the loader resolves the extension's NEEDED
     entries by soname although LD_LIBRARY_PATH was read before it was set. They depend on
     each other, so load in passes until no more succeed."""
@@ -132,7 +132,7 @@ def ensure_ros_env() -> None:
     # A failed import above leaves a partial fusion_msgs in sys.modules; import it afresh.
     for name in [m for m in sys.modules if m.split(".")[0] in _WORKSPACE_PACKAGES]:
         del sys.modules[name]
-    _preload(sorted(lib for prefix in prefixes for lib in (prefix / "lib").glob("lib*.so")))
+    preload(sorted(lib for prefix in prefixes for lib in (prefix / "lib").glob("lib*.so")))
 
 
 def main(argv: list[str] | None = None) -> int:

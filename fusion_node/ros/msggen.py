@@ -9,7 +9,6 @@ CMake (present wherever the ROS 2 build tools are, including this project's venv
 """
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import importlib
 import os
@@ -20,6 +19,7 @@ from pathlib import Path
 from rosbags.typesys.store import Typestore
 
 from fusion_node.ros.bagtypes import message_class, nested_types
+from fusion_node.rosenv import preload
 
 CACHE_ENV = "FUSION_MSG_CACHE"
 _SEP = "\n" + "=" * 80 + "\n"
@@ -139,17 +139,7 @@ def load(install: Path) -> None:
         old = os.environ.get(name, "")
         os.environ[name] = os.pathsep.join([str(value), *([old] if old else [])])
     importlib.invalidate_caches()
-    pending = sorted((install / "lib").glob("lib*.so"))
-    while pending:  # they depend on each other: load in passes until no more succeed
-        failed = []
-        for lib in pending:
-            try:
-                ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
-            except OSError:
-                failed.append(lib)
-        if len(failed) == len(pending):
-            break
-        pending = failed
+    preload(sorted((install / "lib").glob("lib*.so")))
 
 
 def provide(store: Typestore, msgtypes: list[str]) -> list[str]:

@@ -15,10 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from fusion_node import MODALITIES
-from fusion_node.config import PipelineConfig, SyncConfig, from_dict, to_dict
+from fusion_node.config import PipelineConfig, SyncConfig, from_dict, load_yaml, to_dict
 
 NODE_NAME = "fusion_node"
 
@@ -281,14 +279,7 @@ def apply_sync_change(sync: SyncConfig, name: str, value: Any) -> SyncConfig:
 def read_params_file(path: str | Path, node_name: str = NODE_NAME) -> dict[str, Any]:
     """Flat parameters a ROS params file gives `node_name` ('/**' and the node's own sections)."""
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"params file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{p}: invalid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{p}: expected a mapping of node names to ros__parameters")
+    data = load_yaml(p, "params file")
     flat: dict[str, Any] = {}
     for key, section in data.items():
         if str(key).strip("/").split("/")[-1] not in ("**", node_name):

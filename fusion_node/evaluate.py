@@ -333,6 +333,21 @@ def load_test_sets(model_dir: str, bags: list[str], paraphrase_bags: list[str], 
     return sets
 
 
+def table_command(args: argparse.Namespace) -> str:
+    """The `fusion eval` command line that reproduces this run's table (no output options)."""
+    parts = ["fusion eval", *args.models]
+    for flag, value in (("--bags", args.bags), ("--paraphrase-bags", args.paraphrase_bags), ("--world", args.world)):
+        if value:
+            parts += [flag, *value]
+    if args.generate:
+        parts += ["--generate", str(args.generate), "--episode-seconds", f"{args.episode_seconds:g}"]
+    if args.stride != 2:
+        parts += ["--stride", str(args.stride)]
+    if args.no_naive:
+        parts.append("--no-naive")
+    return " ".join(parts)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -359,7 +374,5 @@ def run(args: argparse.Namespace) -> int:
         recipe = Path(args.card) / "train.yaml"
         command = (f"fusion train --config {recipe} --out {args.card} --export" if recipe.is_file()
                    else "(no train.yaml recorded)")
-        eval_command = "fusion eval " + " ".join(a for a in sys.argv[2:] if a != "--no-progress") \
-            if len(sys.argv) > 1 and sys.argv[1] == "eval" else "fusion eval " + " ".join(args.models)
-        print(f"wrote {write_model_card(args.card, report, command, eval_command, notes)}")
+        print(f"wrote {write_model_card(args.card, report, command, table_command(args), notes)}")
     return 0

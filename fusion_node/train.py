@@ -430,6 +430,7 @@ def run(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         last = summary["history"][-1] if summary["history"] else {}
         vals = ", ".join(f"{k[4:]} {v:.3f}" for k, v in last.items() if k.startswith("val_"))
+        tail = f"; val: {vals}" if vals else ""
         print(f"wrote {args.out} ({summary['name']}, {summary['parameters']} parameters, "
-              f"{summary['samples']['train']} train samples, {summary['seconds']:.0f} s){'; val: ' + vals if vals else ''}")
+              f"{summary['samples']['train']} train samples, {summary['seconds']:.0f} s){tail}")
     return 0

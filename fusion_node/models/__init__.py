@@ -1,4 +1,4 @@
-"""Fusion models: encoders, fusion heads, contrastive alignment, model I/O (build/load/save; ONNX export: fusion_node.export)."""
+"""Fusion models: encoders, fusion heads, contrastive alignment, build/load/save (ONNX: fusion_node.export)."""
 from fusion_node.models.io import load_model, load_spec, model_id, save_model, sha256_file
 from fusion_node.models.model import (
     BASE_OUTPUT_NAMES,

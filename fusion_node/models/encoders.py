@@ -91,7 +91,8 @@ class LogMel(nn.Module):
         phase = 2 * np.pi * k * t[None] / n_fft
         kernel = np.concatenate([np.cos(phase) * window, -np.sin(phase) * window]).astype(np.float32)
         self.register_buffer("dft", torch.from_numpy(kernel)[:, None, :], persistent=False)
-        self.register_buffer("mel", torch.from_numpy(mel_filterbank(n_freq, n_mels, rate)).T.contiguous(), persistent=False)
+        mel = torch.from_numpy(mel_filterbank(n_freq, n_mels, rate)).T.contiguous()
+        self.register_buffer("mel", mel, persistent=False)
         self.hop = hop
         self.n_freq = n_freq
         self.n_mels = n_mels

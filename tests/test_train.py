@@ -221,3 +221,10 @@ def test_world_overrides_are_checked():
         parse_overrides(["camera_latencyy=0.06"])
     with pytest.raises(ValueError, match="latencies"):
         parse_overrides(["camera_latency=-1"])
+
+
+def test_contrastive_pretraining_epochs_come_first(tmp_path, data):
+    summary = train(_cfg(epochs=1, pretrain_epochs=1), data, tmp_path / "m", progress=False)
+    first, second = summary["history"]
+    assert first["phase"] == "contrastive" and set(first) == {"epoch", "phase", "train_contrastive"}
+    assert second["phase"] == "task" and "train_command" in second and "val_xy_err" in second

@@ -282,6 +282,8 @@ def load_or_build(paths: Iterable[str | Path], spec: ModelSpec, sync: SyncConfig
 
             text_encoder = TextEncoder(spec.text_encoder)
         built = build_from_bag(p, spec, sync, text_encoder, stride=stride, naive=naive)
+        if not len(built):
+            raise ValueError(f"{p}: no camera frame with a {TRUTH_TOPIC} message: nothing to train or score on")
         built.save(cached, {"bag": str(p), "stride": stride, "naive": naive, "version": CACHE_VERSION})
         sets.append(built)
     return SampleSet.concat(sets)

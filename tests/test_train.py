@@ -228,3 +228,20 @@ def test_contrastive_pretraining_epochs_come_first(tmp_path, data):
     first, second = summary["history"]
     assert first["phase"] == "contrastive" and set(first) == {"epoch", "phase", "train_contrastive"}
     assert second["phase"] == "task" and "train_command" in second and "val_xy_err" in second
+
+
+def test_bag_without_ground_truth_is_a_clear_error(tmp_path, bags):
+    from fusion_node.bag.reader import BagReader
+    from fusion_node.bag.writer import BagWriter
+
+    out = tmp_path / "no_truth"
+    with BagReader(bags[0]) as reader, BagWriter(out) as writer:
+        for topic, info in reader.topics.items():
+            if topic != "/ground_truth":
+                writer.add_topic(topic, info.msgtype)
+        for m in reader.messages():
+            if m.topic != "/ground_truth":
+                writer.write(m.topic, m.log_time, m.data)
+    with pytest.raises(ValueError, match="no camera frame with a /ground_truth"):
+        load_or_build([out], ModelSpec(), SyncConfig(), tmp_path / "cache", text_encoder=HashEmbedder(),
+                      progress=False)

@@ -107,7 +107,8 @@ class SyncBuffer:
         try:
             pol = self._policies[modality]
         except KeyError:
-            raise ValueError(f"modality {modality!r} is not configured (configured: {', '.join(self._policies)})") from None
+            configured = ", ".join(self._policies)
+            raise ValueError(f"modality {modality!r} is not configured (configured: {configured})") from None
         pol.received += 1
         try:
             stamp = sample.stamp

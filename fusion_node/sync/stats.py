@@ -25,9 +25,10 @@ class ModalityStats:
     resets: buffer resets (clock jumps); missing: frames emitted without this modality;
     frames: frames emitted with it present.
     age: reference time minus the stamp of the sample used (seconds, signed; the summaries
-    age_mean/p50/max are of its magnitude). align_err: time error of the value delivered at the reference time (seconds): |age| for
-    nearest/exact/latest, the extrapolation distance for interpolate (0 when bracketed), the
-    largest stamp correction applied when stitching audio chunks for window.
+    age_mean/p50/max are of its magnitude). align_err: time error of the value delivered at
+    the reference time (seconds): |age| for nearest/exact/latest, the extrapolation distance
+    for interpolate (0 when bracketed), the largest stamp correction applied when stitching
+    audio chunks for window.
     """
 
     late: int = 0

@@ -49,6 +49,7 @@ class TrainConfig:
     warmup_steps: int = 100
     seed: int = 0
     modality_dropout: float = 0.2  # per sample and modality, probability of masking it out
+    text_noise: float = 0.0  # std of Gaussian noise added to text embeddings (then renormalised)
     loss_weights: dict[str, float] = field(
         default_factory=lambda: {"target_xy": 4.0, "direction": 1.0, "command": 1.0, "pointer": 0.5}
     )
@@ -75,6 +76,7 @@ class TrainConfig:
             (self.epochs >= 1 and self.batch_size >= 2, "epochs must be >= 1 and batch_size >= 2"),
             (self.lr > 0, "lr must be > 0"),
             (0 <= self.modality_dropout < 1, "modality_dropout must be in [0, 1)"),
+            (self.text_noise >= 0, "text_noise must be >= 0"),
             (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
             (self.stride >= 1, "stride must be >= 1"),
             (set(self.loss_weights) <= {*TASKS, "pointer"},
@@ -124,14 +126,19 @@ def _objective_cls():
 
 # --- data ------------------------------------------------------------------------------------
 
-def make_batch(data, idx: np.ndarray, keep: np.ndarray, device: str):
+def make_batch(data, idx: np.ndarray, keep: np.ndarray, device: str, text_noise: np.ndarray | None = None):
     """Torch inputs/labels for rows idx with modality dropout `keep` [n,4] (1 keep, 0 drop);
-    dropped modalities are zeroed like preprocess zeroes absent ones."""
+    dropped modalities are zeroed like preprocess zeroes absent ones. `text_noise` [n,384] is
+    added to the sentence embeddings, which are then renormalised to unit length."""
     import torch
 
     from fusion_node import MODALITIES
 
     inputs = data.inputs(idx)
+    if text_noise is not None:
+        text = inputs["text"] + text_noise
+        norm = np.linalg.norm(text, axis=1, keepdims=True)
+        inputs["text"] = np.where(norm > 0, text / np.maximum(norm, 1e-6), 0.0).astype(np.float32)
     present = inputs["present"] * keep
     for i, name in enumerate(MODALITIES):
         keep = present[:, i].reshape((-1,) + (1,) * (inputs[name].ndim - 1))
@@ -323,7 +330,12 @@ def train(cfg: TrainConfig, data, out: str | Path, resume: bool = False, progres
         for batch_idx, batch_keep in zip(order[:, dist_info.rank], keep[:, dist_info.rank]):
             for g in optimizer.param_groups:
                 g["lr"] = lr_at(cfg, step, total_steps)
-            inputs, labels = make_batch(data, batch_idx, batch_keep, dist_info.device)
+            noise = None
+            if cfg.text_noise > 0:  # own stream, drawn for the global batch like the masks
+                noise_rng = np.random.default_rng([cfg.seed, epoch, step, 7])
+                noise = noise_rng.normal(0.0, cfg.text_noise, shape[1:] + (data.text_emb.shape[1],))
+                noise = noise[dist_info.rank].astype(np.float32)
+            inputs, labels = make_batch(data, batch_idx, batch_keep, dist_info.device, noise)
             loss, parts = runner(inputs, labels, contrastive_only)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -245,3 +245,21 @@ def test_bag_without_ground_truth_is_a_clear_error(tmp_path, bags):
     with pytest.raises(ValueError, match="no camera frame with a /ground_truth"):
         load_or_build([out], ModelSpec(), SyncConfig(), tmp_path / "cache", text_encoder=HashEmbedder(),
                       progress=False)
+
+
+def test_text_noise_keeps_embeddings_unit_and_absent_text_zero(data):
+    from fusion_node.train import make_batch
+
+    idx = np.arange(8)
+    keep = np.ones((8, 4), np.float32)
+    keep[0, 3] = 0.0
+    noise = np.random.default_rng(0).normal(0, 0.04, (8, 384)).astype(np.float32)
+    inputs, _ = make_batch(data, idx, keep, "cpu", noise)
+    text = inputs["text"].numpy()
+    assert (text[0] == 0).all() and inputs["present"][0, 3] == 0
+    has = data.text_index[idx] >= 0
+    has[0] = False
+    np.testing.assert_allclose(np.linalg.norm(text[has], axis=1), 1.0, atol=1e-5)
+    clean = data.inputs(idx)["text"]
+    cos = (text[has] * clean[has]).sum(1)
+    assert 0.5 < cos.min() and cos.max() < 0.99

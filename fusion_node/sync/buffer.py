@@ -100,6 +100,7 @@ class SyncBuffer:
         self._wake = INF
         for pol in self._policies.values():
             pol.wakes = pol is self._ref_policy
+        self._waiting: Policy | None = None  # the one non-reference policy with `wakes` set
 
     # ------------------------------------------------------------------ ingest
     def add(self, modality: str, sample: Any, arrival: float) -> bool:
@@ -237,14 +238,16 @@ class SyncBuffer:
         stamps, arrivals = ref.stamps, ref.arrivals
         emitted = False
         self._wake = INF
-        for pol in self._others:
-            pol.wakes = False
+        if self._waiting is not None:
+            self._waiting.wakes = False
+            self._waiting = None
         while len(stamps) > ref.head:
             t = stamps[ref.head]
             arr = arrivals[ref.head]
             for pol in self._others:
                 if pol.coverage < t and now < arr + pol.max_wait:
                     pol.wakes = True
+                    self._waiting = pol
                     self._wake = arr + pol.max_wait
                     break
             else:

@@ -396,6 +396,17 @@ class JointPolicy(Policy):
         if self.single:
             g = self.group_list[0]
             pick = self._pick(g.ring, t)
+            if pick is not None and g.identity:  # one publisher with every joint, in order
+                a, b, age, err = pick
+                J = self.n_joints
+                pv = np.array(self._values(g, a, b, t), dtype=np.float32)  # one allocation, two halves
+                frame.joint_position = pv[:J]
+                frame.joint_velocity = pv[J:]
+                frame.joint_mask = self.all_joints  # read-only, shared: every joint present
+                ring = g.ring
+                used = (ring.stamps[a],) if a == b else (ring.stamps[a], ring.stamps[b])
+                self._present(frame, age, err, used, max(ring.arrivals[a], ring.arrivals[b]))
+                return
             picks = [] if pick is None else [(g, pick)]
         else:
             picks = [(g, pick) for g in self.group_list if (pick := self._pick(g.ring, t)) is not None]
@@ -404,16 +415,6 @@ class JointPolicy(Policy):
             self._absent(frame)
             return
         J = self.n_joints
-        if len(picks) == 1 and picks[0][0].identity:  # one publisher with every joint, in order
-            g, (a, b, age, err) = picks[0]
-            pv = np.array(self._values(g, a, b, t), dtype=np.float32)  # one allocation, two halves
-            frame.joint_position = pv[:J]
-            frame.joint_velocity = pv[J:]
-            frame.joint_mask = self.all_joints  # read-only, shared: every joint present
-            ring = g.ring
-            used = (ring.stamps[a],) if a == b else (ring.stamps[a], ring.stamps[b])
-            self._present(frame, age, err, used, max(ring.arrivals[a], ring.arrivals[b]))
-            return
         pos = np.zeros(J, dtype=np.float32)
         vel = np.zeros(J, dtype=np.float32)
         best = np.empty(J)

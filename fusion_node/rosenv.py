@@ -34,7 +34,8 @@ _DDS_PROFILE = Path(__file__).resolve().parent.parent / "config" / "fastdds_larg
 def _defaults(env: Mapping[str, str]) -> dict[str, str]:
     out = {k: v for k, v in _DEFAULTS.items() if k not in env}
     if _DDS_PROFILE.is_file() and not any(k in env for k in _DDS_VARS):
-        out.update(dict.fromkeys(_DDS_VARS[1:], str(_DDS_PROFILE)))
+        # Fast DDS 3 (the Kilted wheels) reads this name and warns about the Fast DDS 2 one.
+        out["FASTDDS_DEFAULT_PROFILES_FILE"] = str(_DDS_PROFILE)
     return out
 
 

@@ -156,7 +156,6 @@ def test_ros_env_is_all_a_subprocess_needs(require_fusion_msgs):
     assert env["RMW_IMPLEMENTATION"] == "rmw_fastrtps_cpp"
     # the shipped large-segment profile, which still talks to default participants
     assert env["FASTDDS_DEFAULT_PROFILES_FILE"].endswith("config/fastdds_large_shm.xml")
-    assert env["FASTRTPS_DEFAULT_PROFILES_FILE"] == env["FASTDDS_DEFAULT_PROFILES_FILE"]
     assert "FASTDDS_BUILTIN_TRANSPORTS" not in env
     done = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]

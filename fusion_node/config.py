@@ -24,6 +24,10 @@ class ModalitySync:
     tolerance: float = 0.05  # s, max |stamp - ref| for nearest/exact; max extrapolation gap
     max_wait: float = 0.1  # s after the reference's arrival before emitting without it
     ttl: float = 0.0  # s, validity of `latest` samples (0 = forever)
+    # s, window only: a frame is complete once the data reaches reference - slack, and the
+    # window then ends at min(reference, newest sample) instead of zero-filling data still in
+    # transit (audio published per chunk lags the camera by up to a chunk). 0 = end at the reference.
+    slack: float = 0.0
 
 
 @dataclass

@@ -269,6 +269,84 @@ def test_audio_window_stitches_jittered_chunks_and_reports_gaps():
     assert f.present["audio"] and f.age["audio"] < 0.001  # the newest run, as placed, reaches t
 
 
+def _slack_cfg(slack: float) -> SyncConfig:
+    return SyncConfig(modalities={"image": ModalitySync("reference", 0.0, 0.0),
+                                  "audio": ModalitySync("window", 0.05, 0.08, slack=slack)})
+
+
+@pytest.mark.parametrize("slack", [0.0, 0.02])
+def test_audio_slack_completes_on_the_chunk_within_slack_and_ends_the_window_there(slack):
+    # 20 ms chunks; chunk k covers samples 320k..320k+319 (k/50 .. (k+1)/50 s).
+    buf = SyncBuffer(_slack_cfg(slack))
+    for k in range(49):  # audio up to 0.98 s, each chunk 1 ms after its end
+        c = chunk(320 * k)
+        buf.add("audio", c, c.end + 0.001)
+    buf.add("image", img(1.005), 1.006)
+    assert buf.poll(1.006) == []  # 0.98 s is 25 ms before the reference: beyond the slack
+    buf.add("audio", chunk(320 * 49), 1.05)  # 0.98-1.00 s: ends 5 ms before the reference
+    frames = buf.poll(1.05)
+    buf.add("audio", chunk(320 * 50), 1.06)  # 1.00-1.02 s: covers the reference
+    frames += buf.poll(1.06)
+    (f,) = frames
+    if slack:  # complete on chunk 49; the window ends at its end, 5 ms before the reference
+        assert buf.stats()["frames"]["emitted"] == 1 and f.used["audio"][-1] == 0.98
+        end_index, age = 16000, 0.005
+    else:  # waits for chunk 50; the window ends at the reference
+        assert f.used["audio"][-1] == 1.0
+        end_index, age = 16080, 0.0
+    assert f.stamp == 1.005 and f.present["audio"] and f.audio_gap == 0.0
+    np.testing.assert_array_equal(f.audio, audio_code(np.arange(end_index - 8000, end_index)))
+    assert f.age["audio"] == pytest.approx(age, abs=1e-9)
+    # Chunk 50 came after the frame that ended at 1.00 s: the next frame's data, not late.
+    assert buf.stats()["audio"]["late"] == 0.0
+    buf.add("image", img(1.015), 1.061)
+    (g,) = buf.poll(1.061)
+    assert g.audio_gap == 0.0 and g.age["audio"] == pytest.approx(0.0, abs=1e-9)
+    np.testing.assert_array_equal(g.audio, audio_code(np.arange(16240 - 8000, 16240)))
+
+
+def test_audio_slack_emits_each_frame_on_camera_arrival_with_age_within_a_chunk():
+    # Camera stamps 1.7-5 ms away from the 20 ms chunk boundaries.
+    msgs = [m for m in stream(2.0, t0=0.105) if m[1] != "joints"]
+    with_slack = feed(SyncBuffer(_slack_cfg(0.02)), msgs)
+    without = feed(SyncBuffer(_slack_cfg(0.0)), msgs)
+    assert [f.stamp for f in with_slack] == [f.stamp for f in without] and len(with_slack) == 60
+    for f in with_slack:
+        if f.stamp > 0.55:
+            # The window ends at the last chunk received with the camera frame: the newest 20 ms
+            # boundary before the stamp (the chunk covering the stamp is still being recorded).
+            end = math.floor(f.stamp * 50) / 50
+            assert f.audio_gap == 0.0 and f.age["audio"] == pytest.approx(f.stamp - end, abs=1e-9)
+            np.testing.assert_array_equal(
+                f.audio, audio_code(np.arange(round(end * 16000) - 8000, round(end * 16000))))
+    for f in without:
+        assert f.age["audio"] == 0.0 or f.stamp < 0.55
+    buf = SyncBuffer(_slack_cfg(0.02))
+    emitted_at = {}
+    for arrival, modality, sample in msgs:
+        buf.add(modality, sample, arrival)
+        for f in buf.poll(arrival):
+            emitted_at[f.stamp] = arrival
+    # Camera frames arrive 1 ms after capture; each leaves on that arrival, not on the next chunk.
+    assert all(a == pytest.approx(t + 0.001, abs=1e-9) for t, a in emitted_at.items())
+    assert buf.stats()["audio"]["late"] == 0.0
+
+
+def test_audio_slack_keeps_silence_older_than_the_slack_a_gap():
+    buf = SyncBuffer(_slack_cfg(0.02))
+    for k in range(45):  # audio stops at 0.90 s
+        c = chunk(320 * k)
+        buf.add("audio", c, c.end + 0.001)
+    buf.add("image", img(1.0), 1.001)
+    assert buf.poll(1.05) == []
+    (f,) = buf.poll(1.081)  # max_wait: the window ends at 1.0 - slack, zero after 0.90 s
+    assert f.audio_gap == pytest.approx(0.08 / 0.5, abs=1e-9)
+    np.testing.assert_array_equal(f.audio[:-1280], audio_code(np.arange(15680 - 8000, 14400)))
+    assert not f.audio[-1280:].any() and f.age["audio"] == pytest.approx(0.1, abs=1e-9)
+    with pytest.raises(ValueError, match="slack"):
+        SyncBuffer(_slack_cfg(-0.01))
+
+
 def test_audio_resampled_and_channels_mixed_or_selected():
     def frame(channel: int, rate: int, channels: int, hz: float = 5.0) -> np.ndarray:
         cfg = SyncConfig(audio_channel=channel, modalities={

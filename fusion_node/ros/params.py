@@ -72,7 +72,7 @@ class ParamMeta:
     runtime: bool = False  # may change while configured/active (applied to the live sync buffer)
 
 
-_RUNTIME_SYNC_FIELDS = ("tolerance", "max_wait", "ttl")
+_RUNTIME_SYNC_FIELDS = ("tolerance", "max_wait", "ttl", "slack")
 
 # Keyed by dotted name; "*" stands for a modality.
 META: dict[str, ParamMeta] = {
@@ -104,6 +104,9 @@ META: dict[str, ParamMeta] = {
                                             range=(0.0, 10.0), runtime=True),
     "sync.modalities.*.ttl": ParamMeta("Validity of 'latest' samples in seconds (0 = forever)",
                                        range=(0.0, 86400.0), runtime=True),
+    "sync.modalities.*.slack": ParamMeta("Window policy only: seconds the window may end before the reference "
+                                         "(complete once data reaches reference - slack; 0 = at the reference)",
+                                         range=(0.0, 1.0), runtime=True),
     "topics.image": ParamMeta("Camera topic (sensor_msgs/Image, or <topic>/compressed)"),
     "topics.audio": ParamMeta("Audio topic"),
     "topics.audio_info": ParamMeta("audio_common_msgs/AudioInfo topic for AudioDataStamped input"),
@@ -244,6 +247,8 @@ def _cross_checks(v: Mapping[str, Any]) -> list[str]:
         if (policy == "reference") != (m == ref):
             errors.append(f"sync.modalities.{m}.policy: {policy!r} but sync.reference is {ref!r} "
                           "(exactly the reference modality uses policy 'reference')")
+        if policy != "window" and v[f"sync.modalities.{m}.slack"] != 0.0:
+            errors.append(f"sync.modalities.{m}.slack: only the 'window' policy uses it (policy is {policy!r})")
     if not v["sync.joint_names"] or len(set(v["sync.joint_names"])) != len(v["sync.joint_names"]):
         errors.append("sync.joint_names: must be a non-empty list of distinct names")
     if not v["topics.joints"]:

@@ -2,8 +2,9 @@
 
 Inputs arrive in any order through add(); poll(now) emits an AlignedFrame per reference time
 (each camera frame, or each tick of a fixed-rate clock) once every modality has data at or
-after it (so interpolation and windows are complete) or once that modality's max_wait has
-passed since the reference arrived. Frames leave in reference-time order, each once.
+after it (so interpolation and windows are complete; a window with `slack`, from that much
+before it) or once that modality's max_wait has passed since the reference arrived. Frames
+leave in reference-time order, each once.
 
 Clock sanity uses the skew stamp - arrival: a sample whose skew leads the largest accepted one
 by more than future_tolerance, or whose stamp falls more than jump_threshold behind its own
@@ -160,7 +161,9 @@ class SyncBuffer:
             return self._suspect(modality, sample, arrival), stamp, arrival
         if self._suspects:
             self._expire_suspects(arrival)
-        if stamp <= self._watermark:
+        # A window with slack ends up to `slack` before the emitted reference: audio stamped
+        # after its end is what the next frames need, not late.
+        if stamp <= self._watermark - pol.slack:
             pol.stats.late += 1
             if not pol.useful_late(sample, stamp, self._watermark):
                 return self._drop(pol, "late", arrival, counted=True), stamp, arrival
@@ -245,7 +248,7 @@ class SyncBuffer:
             t = stamps[ref.head]
             arr = arrivals[ref.head]
             for pol in self._others:
-                if pol.coverage < t and now < arr + pol.max_wait:
+                if pol.coverage < t - pol.slack and now < arr + pol.max_wait:
                     pol.wakes = True
                     self._waiting = pol
                     self._wake = arr + pol.max_wait

@@ -37,11 +37,12 @@ class Policy:
     """Base: one modality's storage, its completeness mark and how it fills a frame.
 
     coverage: newest time the modality has data for; a reference time t is complete for the
-    modality once coverage >= t. newest: newest stamp accepted (survives eviction, for jump
-    detection). lookback: how far before a reference time fill() reads, so eviction keeps it.
+    modality once coverage >= t - slack (slack is 0 but for windows configured to end early).
+    newest: newest stamp accepted (survives eviction, for jump detection). lookback: how far before a reference time fill() reads, so eviction keeps it.
     """
 
     lookback = 0.0
+    slack = 0.0
     received = 0  # add() calls for this modality (kept here: one attribute hop on the hot path)
     wakes = False  # set by SyncBuffer: a sample of this modality may complete the head frame
 
@@ -456,6 +457,11 @@ class WindowPolicy(Policy):
     a windowed-sinc low-pass when the source rate is higher.
     Whatever no run covers stays zero and counts towards audio_gap.
 
+    With `slack` > 0 the frame is complete once the audio reaches t - slack, and the window
+    ends at min(t, end of the newest run) but no earlier than t - slack: audio still in transit
+    (chunks are published when complete) shifts the window instead of zero-filling its end,
+    while older silence stays a gap as with slack 0. `age` is t - the newest run's end.
+
     The newest run is kept stitched in a tape that grows by the one or two chunks that
     arrive per frame; a window the run covers entirely is a read-only view of the tape (no
     allocation, no copy) unless it must be resampled. An out-of-order chunk makes the tape
@@ -473,7 +479,10 @@ class WindowPolicy(Policy):
         self.n_out = int(round(self.window * self.rate))
         if self.n_out <= 0:
             raise ValueError("sync.audio_window * sync.audio_rate must be at least one sample")
-        self.lookback = self.window
+        self.slack = ms.slack
+        if not 0.0 <= self.slack < INF:
+            raise ValueError(f"sync.modalities.{name}.slack must be >= 0 seconds, not {self.slack!r}")
+        self.lookback = self.window + self.slack  # how far before a reference the window may start
         self.max_chunk = 0.0  # longest chunk held: how far before the window a chunk may start
         self.tape = _Tape(8 * self.n_out)  # a new buffer every few seconds of audio
         self._filters: dict[int, np.ndarray] = {}  # anti-alias FIR per source rate
@@ -504,11 +513,11 @@ class WindowPolicy(Policy):
         return data.mean(axis=1, dtype=np.float32)
 
     def useful_late(self, sample: Any, stamp: float, watermark: float) -> bool:
-        return sample.end > watermark - self.window
+        return sample.end > watermark - self.lookback
 
     def evict(self, cutoff: float) -> None:
         ring = self.ring
-        i = ring.index_left(cutoff - self.window - self.max_chunk)
+        i = ring.index_left(cutoff - self.lookback - self.max_chunk)
         if i > ring.head:
             self.stats.evicted += ring.drop_before(i)
 
@@ -532,6 +541,10 @@ class WindowPolicy(Policy):
                     tape.clear()
                     tape.append(s, mono, n, r, end, arrivals[k], tol)
         t0 = t - self.window
+        if self.slack and tape.stamps:
+            run_end = tape.start() + (tape.base + tape.size) / tape.rate
+            if run_end < t:
+                t0 = max(t - self.slack, run_end) - self.window
         if tape.anchor_first >= TRIM_BATCH:  # else trim() has nothing to forget
             tape.trim(t0 - self.window)
         if tape.stamps:

@@ -70,3 +70,13 @@ def test_bad_arguments_are_clear_errors(tmp_path):
     (tmp_path / "m" / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="positive"):
         e2e.run(parser.parse_args(["--model", str(tmp_path / "m"), "--duration", "0"]))
+    with pytest.raises(ValueError, match="audio-slack"):
+        e2e.run(parser.parse_args(["--model", str(tmp_path / "m"), "--audio-slack", "-0.01"]))
+
+
+def test_audio_slack_reaches_the_node_as_a_double_parameter():
+    plain = e2e.node_arguments("models/default", "auto", "shm", None)
+    assert "--ros-args" not in plain
+    assert e2e.node_arguments("models/default", "auto", "shm", 0.02) == [
+        *plain, "--ros-args", "-p", "sync.modalities.audio.slack:=0.02"]
+    assert e2e.node_arguments("m", "auto", "shm", 0)[-1] == "sync.modalities.audio.slack:=0.0"

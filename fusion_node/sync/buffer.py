@@ -19,11 +19,13 @@ import math
 from typing import Any
 
 from fusion_node import MODALITIES
-from fusion_node.config import SyncConfig
+from fusion_node.config import ModalitySync, SyncConfig
 from fusion_node.frames import AlignedFrame
-from fusion_node.sync.policies import DUPLICATE, Policy, make_policy
+from fusion_node.sync.joints import JointPolicy
+from fusion_node.sync.policies import DUPLICATE, Policy, ReferencePolicy, SamplePolicy
 from fusion_node.sync.ring import Ring
 from fusion_node.sync.stats import ModalityStats
+from fusion_node.sync.window import WindowPolicy
 
 log = logging.getLogger(__name__)
 
@@ -334,3 +336,28 @@ class SyncBuffer:
                          "skipped_ticks": float(self._skipped_ticks),
                          "suspects": float(len(self._suspects))}
         return out
+
+
+def make_policy(name: str, ms: ModalitySync, cfg: SyncConfig, stats: ModalityStats) -> Policy:
+    """Build the policy for one configured modality; raises ValueError on an unusable choice."""
+    p = ms.policy
+    if p == "reference":
+        if cfg.reference == "clock":
+            # Under a fixed-rate clock the camera is an ordinary stream: nearest within half a tick.
+            clock_ms = ModalitySync("nearest", max(ms.tolerance, 0.5 / cfg.rate_hz), ms.max_wait, ms.ttl)
+            return SamplePolicy(name, clock_ms, cfg, stats, "nearest")
+        if cfg.reference != name:
+            raise ValueError(f"sync.modalities.{name}: policy 'reference' but sync.reference is {cfg.reference!r}")
+        return ReferencePolicy(name, ms, cfg, stats)
+    if p == "window":
+        return WindowPolicy(name, ms, cfg, stats)
+    if p in ("nearest", "exact", "interpolate") and name == "joints":
+        return JointPolicy(name, ms, cfg, stats, p)
+    if p == "interpolate":
+        raise ValueError(f"sync.modalities.{name}: policy 'interpolate' is only for joints")
+    if p in ("nearest", "exact", "latest"):
+        if name == "audio":
+            raise ValueError("sync.modalities.audio: use policy 'window'")
+        return SamplePolicy(name, ms, cfg, stats, p)
+    raise ValueError(f"sync.modalities.{name}: unknown policy {p!r} "
+                     "(reference, nearest, exact, interpolate, window, latest)")

@@ -103,7 +103,17 @@ def _coerce(type_name: Any, value: Any, where: str) -> Any:
     if t.startswith("dict[str, ModalitySync]"):
         if not isinstance(value, dict):
             raise ValueError(f"{where}: expected a mapping")
-        return {k: v if isinstance(v, ModalitySync) else from_dict(ModalitySync, v) for k, v in value.items()}
+        # A file that tunes one field of one modality keeps every other setting's default: a
+        # partial mapping replacing the whole table would silently change the other policies.
+        merged = SyncConfig().modalities
+        for k, v in value.items():
+            if isinstance(v, ModalitySync):
+                merged[k] = v
+            elif isinstance(v, dict) and k in merged:
+                merged[k] = from_dict(ModalitySync, {**dataclasses.asdict(merged[k]), **v})
+            else:
+                merged[k] = from_dict(ModalitySync, v)
+        return merged
     if t.startswith("tuple"):
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{where}: expected a list")

@@ -463,3 +463,129 @@ def test_bench_sync_command_writes_json(tmp_path):
         assert r["frames_per_camera"] == 1.0 and r["complete_frac"] == 1.0
         assert r["joint_err_us"]["max"] < 100.0  # interpolated, not nearest: well under 0.1 ms
     assert main(["bench", "sync", "--duration", "0"]) == 1
+
+
+# -- resets keep what is still true; one bad stream cannot reset the others ---------------------
+
+def with_text(msgs: list[tuple[float, str, object]], at: float = 0.12, text: str = "go to the red square"):
+    """The stream plus one instruction, stamped on arrival like the node does."""
+    return sorted(msgs + [(at, "text", TextSample(at, text))], key=lambda m: m[0])
+
+
+def test_instruction_survives_a_camera_clock_jump_without_being_sent_again():
+    first = with_text(stream(2.0))
+    offset = first[-1][0] + 0.05
+    second = [(a + offset, m, s) for a, m, s in stream(2.0)]  # a bag loop: no new instruction
+    buf = SyncBuffer(SyncConfig())
+    frames = feed(buf, first + second)
+    assert buf.stats()["frames"]["resets"] == 1
+    after = [f for k, f in enumerate(frames) if k >= 60 and f.stamp < 1.0]
+    assert len(after) == 27 and all(f.text == "go to the red square" for f in after)
+    # placed as old as it was: age in the new epoch = arrival-clock time since it came in
+    assert after[0].age["text"] == pytest.approx((offset + after[0].stamp) - 0.12, abs=0.01)
+
+
+def test_carried_instruction_keeps_its_ttl():
+    cfg = SyncConfig(modalities={"image": ModalitySync("reference", 0.0, 0.0),
+                                 "text": ModalitySync("latest", 0.0, 0.0, ttl=1.0)})
+    buf = SyncBuffer(cfg)
+    buf.add("text", TextSample(10.0, "stop"), 10.0)
+    buf.add("image", img(10.1), 10.1)
+    buf.reset("reset service")
+    frames = []
+    for k in range(12):  # the camera comes back on a new time line, 0.1 s apart
+        t = 500.0 + 0.1 * k
+        buf.add("image", img(t), 10.2 + 0.1 * k)
+        frames += buf.poll(10.2 + 0.1 * k)
+    texts = [f.text for f in frames[1:]]  # frames[0] is the one resolved by the reset
+    assert texts[:8] == ["stop"] * 8 and texts[-2:] == [None, None]  # valid until 11.0 on the arrival clock
+
+
+def test_instruction_with_its_own_jump_is_not_carried():
+    """Under sim time the instruction is stamped on the simulated clock: if it jumped with the
+    others (it was among the suspects), the new one replaces it; nothing old is carried."""
+    buf = SyncBuffer(SyncConfig(modalities={"image": ModalitySync("reference", 0.0, 0.0),
+                                            "text": ModalitySync("latest", 0.0, 0.0)}))
+    buf.add("text", TextSample(100.0, "old"), 100.0)
+    for k in range(3):
+        buf.add("image", img(100.0 + k / 30), 100.0 + k / 30)
+    buf.add("text", TextSample(5.0, "new"), 100.2)
+    frames = []
+    for k in range(6):
+        a = 100.21 + k / 30
+        buf.add("image", img(5.0 + 0.01 + k / 30), a)
+        frames += buf.poll(a)
+    assert buf.stats()["frames"]["resets"] == 1
+    assert [f.text for f in frames if f.stamp < 50] == ["new"] * 6
+
+
+def test_runtime_retune_keeps_the_instruction():
+    buf = SyncBuffer(SyncConfig())
+    buf.add("text", TextSample(1.0, "stop"), 1.0)
+    cfg = SyncConfig()
+    cfg.modalities["audio"] = ModalitySync("window", 0.05, 0.2)
+    new = buf.retuned(cfg)
+    frames = feed(new, [(1.1 + k / 30, "image", img(1.1 + k / 30)) for k in range(3)])
+    assert [f.text for f in frames] == ["stop"] * 3
+
+
+def test_second_joint_publisher_with_a_broken_clock_never_resets():
+    """One publisher stamps 0 (an unset header) beside a good one: its samples are dropped as
+    late, the good joints stay aligned, nothing is reset and the instruction stays."""
+    msgs = with_text(stream(3.0, audio=False))
+    bad = [(a, "joints", JointSample(0.0 + 1e-6 * k, ("joint9",), np.zeros(1), np.zeros(1)))
+           for k, (a, m, _) in enumerate(msgs) if m == "joints"]
+    buf = SyncBuffer(SyncConfig(modalities={"image": ModalitySync("reference", 0.0, 0.0),
+                                            "joints": ModalitySync("interpolate", 0.05, 0.05),
+                                            "text": ModalitySync("latest", 0.0, 0.0)}))
+    frames = feed(buf, sorted(msgs + bad, key=lambda m: m[0]))
+    st = buf.stats()
+    assert st["frames"]["resets"] == 0 and st["joints"]["resets"] == 0
+    assert len(frames) == 90 and all(f.present["joints"] for f in frames)
+    assert all(f.text == "go to the red square" for f in frames if f.stamp > 0.12)
+    assert max(abs(f.joint_position[0] - f.stamp) for f in frames) < 1e-5
+    # joint9 (unknown to the model) 0 s stamps: the first was accepted (epoch start), then
+    # every one fell more than jump_threshold behind its stream and was dropped as late
+    assert st["joints"]["late"] >= len(bad) - 600
+
+
+def test_ten_camera_frames_with_bad_stamps_are_dropped_without_reset():
+    """Stamps 0, year 2100, 3 h ago and int32 max, in turn: they agree on no new clock, so
+    they are dropped (counted); the frames around them, the joints and the instruction go on."""
+    msgs = with_text(stream(3.0, audio=False))
+    cams = [k for k, m in enumerate(msgs) if m[1] == "image"]
+    bad = (0.0, 4102444800.0, None, 2147483647.0)
+    for j, k in enumerate(cams[30:40]):
+        a, _, s = msgs[k]
+        stamp = bad[j % 4] if bad[j % 4] is not None else s.stamp - 3 * 3600.0
+        msgs[k] = (a, "image", img(stamp))
+    buf = SyncBuffer(SyncConfig(modalities={"image": ModalitySync("reference", 0.0, 0.0),
+                                            "joints": ModalitySync("interpolate", 0.05, 0.05),
+                                            "text": ModalitySync("latest", 0.0, 0.0)}))
+    frames = feed(buf, msgs)
+    st = buf.stats()
+    assert st["frames"]["resets"] == 0
+    assert len(frames) == 80 and all(f.present["joints"] for f in frames)
+    assert all(f.text == "go to the red square" for f in frames if f.stamp > 0.12)
+    assert st["image"]["future"] + st["image"]["late"] == 10 == st["image"]["dropped"]
+
+
+def test_a_policy_that_fails_costs_its_modality_one_frame_not_the_stream(monkeypatch):
+    from fusion_node.sync.window import WindowPolicy
+
+    real = WindowPolicy.fill
+    calls = {"n": 0}
+
+    def flaky(self, frame, t):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise IndexError("list index out of range")
+        return real(self, frame, t)
+
+    monkeypatch.setattr(WindowPolicy, "fill", flaky)
+    buf = SyncBuffer(SyncConfig())
+    frames = feed(buf, stream(2.0))
+    assert len(frames) == 60
+    assert buf.stats()["audio"]["failed"] == 1
+    assert not frames[9].present["audio"] and frames[9].present["joints"]
+    assert all(f.present["audio"] for f in frames[20:])  # the cleared buffer refilled

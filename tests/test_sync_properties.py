@@ -100,3 +100,56 @@ def test_random_streams(p: dict) -> None:
             assert f.age["audio"] >= 0.0 and 0.0 <= f.audio_gap < 1.0
             assert f.audio.shape == (8000,)
         assert f.arrival >= f.stamp - 0.01 - p["jitter"]
+
+
+hostile_audio = st.fixed_dictionaries({
+    "seed": st.integers(0, 2**31),
+    # chunk lengths from one sample to 4 s at 16 kHz, rates from 1 Hz to 192 kHz, mid-stream
+    # rate changes, gaps, reordering and stamps that disagree with the sample count
+    "lengths": st.lists(st.integers(1, 64000), min_size=1, max_size=6),
+    "rates": st.lists(st.sampled_from([1, 7, 8000, 16000, 44100, 48000, 192000]), min_size=1, max_size=3),
+    "gap_p": st.floats(0.0, 0.5),
+    "reorder": st.floats(0.0, 0.05),
+    "stamp_noise": st.floats(0.0, 0.2),
+    "channels": st.sampled_from([1, 2]),
+    "slack": st.sampled_from([0.0, 0.02]),
+})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hostile_audio)
+def test_hostile_audio_never_stops_the_frames(p: dict) -> None:
+    """Whatever the audio stream does, every camera frame leaves, in order, with finite audio."""
+    rng = np.random.default_rng(p["seed"])
+    cfg = SyncConfig(joint_names=NAMES, modalities={
+        "image": ModalitySync("reference", 0.0, 0.0),
+        "audio": ModalitySync("window", 0.05, 0.08, slack=p["slack"]),
+    })
+    buf = SyncBuffer(cfg)
+    msgs: list[tuple[float, str, object]] = []
+    duration = 3.0
+    for k in range(int(duration * 30)):
+        t = 0.05 + k / 30
+        msgs.append((t + 0.001, "image", ImageSample(t, IMG)))
+    t = 0.0
+    while t < duration:
+        n = int(rng.choice(p["lengths"]))
+        rate = int(rng.choice(p["rates"]))
+        dur = n / rate
+        stamp = t + rng.uniform(-p["stamp_noise"], p["stamp_noise"])
+        data = rng.uniform(-1, 1, (n, p["channels"])).astype(np.float32)
+        if rng.random() >= p["gap_p"]:
+            msgs.append((t + min(dur, 5.0) + rng.uniform(0, p["reorder"]), "audio", AudioChunk(stamp, data, rate)))
+        t += max(dur, 0.005)
+    msgs.sort(key=lambda m: m[0])
+    frames = []
+    for arrival, modality, sample in msgs:
+        buf.add(modality, sample, arrival)
+        frames += buf.poll(arrival)
+        frames += buf.poll(arrival + 0.1)  # deadlines pass: audio may be missing, never blocking
+    frames += buf.flush()
+    stamps = [f.stamp for f in frames]
+    assert stamps == sorted(stamps) and len(frames) == int(duration * 30)
+    for f in frames:
+        if f.present["audio"]:
+            assert f.audio.shape == (8000,) and np.all(np.isfinite(f.audio))

@@ -8,14 +8,21 @@ leave in reference-time order, each once.
 
 Clock sanity uses the skew stamp - arrival: a sample whose skew leads the largest accepted one
 by more than future_tolerance, or whose stamp falls more than jump_threshold behind its own
-stream, is held as suspect. A few suspects in a row mean the clock really jumped (bag loop,
-simulation reset): pending frames are flushed, buffers reset, and the suspects replayed into
-the new epoch. An isolated suspect expires and is counted (future or late) and dropped.
+stream, is held as suspect. The clock has really jumped (bag loop, simulation reset) when a few
+suspects of the stream that clocks the frames (the reference modality; any stream under a
+fixed-rate clock) agree on one new skew with distinct stamps: pending frames are flushed,
+buffers reset, and the suspects that agree are replayed into the new epoch. Suspects that never
+agree (one publisher's broken clock, random stamps) expire and are counted (future or late) and
+dropped, so a single bad stream cannot reset the others. Latched inputs (policy `latest`: the
+instruction in force) survive a reset unless their own stream jumped: they are carried into
+the new epoch, placed as long before its first sample as they arrived before it.
 """
 from __future__ import annotations
 
 import logging
 import math
+import time
+from collections import deque
 from typing import Any
 
 from fusion_node import MODALITIES
@@ -29,8 +36,17 @@ from fusion_node.sync.window import WindowPolicy
 
 log = logging.getLogger(__name__)
 
-# Consecutive suspect samples that prove a clock jump: at the rates here, a few milliseconds.
+# Agreeing suspects that prove a clock jump: reference frames (distinct stamps, a few frames of
+# a camera), or samples of any stream under a fixed-rate clock (a few milliseconds of joints).
+JUMP_CONFIRM_REFERENCE = 3
 JUMP_CONFIRM = 8
+# Suspects are held at least this long (arrival clock) waiting for agreement, and at most this
+# many per modality: enough for a slow camera to confirm, bounded for a 1 kHz stream.
+SUSPECT_HOLD = 1.0
+MAX_SUSPECTS = 256
+# Suspects agree on a new clock when their skews lie within future_tolerance, and never closer
+# than this (a future_tolerance of 0 would make no two samples agree).
+AGREE_MIN = 0.01
 # Horizon eviction runs every this many accepted samples (so a stalled reference stream
 # cannot let the others grow) and every EVICT_FRAMES emitted frames: memory stays within
 # the horizon plus a few frames' worth while the bisect work is shared by several frames.
@@ -69,7 +85,16 @@ class SyncBuffer:
         self._frames = 0
         self._skipped_ticks = 0
         self._outbox: list[AlignedFrame] = []
-        self._suspects: list[tuple[str, Any, float]] = []
+        # modality -> suspects (sample, arrival, skew) in arrival order; _held counts them all
+        self._suspects: dict[str, deque[tuple[Any, float, float]]] = {m: deque() for m in self._policies}
+        self._held = 0
+        self._hold = max(cfg.future_tolerance, SUSPECT_HOLD)
+        self._agree = max(cfg.future_tolerance, AGREE_MIN)
+        self._confirm = JUMP_CONFIRM if self._clock else JUMP_CONFIRM_REFERENCE
+        self._carried: dict[str, tuple[Any, float]] = {}  # latched samples waiting for the new epoch
+        self._resets = 0
+        self._reset_logged = -INF  # monotonic time of the last reset log line
+        self._resets_unlogged = 0
         self._last_log: dict[tuple[str, str], float] = {}
         self._start_epoch()
 
@@ -122,7 +147,7 @@ class SyncBuffer:
         # One combined test keeps the common case (in-time, sane clock) to a single branch, and
         # the store follows inline: this is the per-message path.
         if (skew - skew != 0.0 or skew > self._future_limit or stamp <= self._watermark
-                or stamp < pol.newest - self._jump or self._suspects):
+                or stamp < pol.newest - self._jump or self._held):
             verdict, stamp, arrival = self._screen(pol, modality, sample, arrival)
             if verdict is not None:
                 return verdict
@@ -134,6 +159,8 @@ class SyncBuffer:
         if code:
             return self._drop(pol, "duplicate" if code == DUPLICATE else "invalid", arrival)
         if skew > self._max_skew:
+            if self._carried:  # the first sample of a new epoch: latched inputs rejoin before it
+                self._restore_carried(stamp, arrival)
             self._max_skew = skew
             self._future_limit = skew + self._future_tol
         if pol.wakes:
@@ -161,7 +188,7 @@ class SyncBuffer:
         skew = stamp - arrival
         if skew > self._future_limit or stamp < pol.newest - self._jump:
             return self._suspect(modality, sample, arrival), stamp, arrival
-        if self._suspects:
+        if self._held:
             self._expire_suspects(arrival)
         # A window with slack ends up to `slack` before the emitted reference: audio stamped
         # after its end is what the next frames need, not late.
@@ -190,29 +217,67 @@ class SyncBuffer:
         return False
 
     def _suspect(self, modality: str, sample: Any, arrival: float) -> bool:
+        """Hold a sample whose clock looks wrong; reset when enough suspects prove a jump."""
         self._expire_suspects(arrival)
-        self._suspects.append((modality, sample, arrival))
-        if len(self._suspects) < JUMP_CONFIRM:
-            return True  # held, decided later
-        held = self._suspects
-        self._suspects = []
-        self.reset("clock jump")
-        for modality_, sample_, arrival_ in held:
-            self._policies[modality_].received -= 1  # counted when it first came in
-            self.add(modality_, sample_, arrival_)
-        return True
+        held = self._suspects[modality]
+        if len(held) >= MAX_SUSPECTS:
+            self._drop_suspect(modality, held.popleft(), arrival)
+        skew = sample.stamp - arrival
+        held.append((sample, arrival, skew))
+        self._held += 1
+        if self._clock or self._policies[modality] is self._ref_policy:
+            agree = {s.stamp for s, _, k in held if abs(k - skew) <= self._agree}
+            if len(agree) >= self._confirm:
+                self._confirm_jump(modality, skew)
+        return True  # held, decided later
+
+    def _confirm_jump(self, modality: str, skew: float) -> None:
+        """A new clock, proven by `modality`'s suspects: reset, then replay what agrees with it."""
+        replay, jumped = [], set()
+        for name, held in self._suspects.items():
+            for item in held:
+                if abs(item[2] - skew) <= self._agree:
+                    replay.append((item[1], name, item[0]))
+                    jumped.add(name)
+                else:
+                    self._drop_suspect(name, item, item[1])
+            held.clear()
+        self._held = 0
+        self.reset(f"clock jump of {skew - self._max_skew:+.3f} s on {modality}", jumped=jumped)
+        replay.sort(key=lambda r: r[0])
+        for arrival, name, sample in replay:
+            self._policies[name].received -= 1  # counted when it first came in
+            self.add(name, sample, arrival)
+
+    def _drop_suspect(self, modality: str, item: tuple[Any, float, float], arrival: float) -> None:
+        self._held -= 1
+        ahead = item[0].stamp - item[1] > self._future_limit
+        self._drop(self._policies[modality], "future" if ahead else "late", arrival)
 
     def _expire_suspects(self, arrival: float) -> None:
-        """Suspects not confirmed by a run of followers within future_tolerance are bad stamps."""
-        keep = []
-        for item in self._suspects:
-            if arrival - item[2] <= self._future_tol and len(keep) + 1 < JUMP_CONFIRM:
-                keep.append(item)
-                continue
-            pol = self._policies[item[0]]
-            ahead = item[1].stamp - item[2] > self._future_limit
-            self._drop(pol, "future" if ahead else "late", arrival)
-        self._suspects = keep
+        """Suspects no run of agreeing followers confirmed within the hold time are bad stamps."""
+        limit = arrival - self._hold
+        for name, held in self._suspects.items():
+            while held and held[0][1] < limit:
+                self._drop_suspect(name, held.popleft(), arrival)
+
+    def _latched(self, exclude: set[str]) -> dict[str, tuple[Any, float]]:
+        """The newest sample of each latching policy (not in `exclude`), with its arrival."""
+        out = {}
+        for name, pol in self._policies.items():
+            if pol.latches and name not in exclude and len(pol.ring):
+                out[name] = (pol.ring.items[-1], pol.ring.arrivals[-1])
+        for name, item in self._carried.items():  # carried over an epoch that never started
+            if name not in exclude and name not in out:
+                out[name] = item
+        return out
+
+    def _restore_carried(self, stamp: float, arrival: float) -> None:
+        """Re-insert carried latched samples on the new epoch's time line, as old as they are."""
+        carried, self._carried = self._carried, {}
+        for name, (sample, arrived) in carried.items():
+            pol = self._policies[name]
+            pol.insert(stamp - max(0.0, arrival - arrived), sample, arrived)
 
     def _tick(self, stamp: float, arrival: float) -> None:
         """Clock mode: create the ticks the stream clock has now reached, each 'arriving' now."""
@@ -269,7 +334,7 @@ class SyncBuffer:
 
         Suspect samples still held are dropped: no run of followers can confirm them now.
         """
-        if self._suspects:
+        if self._held:
             self._expire_suspects(INF)
         out = self._outbox
         self._outbox = []
@@ -284,10 +349,18 @@ class SyncBuffer:
         # stamp, then image, audio, joint position/velocity/mask and text filled below; positional
         # arguments cost half of keywords here, once per frame.
         frame = AlignedFrame(t, None, None, None, None, None, None, arrival=ref.arrivals[i])
+        # A policy that fails on its data costs its own modality this frame, never the frame:
+        # the reference leaves the buffer below whatever happens here.
         if self._ref_policy is not None:
-            self._ref_policy.fill(frame, t)
+            try:
+                self._ref_policy.fill(frame, t)
+            except Exception as exc:  # noqa: BLE001
+                self._fill_failed(self._ref_policy, frame, exc)
         for pol in self._others:
-            pol.fill(frame, t)
+            try:
+                pol.fill(frame, t)
+            except Exception as exc:  # noqa: BLE001
+                self._fill_failed(pol, frame, exc)
         for name in self._unsynced:
             frame.present[name] = False
             frame.age[name] = NAN
@@ -296,6 +369,19 @@ class SyncBuffer:
         self._watermark = t
         self._frames += 1
         return frame
+
+    def _fill_failed(self, pol: Policy, frame: AlignedFrame, exc: Exception) -> None:
+        """A fill raised: the modality is absent from this frame and its buffer starts over."""
+        pol.stats.failed += 1
+        pol.clear()
+        pol._absent(frame)
+        key = (pol.name, "fill failed")
+        last = self._last_log.get(key)
+        now = frame.arrival
+        if last is None or not now - last < LOG_EVERY:
+            self._last_log[key] = now
+            log.error("sync: %s could not be aligned (%s: %s); its buffer was cleared, %d times so far",
+                      pol.name, type(exc).__name__, exc, pol.stats.failed)
 
     def _evict(self) -> None:
         self._evict_in = EVICT_EVERY
@@ -309,19 +395,41 @@ class SyncBuffer:
                 pol.evict(cutoff)
 
     # ------------------------------------------------------------------ control
-    def reset(self, reason: str) -> None:
-        """Start a new epoch: pending frames are resolved into the next poll(), buffers cleared."""
-        log.warning("sync: reset (%s)", reason)
+    def reset(self, reason: str, jumped: set[str] | frozenset[str] = frozenset()) -> None:
+        """Start a new epoch: pending frames are resolved into the next poll(), buffers cleared.
+
+        Latched inputs of streams not in `jumped` are carried into the new epoch. Resets are
+        counted; the log line is rate-limited (a storm of them says how many it summarises).
+        """
+        self._resets += 1
+        now = time.monotonic()
+        if now - self._reset_logged >= LOG_EVERY:
+            more = f"; {self._resets_unlogged} more since the last report" if self._resets_unlogged else ""
+            log.warning("sync: reset (%s); %d resets so far%s", reason, self._resets, more)
+            self._reset_logged, self._resets_unlogged = now, 0
+        else:
+            self._resets_unlogged += 1
+        carried = self._latched(set(jumped))
         pending = self.flush()
         for pol in self._policies.values():
             pol.clear()
             pol.stats.resets += 1
         self._ref.clear()
-        self._suspects = []
+        for held in self._suspects.values():
+            held.clear()
+        self._held = 0
         self._start_epoch()
+        self._carried = carried
         self._outbox = pending
         if pending:
             self._wake = -INF
+
+    def retuned(self, cfg: SyncConfig) -> SyncBuffer:
+        """A new buffer with other timing settings that keeps the latched inputs in force (what
+        else this one held is dropped: at most the frames of one max_wait)."""
+        new = SyncBuffer(cfg)
+        new._carried = self._latched(set())
+        return new
 
     def pending(self) -> int:
         """Reference times waiting for data or deadlines."""
@@ -329,12 +437,11 @@ class SyncBuffer:
 
     def stats(self) -> dict[str, dict[str, float]]:
         """Per modality counters and age/alignment summaries, plus 'frames' for the buffer."""
-        held = [m for m, _, _ in self._suspects]
-        out = {name: self._stats[name].summary(pol.received, pol.size(), held.count(name))
+        out = {name: self._stats[name].summary(pol.received, pol.size(), len(self._suspects[name]))
                for name, pol in self._policies.items()}
         out["frames"] = {"emitted": float(self._frames), "pending": float(len(self._ref)),
                          "skipped_ticks": float(self._skipped_ticks),
-                         "suspects": float(len(self._suspects))}
+                         "suspects": float(self._held), "resets": float(self._resets)}
         return out
 
 

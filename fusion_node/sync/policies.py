@@ -42,6 +42,7 @@ class Policy(ABC):
 
     lookback = 0.0
     slack = 0.0
+    latches = False  # holds a value in force until replaced (carried across resets)
     received = 0  # add() calls for this modality (kept here: one attribute hop on the hot path)
     wakes = False  # set by SyncBuffer: a sample of this modality may complete the head frame
 
@@ -133,6 +134,7 @@ class SamplePolicy(Policy):
         if name not in _SETTERS:
             raise ValueError(f"sync.modalities.{name}: policy {mode!r} is not available for {name}")
         self.mode = mode
+        self.latches = mode == "latest"
         self.ttl = ms.ttl
         self.field = _FIELDS[name]
         self.setter = _SETTERS[name]

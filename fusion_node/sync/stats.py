@@ -10,7 +10,8 @@ import numpy as np
 WINDOW = 1024
 
 # Counted here; `received` lives on the policy (hot path) and `accepted` is derived.
-COUNTERS = ("late", "dropped", "duplicates", "future", "invalid", "evicted", "resets", "missing", "frames")
+COUNTERS = ("late", "dropped", "duplicates", "future", "invalid", "evicted", "resets", "missing", "frames",
+            "failed")
 
 
 @dataclass
@@ -23,7 +24,8 @@ class ModalityStats:
     duplicates: stamp already held; future: stamp ahead of the clock by more than
     future_tolerance; invalid: malformed sample; evicted: removed by horizon or entry cap;
     resets: buffer resets (clock jumps); missing: frames emitted without this modality;
-    frames: frames emitted with it present.
+    frames: frames emitted with it present; failed: frames for which its policy raised (the
+    modality is then absent and its buffer cleared, the frame still leaves).
     age: reference time minus the stamp of the sample used (seconds, signed; the summaries
     age_mean/p50/max are of its magnitude). align_err: time error of the value delivered at
     the reference time (seconds): |age| for nearest/exact/latest, the extrapolation distance
@@ -40,6 +42,7 @@ class ModalityStats:
     resets: int = 0
     missing: int = 0
     frames: int = 0
+    failed: int = 0
     ages: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
     errors: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
 

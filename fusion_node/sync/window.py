@@ -320,7 +320,8 @@ class _Tape:
         anchor_sum = self.anchor_sum + implied
         oldest = offset + n - ANCHOR_SECONDS * rate
         first = self.anchor_first
-        while offsets[first] < oldest:
+        last = len(offsets) - 1  # a chunk longer than the anchor span still anchors itself
+        while first < last and offsets[first] < oldest:
             anchor_sum -= self.implied[first]
             first += 1
         self.anchor_sum = anchor_sum

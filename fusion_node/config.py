@@ -70,6 +70,26 @@ class ModelSpec:
 
 
 @dataclass
+class InputLimits:
+    """The largest input the door lets in, per message; beyond is dropped and counted under its
+    reason before any costly work (a compressed image's declared size is read from its header
+    before it is decoded). Defaults fit 4K cameras, any audio interface and a humanoid's joints."""
+
+    image_max_width: int = 4096  # px, declared (raw) or in the header (compressed)
+    image_max_height: int = 4096
+    image_max_bytes: int = 64 << 20  # encoded bytes of one image message
+    audio_max_chunk: float = 1.0  # s of audio in one message
+    audio_max_bytes: int = 4 << 20
+    audio_min_rate: int = 4000  # Hz
+    audio_max_rate: int = 192000
+    audio_max_channels: int = 32
+    joints_max: int = 256  # joints in one JointState
+    joints_max_abs: float = 1e6  # |position| in rad or m; more is a broken driver, not a robot
+    text_max_chars: int = 1000  # an instruction, not a document
+    text_max_bytes: int = 4096
+
+
+@dataclass
 class PipelineConfig:
     model_dir: str = "models/default"
     backend: str = "auto"  # auto | tensorrt | onnxruntime | torch
@@ -77,6 +97,7 @@ class PipelineConfig:
     precision: str = "fp32"  # fp32 | fp16 | int8 (TensorRT)
     engine_path: str = ""  # TensorRT engine; empty: export/engines/<model dir>.<precision>.engine
     sync: SyncConfig = field(default_factory=SyncConfig)
+    limits: InputLimits = field(default_factory=InputLimits)
 
 
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
@@ -125,7 +146,7 @@ def _coerce(type_name: Any, value: Any, where: str) -> Any:
     return value
 
 
-for _cls in (ModalitySync, SyncConfig, ModelSpec, PipelineConfig):
+for _cls in (ModalitySync, SyncConfig, ModelSpec, InputLimits, PipelineConfig):
     _DATACLASSES[_cls.__name__] = _cls
 
 

@@ -8,11 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
+from fusion_node.config import InputLimits
 from fusion_node.convert import (
     BadMessage,
     audio_from_msg,
     compressed_image_from_msg,
     converter_for,
+    encoded_image_size,
     image_from_msg,
     joints_from_msg,
     text_from_msg,
@@ -80,8 +82,11 @@ def test_bad_images(msg: NS, reason: str) -> None:
 
 
 def test_corrupt_compressed_image() -> None:
-    with pytest.raises(BadMessage, match="decode"):
+    with pytest.raises(BadMessage, match="no PNG or JPEG header"):
         compressed_image_from_msg(NS(header=NS(stamp=STAMP), format="jpeg", data=b"not a jpeg"))
+    ok, jpg = cv2.imencode(".jpg", np.full((16, 16, 3), 200, np.uint8))
+    with pytest.raises(BadMessage, match="decode"):  # a real header, then garbage
+        compressed_image_from_msg(NS(header=NS(stamp=STAMP), format="jpeg", data=jpg.tobytes()[:200]))
 
 
 def test_audio_s16_and_f32() -> None:
@@ -144,3 +149,76 @@ def test_converter_lookup() -> None:
     assert converter_for("sensor_msgs/msg/JointState")[0] == "joints"
     with pytest.raises(BadMessage, match="no converter"):
         converter_for("geometry_msgs/msg/Twist")
+
+
+# -- the door: limits checked before the costly work, each drop under its own reason -----------
+
+def _audio(rate: int, n: int, channels: int = 1, encoding: str = "S16LE") -> NS:
+    width = 4 if encoding == "F32LE" else 2
+    return NS(header=NS(stamp=STAMP), sample_rate=rate, channels=channels, encoding=encoding,
+              data=bytes(n * channels * width))
+
+
+@pytest.mark.parametrize(
+    "msg,reason",
+    [
+        (_audio(16000, 32100), "audio_max_chunk"),  # just over 2 s (the chunk that stopped the node)
+        (_audio(1, 320), "audio_rate"),  # 640 bytes declaring 1 Hz: 320 s of audio
+        (_audio(2_000_000, 320), "audio_rate"),
+        (_audio(16000, 5_000_000 // 2), "audio_max_bytes"),  # 10 MB
+        (_audio(16000, 16, channels=64), "audio_max_channels"),
+    ],
+)
+def test_audio_over_a_limit_is_refused_with_its_reason(msg: NS, reason: str) -> None:
+    with pytest.raises(BadMessage) as info:
+        audio_from_msg(msg)
+    assert info.value.reason == reason and reason.split("_", 1)[0] in str(info.value)
+
+
+def test_audio_at_the_limits_passes_and_float_pcm_is_clipped() -> None:
+    assert audio_from_msg(_audio(16000, 16000)).samples.shape == (16000, 1)  # exactly 1 s
+    assert audio_from_msg(_audio(4000, 10)).sample_rate == 4000
+    loud = np.array([1e38, -1e38, 0.5], "<f4")
+    chunk = audio_from_msg(NS(header=NS(stamp=STAMP), sample_rate=16000, channels=1, encoding="F32LE",
+                              data=loud.tobytes()))
+    np.testing.assert_array_equal(chunk.samples[:, 0], [1.0, -1.0, 0.5])
+    wide = InputLimits(audio_max_chunk=3.0)
+    assert audio_from_msg(_audio(16000, 32100), limits=wide).samples.shape == (32100, 1)
+
+
+def test_image_size_is_checked_before_decoding() -> None:
+    header = _image("rgb8", RGB)
+    header.width, header.height, header.step = 10000, 10000, 30000  # declared, with 60 bytes of data
+    with pytest.raises(BadMessage) as info:
+        image_from_msg(header)
+    assert info.value.reason == "image_max_width" and "10000" in str(info.value)
+    # a 10000 x 10000 PNG is small on the wire; its header gives it away before any pixel is decoded
+    ok, png = cv2.imencode(".png", np.zeros((10000, 10000), np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    assert ok and png.size < 1_000_000
+    assert encoded_image_size(png) == (10000, 10000)
+    with pytest.raises(BadMessage) as info:
+        compressed_image_from_msg(NS(header=NS(stamp=STAMP), format="png", data=png.tobytes()))
+    assert info.value.reason == "image_max_width"
+    ok, jpg = cv2.imencode(".jpg", np.zeros((48, 640, 3), np.uint8))
+    assert encoded_image_size(jpg) == (640, 48)
+    with pytest.raises(BadMessage) as info:
+        compressed_image_from_msg(NS(header=NS(stamp=STAMP), format="jpeg", data=jpg.tobytes()),
+                                  limits=InputLimits(image_max_height=32))
+    assert info.value.reason == "image_max_height"
+
+
+def test_joint_count_magnitude_and_instruction_length_limits() -> None:
+    many = [f"j{k}" for k in range(10000)]
+    with pytest.raises(BadMessage) as info:
+        joints_from_msg(NS(header=NS(stamp=STAMP), name=many, position=[0.0] * 10000, velocity=[]))
+    assert info.value.reason == "joints_max"
+    with pytest.raises(BadMessage) as info:
+        joints_from_msg(NS(header=NS(stamp=STAMP), name=["a"], position=[1e38], velocity=[]))
+    assert info.value.reason == "joints_max_abs"
+    with pytest.raises(BadMessage) as info:
+        text_from_msg(NS(data="x" * 1_000_000), 1.0)
+    assert info.value.reason == "text_max_chars"
+    with pytest.raises(BadMessage) as info:
+        text_from_msg(NS(data="\u00e9" * 900 + "x"), 1.0, limits=InputLimits(text_max_bytes=1000))
+    assert info.value.reason == "text_max_bytes"
+    assert text_from_msg(NS(data="a" * 1000), 1.0).text == "a" * 1000

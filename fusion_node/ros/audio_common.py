@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from fusion_node.convert import BadMessage, audio_samples, header_stamp
+from fusion_node.config import InputLimits
+from fusion_node.convert import LIMITS, BadMessage, audio_samples, check_audio_format, check_audio_length, header_stamp
 from fusion_node.frames import AudioChunk
 
 # PortAudio sample formats (portaudio.h) -> (AudioData field, scale to [-1, 1], offset)
@@ -26,7 +27,7 @@ _PORTAUDIO: dict[int, tuple[str, float, float]] = {
 _RAW_CODINGS = ("", "wave", "wav", "pcm", "raw")
 
 
-def audio_data_stamped_from_msg(msg: Any, info: Any) -> AudioChunk:
+def audio_data_stamped_from_msg(msg: Any, info: Any, limits: InputLimits = LIMITS) -> AudioChunk:
     """ros-drivers AudioDataStamped, interpreted with the latest AudioInfo (None: not received yet)."""
     if info is None:
         raise BadMessage("AudioDataStamped before any AudioInfo: format unknown")
@@ -34,17 +35,15 @@ def audio_data_stamped_from_msg(msg: Any, info: Any) -> AudioChunk:
     if coding not in _RAW_CODINGS:
         raise BadMessage(f"unsupported audio coding {info.coding_format!r} (only uncompressed PCM)")
     rate = int(info.sample_rate)
-    if rate <= 0:
-        raise BadMessage(f"invalid sample rate {rate}")
     try:
         data = msg.audio.data
     except AttributeError as exc:
         raise BadMessage(f"not an AudioDataStamped: {exc}") from None
-    samples = audio_samples(data, str(info.sample_format), int(info.channels))
+    samples = audio_samples(data, str(info.sample_format), int(info.channels), rate, limits)
     return AudioChunk(stamp=header_stamp(msg), samples=samples, sample_rate=rate)
 
 
-def audio_stamped_from_msg(msg: Any, _info: Any = None) -> AudioChunk:
+def audio_stamped_from_msg(msg: Any, _info: Any = None, limits: InputLimits = LIMITS) -> AudioChunk:
     """mgonzs13 AudioStamped: format, channels and rate travel inside each message."""
     try:
         info, data = msg.audio.info, msg.audio.audio
@@ -53,13 +52,16 @@ def audio_stamped_from_msg(msg: Any, _info: Any = None) -> AudioChunk:
         raise BadMessage(f"not an AudioStamped: {exc}") from None
     if fmt not in _PORTAUDIO:
         raise BadMessage(f"unsupported PortAudio format {fmt}")
-    if channels <= 0 or rate <= 0:
-        raise BadMessage(f"invalid channels {channels} or rate {rate}")
+    check_audio_format(rate, channels, limits)
     name, scale, offset = _PORTAUDIO[fmt]
+    count = len(getattr(data, name))
+    if count % channels or not count:
+        raise BadMessage(f"{count} samples in {name} is not a whole number of {channels}-channel frames")
+    check_audio_length(count // channels, rate, limits)
     values = np.asarray(getattr(data, name), dtype=np.float32)
-    if values.size == 0 or values.size % channels:
-        raise BadMessage(f"{values.size} samples in {name} is not a whole number of {channels}-channel frames")
     samples = (values + np.float32(offset)) * np.float32(scale)
     if not np.all(np.isfinite(samples)):
         raise BadMessage("non-finite audio samples")
+    if fmt == 1:  # float PCM: clipped to full scale like convert.audio_samples
+        np.clip(samples, -1.0, 1.0, out=samples)
     return AudioChunk(stamp=header_stamp(msg), samples=samples.reshape(-1, channels), sample_rate=rate)

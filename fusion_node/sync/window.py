@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -59,7 +60,7 @@ class WindowPolicy(Policy):
         self.lookback = self.window + self.slack  # how far before a reference the window may start
         self.max_chunk = 0.0  # longest chunk held: how far before the window a chunk may start
         self.tape = _Tape(8 * self.n_out)  # a new buffer every few seconds of audio
-        self._filters: dict[int, np.ndarray] = {}  # anti-alias FIR per source rate
+        self._filters: OrderedDict[int, np.ndarray] = OrderedDict()  # anti-alias FIR per source rate, LRU
 
     def insert(self, stamp: float, sample: Any, arrival: float) -> int:
         data, rate = sample.samples, sample.sample_rate
@@ -217,13 +218,17 @@ class WindowPolicy(Policy):
     def _lowpass(self, rate: int) -> np.ndarray:
         """Windowed-sinc FIR for `rate` -> audio_rate, cut off 10% below the target Nyquist."""
         taps = self._filters.get(rate)
-        if taps is None:
+        if taps is not None:
+            self._filters.move_to_end(rate)
+        else:
             fc = 0.45 * self.rate / rate  # cycles per source sample
             n = 2 * int(math.ceil(8 * rate / self.rate)) + 1
             k = np.arange(n) - n // 2
             taps = (np.sinc(2 * fc * k) * np.hamming(n)).astype(np.float32)
             taps /= taps.sum()
             self._filters[rate] = taps
+            if len(self._filters) > MAX_FILTERS:  # a stream cycling through rates must not grow it
+                self._filters.popitem(last=False)
         return taps
 
 
@@ -231,6 +236,8 @@ class WindowPolicy(Policy):
 # jitter by milliseconds and the error of the mean falls with the square root of the count;
 # bounded so a drifting audio clock (tens of ppm: tens of microseconds here) is followed.
 ANCHOR_SECONDS = 2.0
+# Resampling filters kept (one per source rate): a robot has one or two microphones.
+MAX_FILTERS = 8
 # Chunk bookkeeping is trimmed in batches of this many: list prefix deletes stay rare.
 TRIM_BATCH = 64
 

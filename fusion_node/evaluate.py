@@ -244,7 +244,9 @@ def write_model_card(model_dir: str | Path, report: dict[str, Any], command: str
     lines += ["## Evaluation", "", f"```\n{eval_command}\n```", "", format_table(report), ""]
     if notes:
         lines += ["## Notes", "", notes.strip(), ""]
-    lines += ["## Files", "", "| file | sha256 |", "|---|---|"]
+    lines += ["## Files", "", "Every loader checks config.json, model.safetensors and model.onnx against "
+              "manifest.json before it runs them; model_id is derived from those hashes.", "",
+              "| file | sha256 |", "|---|---|"]
     for name in (SPEC_FILE, WEIGHTS_FILE, ONNX_FILE, "train.yaml"):
         if (d / name).is_file():
             lines.append(f"| {name} | `{sha256_file(d / name)}` |")

@@ -15,7 +15,7 @@ import numpy as np
 from fusion_node import MODALITIES
 from fusion_node.config import ModelSpec, PipelineConfig, SyncConfig
 from fusion_node.frames import AlignedFrame, FusedOutput, Sample
-from fusion_node.model_dir import load_spec, model_id
+from fusion_node.model_dir import load_spec, model_id, verify
 from fusion_node.preprocess import Preprocessor
 from fusion_node.sync import SyncBuffer
 
@@ -34,12 +34,17 @@ def sync_config_for(spec: ModelSpec, sync: SyncConfig) -> SyncConfig:
     )
 
 
+class NonFiniteOutput(ValueError):
+    """The model produced NaN or inf: the result must not be published as if valid."""
+
+
 class Pipeline:
     def __init__(self, cfg: PipelineConfig, backend=None, text_encoder=None, spec: ModelSpec | None = None) -> None:
         self.cfg = cfg
         model_dir = Path(cfg.model_dir)
         self.spec = spec or load_spec(model_dir)
-        self.model_id = model_id(model_dir, self.spec)
+        # Every artifact is checked against the manifest before a backend loads any of them.
+        self.model_id = model_id(model_dir, self.spec, verify(model_dir))
         if backend is None:
             from fusion_node.backends import create_backend
 
@@ -53,6 +58,7 @@ class Pipeline:
         self.preprocess = Preprocessor(self.spec, text_encoder.encode)
         self.sync = SyncBuffer(sync_config_for(self.spec, cfg.sync))
         self.frames_inferred = 0
+        self.nonfinite = 0  # results withheld: NaN or inf in an output
 
     # -- ingest and alignment ------------------------------------------------------------
     def add(self, modality: str, sample: Sample, arrival: float) -> bool:
@@ -73,6 +79,10 @@ class Pipeline:
         outputs = self.backend.run(self.preprocess(frame))
         compute = time.perf_counter() - t0
         self.frames_inferred += 1
+        bad = [name for name, value in outputs.items() if not np.isfinite(value).all()]
+        if bad:
+            self.nonfinite += 1
+            raise NonFiniteOutput(f"non-finite model output ({', '.join(sorted(bad))}) at {frame.stamp:.6f} s")
         waited = max(0.0, (now if now is not None else frame.arrival) - frame.arrival)
         return self._to_output(frame, outputs, latency=waited + compute)
 
@@ -110,6 +120,10 @@ class Pipeline:
 
     def reset(self, reason: str) -> None:
         self.sync.reset(reason)
+
+    def retune_sync(self, sync: SyncConfig) -> None:
+        """New timing settings for the sync buffer; the latched instruction stays in force."""
+        self.sync = self.sync.retuned(sync_config_for(self.spec, sync))
 
     def stats(self) -> dict[str, dict[str, float]]:
         return self.sync.stats()

@@ -24,6 +24,7 @@ class Preprocessor:
         self.spec = spec
         self.embed_text = embed_text
         self._n_joints = len(spec.joint_names)
+        self.cleaned: dict[str, int] = {m: 0 for m in MODALITIES}  # inputs marked absent for non-finite values
 
     def image(self, rgb: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 -> (3, H, W) float32 in [0, 1] at the model's size."""
@@ -65,7 +66,13 @@ class Preprocessor:
         else:
             text = np.zeros(self.spec.text_dim, np.float32)
             present[MODALITIES.index("text")] = 0.0
-        # Absent modalities are zeroed so a model never sees stale or partial data behind a 0 mask.
         arrays = [image, audio, joints, text]
+        for i, arr in enumerate(arrays):
+            # The door refuses non-finite samples; this is the last line before the model, for
+            # any path around it (an encoder returning NaN): such an input counts as absent.
+            if present[i] and not np.isfinite(arr).all():
+                present[i] = 0.0
+                self.cleaned[MODALITIES[i]] += 1
+        # Absent modalities are zeroed so a model never sees stale or partial data behind a 0 mask.
         arrays = [arr if present[i] else np.zeros_like(arr) for i, arr in enumerate(arrays)]
         return {name: arr[None] for name, arr in zip(INPUT_NAMES, [*arrays, present])}

@@ -32,6 +32,7 @@ from fusion_node.bag.writer import BagWriter
 from fusion_node.config import PipelineConfig, from_dict, load_yaml
 from fusion_node.convert import CONVERTERS, BadMessage
 from fusion_node.frames import AlignedFrame, FusedOutput, Sample
+from fusion_node.pipeline import NonFiniteOutput
 from fusion_node.stamps import StampBook
 from fusion_node.ros.audio_common import audio_data_stamped_from_msg, audio_stamped_from_msg
 
@@ -105,6 +106,7 @@ class ReplayResult:
     commands: tuple[str, ...] = ()
     image_size: tuple[int, int] = (1, 1)  # model input H, W: the attention grid's aspect
     bad_messages: dict[str, int] = field(default_factory=dict)
+    nonfinite: int = 0  # frames whose model output had NaN or inf: not written
     messages: int = 0
     bag_duration: float = 0.0  # s of log time covered
     loop_wall: float = 0.0  # s spent in the message loop (conversion, alignment, inference, writing)
@@ -129,6 +131,7 @@ class ReplayResult:
             "frames": self.n_frames,
             "messages": self.messages,
             "bad_messages": self.bad_messages,
+            "nonfinite_frames": self.nonfinite,
             "bag_duration_s": round(self.bag_duration, 6),
             "loop_wall_s": round(self.loop_wall, 4),
             "startup_wall_s": round(self.startup_wall, 4),
@@ -293,7 +296,13 @@ class Replayer:
               res: ReplayResult, every: int) -> None:
         now = now_ns * 1e-9
         t0 = time.perf_counter()
-        out = self.pipe.infer(frame, now)
+        try:
+            out = self.pipe.infer(frame, now)
+        except NonFiniteOutput as exc:  # counted, never written as if valid
+            res.nonfinite += 1
+            if res.nonfinite <= _WARN_LIMIT:
+                print(f"warning: {res.bag}: {exc}; not written", file=sys.stderr)
+            return
         compute = time.perf_counter() - t0
         wait = max(0.0, now - frame.arrival)
         out = dataclasses.replace(out, latency=wait)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,7 +150,9 @@ def test_save_load_roundtrip_and_model_id(tmp_path):
     for a, b in zip(model(*(x[n] for n in INPUT_NAMES)), loaded(*(x[n] for n in INPUT_NAMES))):
         assert torch.equal(a, b)
     mid = model_id(tmp_path)
-    assert mid == f"test-attention-{sha256_file(tmp_path / 'model.safetensors')[:8]}"
+    assert mid.startswith("test-attention-") and len(mid) == len("test-attention-") + 8
+    manifest = json.loads((tmp_path / "manifest.json").read_text())["files"]
+    assert manifest == {n: sha256_file(tmp_path / n) for n in ("config.json", "model.safetensors")}
     assert json.loads((tmp_path / "config.json").read_text())["fusion"] == "attention"
 
 
@@ -224,3 +227,44 @@ def test_attention_without_pointer_exposes_attention_mass():
         named = model.named_outputs(model(*(x[n] for n in INPUT_NAMES)))
     assert named["image_attention"].shape == (2, model.image.num_tokens)
     torch.testing.assert_close(named["image_attention"].sum(dim=1), torch.ones(2), atol=1e-4, rtol=0)
+
+
+def test_every_artifact_is_verified_and_covered_by_model_id(tmp_path):
+    """A flipped byte in any artifact, or one added by hand, is refused naming the file; the
+    model_id changes with every artifact (not only the weights)."""
+    from fusion_node.model_dir import ModelVerificationError, verify, write_manifest
+    from fusion_node.pipeline import Pipeline
+    from fusion_node.config import PipelineConfig
+
+    spec, model = _model("gated")
+    save_model(tmp_path, spec, model)
+    before = model_id(tmp_path)
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"an onnx graph")
+    with pytest.raises(ModelVerificationError, match="model.onnx is not in manifest.json"):
+        verify(tmp_path)
+    write_manifest(tmp_path)
+    with_onnx = model_id(tmp_path)
+    assert with_onnx != before and set(verify(tmp_path)) == {"config.json", "model.safetensors", "model.onnx"}
+    data = bytearray(onnx.read_bytes())
+    data[3] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+    with pytest.raises(ModelVerificationError, match=r"model.onnx: sha256 .* does not match manifest.json"):
+        verify(tmp_path)
+    with pytest.raises(ModelVerificationError, match="model.onnx"):  # the node's configure path
+        Pipeline(PipelineConfig(model_dir=str(tmp_path), backend="torch", device="cpu"), text_encoder=object())
+    onnx.unlink()  # listed but missing: not a mismatch; the backend that needs it says so
+    assert set(verify(tmp_path)) == {"config.json", "model.safetensors"}
+    (tmp_path / "manifest.json").unlink()
+    with pytest.raises(ModelVerificationError, match="manifest.json not found"):
+        verify(tmp_path)
+
+
+def test_shipped_default_model_matches_its_manifest_and_card():
+    from fusion_node.model_dir import verify
+
+    default = Path(__file__).resolve().parent.parent / "models" / "default"
+    hashes = verify(default)
+    card = (default / "MODEL_CARD.md").read_text()
+    assert set(hashes) == {"config.json", "model.safetensors", "model.onnx"}
+    assert all(f"| {name} | `{sha}` |" in card for name, sha in hashes.items())

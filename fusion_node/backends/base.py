@@ -189,5 +189,6 @@ def _pick(cfg: PipelineConfig, onnx_path: Path) -> tuple[str, str]:
     if onnx_path.is_file():
         log.info("backend auto: onnxruntime on CPU chosen: %s exists and runs faster than torch eager on CPU", onnx_path)
         return "onnxruntime", "cpu"
-    log.info("backend auto: torch on CPU chosen: %s is missing (run `fusion export onnx`)", onnx_path)
+    # A warning: the model's own deployment artifact is missing, so this runs slower than it should.
+    log.warning("backend auto: torch on CPU chosen because %s is missing (run `fusion export onnx`)", onnx_path)
     return "torch", "cpu"

@@ -15,6 +15,7 @@ import numpy as np
 from fusion_node.backends.base import INPUT_NAMES, ModelFileError, random_inputs
 from fusion_node.config import ModelSpec
 from fusion_node.export.parity import TOLERANCES, ParityRow, compare, format_table
+from fusion_node.model_dir import MANIFEST_FILE, ONNX_FILE, write_manifest
 
 if TYPE_CHECKING:
     import onnx
@@ -62,7 +63,10 @@ def simplify(path: Path) -> str:
 
 def export_onnx(model: nn.Module, spec: ModelSpec, path: str | Path, opset: int = 18,
                 dynamic_batch: bool = False, max_batch: int = 64, simplifier: bool = True) -> Path:
-    """Export `model` with the contract's input/output names; static shapes unless `dynamic_batch`."""
+    """Export `model` with the contract's input/output names; static shapes unless `dynamic_batch`.
+
+    Written as model.onnx into a model directory, it joins the directory's manifest.
+    """
     import torch
 
     if opset < MIN_OPSET:
@@ -93,6 +97,8 @@ def export_onnx(model: nn.Module, spec: ModelSpec, path: str | Path, opset: int 
         tmp.replace(path)  # readers never see a half-written model
     finally:
         tmp.unlink(missing_ok=True)
+    if path.name == ONNX_FILE and (path.parent / MANIFEST_FILE).is_file():
+        write_manifest(path.parent)  # the graph is now one of the model directory's artifacts
     return path
 
 

@@ -2,8 +2,8 @@
 
 ONNX export lives in fusion_node.export.onnx.
 
-No pickle anywhere: weights are safetensors, the spec is JSON. model_id ties published
-states to the exact weights: f"{spec.name}-{sha256(model.safetensors)[:8]}".
+No pickle anywhere: weights are safetensors, the spec is JSON. Saving writes the manifest
+(fusion_node.model_dir) that model_id and every loader's check derive from.
 """
 from __future__ import annotations
 
@@ -13,19 +13,20 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from fusion_node.config import ModelSpec, to_dict
-from fusion_node.model_dir import SPEC_FILE, WEIGHTS_FILE, load_spec, model_id, sha256_file
+from fusion_node.model_dir import SPEC_FILE, WEIGHTS_FILE, load_spec, model_id, sha256_file, write_manifest
 from fusion_node.models.model import FusionModel, build_model
 
 __all__ = ["load_model", "load_spec", "model_id", "save_model", "sha256_file"]
 
 
 def save_model(model_dir: str | Path, spec: ModelSpec, model: FusionModel) -> Path:
-    """Write config.json and model.safetensors (CPU, contiguous copies) into model_dir."""
+    """Write config.json, model.safetensors (CPU, contiguous copies) and the manifest into model_dir."""
     out = Path(model_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / SPEC_FILE).write_text(json.dumps(to_dict(spec), indent=2) + "\n")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / WEIGHTS_FILE), metadata={"name": spec.name, "fusion": spec.fusion})
+    write_manifest(out)
     return out
 
 

@@ -119,12 +119,15 @@ def test_health_levels_follow_inputs_and_inference():
         for m in ("image", "audio", "joints"):
             mon.arrived(m, 10.0 + i / 30, True)
         mon.frame_done(0.004, 0.010, {"image": 0.5})
-    mon.malformed("audio", "unsupported audio encoding 'U8'")
+    mon.refused("audio", "malformed", "unsupported audio encoding 'U8'")
+    mon.refused("audio", "audio_max_chunk", "audio chunk seconds 2.00625 exceeds the limit 1")
     second = _snapshot(mon, 11.0)
     by_name = {s.name.split(": ")[1]: s for s in health(second, first, {"audio": {"late": 2.0}}, **kw)}
     assert by_name["input image"].level == OK and math.isclose(second["inputs"]["image"]["rate_hz"], 30.0, rel_tol=0.01)
-    assert by_name["input audio"].level == WARN and "1 malformed" in by_name["input audio"].message
-    assert by_name["input audio"].values["last_error"].startswith("unsupported")
+    assert by_name["input audio"].level == WARN and "2 refused at the door" in by_name["input audio"].message
+    assert by_name["input audio"].values["last_error"].startswith("audio chunk seconds")
+    assert by_name["input audio"].values["dropped_malformed"] == "1"
+    assert by_name["input audio"].values["dropped_audio_max_chunk"] == "1"
     assert by_name["input audio"].values["sync_late"] == "2"
     assert by_name["inference"].level == OK and by_name["inference"].values["model_id"] == "m-1234"
     # next period: the malformed count did not grow, so audio is OK again; the camera went stale
@@ -137,6 +140,40 @@ def test_health_levels_follow_inputs_and_inference():
     fourth = _snapshot(mon, 13.5)
     inf = {s.name.split(": ")[1]: s for s in health(fourth, third, {}, **kw)}["inference"]
     assert inf.level == ERROR and "3 frames skipped" in inf.message and "1 inference errors" in inf.message
+    # repeated clock-jump resets raise the inference status to WARN; a withheld NaN result to ERROR
+    fifth = {**_snapshot(mon, 14.5), "sync_resets": 3}
+    inf = {s.name.split(": ")[1]: s for s in health(fifth, {**fourth, "sync_resets": 1}, {}, **kw)}["inference"]
+    assert inf.level == WARN and "2 sync resets" in inf.message and inf.values["sync_resets"] == "3"
+    mon.nonfinite("non-finite model output (state) at 1.0 s")
+    sixth = {**_snapshot(mon, 15.5), "sync_resets": 3}
+    inf = {s.name.split(": ")[1]: s for s in health(sixth, fifth, {}, **kw)}["inference"]
+    assert inf.level == ERROR and "1 non-finite results withheld" in inf.message
+
+
+def test_rate_limiter_reports_first_then_once_per_period_and_survives_period_changes():
+    from fusion_node.ratelimit import MAX_KEYS, RateLimiter
+
+    now = [0.0]
+    period = [5.0]
+    lim = RateLimiter(lambda: period[0], clock=lambda: now[0])
+    lines: list[str] = []
+    for k in range(10):
+        now[0] = k * 1.0
+        lim.emit("joints", "dropped joints", lines.append)
+    assert lines == ["dropped joints", "dropped joints (4 more like this since the last report)"]
+    period[0] = 0.5  # changed at run time: takes effect at once, nothing raises
+    now[0] = 10.0
+    assert lim.emit("joints", "x", lines.append) and lines[-1] == "x (4 more like this since the last report)"
+    assert lim.emit("other", "y", lines.append)  # keys are independent
+    for k in range(3 * MAX_KEYS):
+        lim.allow(("distinct", k))
+    assert len(lim._last) <= MAX_KEYS and len(lim._held) <= MAX_KEYS
+
+    def broken(_text: str) -> None:
+        raise RuntimeError("Logging filter parameters cannot be changed between calls")
+
+    now[0] = 100.0
+    assert lim.emit("joints", "z", broken)  # swallowed: logging never takes the caller down
 
 
 def test_latency_over_limit_warns():

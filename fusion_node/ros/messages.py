@@ -102,6 +102,7 @@ def health(
         values = {"topic": topics.get(m, ""), "rate_hz": _fmt(s["rate_hz"]), "age_s": _fmt(s["age"]),
                   "received": _fmt(s["received"]), "malformed": _fmt(s["malformed"]),
                   "rejected_by_sync": _fmt(s["rejected"]), "lost_in_transport": _fmt(s["lost"])}
+        values.update({f"dropped_{reason}": _fmt(n) for reason, n in sorted(s.get("refused", {}).items())})
         values.update({f"sync_{k}": _fmt(v) for k, v in sorted(sync.items())})
         if s["last_error"]:
             values["last_error"] = s["last_error"]
@@ -117,13 +118,17 @@ def health(
         bad, late, lost = (_delta(s, prev, k) for k in ("malformed", "rejected", "lost"))
         if bad or late or lost:
             level = max(level, WARN)
-            msg += f"; this period: {bad} malformed, {late} rejected (late/duplicate), {lost} lost in transport"
+            msg += f"; this period: {bad} refused at the door, {late} rejected (late/duplicate), {lost} lost in transport"
         statuses.append(Status(level, f"{node}: input {m}", msg, values))
 
     inf, lat = snapshot["inference"], snapshot["latency"]
     values = {"backend": backend, "model_id": model_id, "published": _fmt(snapshot["published"]),
               "skipped_latest_wins": _fmt(snapshot["skipped"]), "errors": _fmt(snapshot["errors"]),
-              "resets": _fmt(snapshot["resets"]),
+              "resets": _fmt(snapshot["resets"]), "sync_resets": _fmt(snapshot.get("sync_resets", 0)),
+              "nonfinite_outputs": _fmt(snapshot.get("nonfinite", 0)),
+              "inputs_cleaned": _fmt(snapshot.get("cleaned", 0)),
+              "sync_errors": _fmt(snapshot.get("sync_errors", 0)),
+              "worker_restarts": _fmt(snapshot.get("worker_restarts", 0)),
               "inference_p50_ms": _fmt(inf["p50"] * 1e3), "inference_p99_ms": _fmt(inf["p99"] * 1e3),
               "latency_p50_ms": _fmt(lat["p50"] * 1e3), "latency_p99_ms": _fmt(lat["p99"] * 1e3),
               "latency_max_ms": _fmt(lat["max"] * 1e3)}
@@ -135,6 +140,15 @@ def health(
     if errors:
         level = ERROR
         parts.append(f"{errors} inference errors this period")
+    for key, level_if, text in (("nonfinite", ERROR, "non-finite results withheld"),
+                                ("worker_restarts", ERROR, "inference worker restarts"),
+                                ("sync_errors", ERROR, "sync buffer failures (reset)"),
+                                ("sync_resets", WARN, "sync resets (clock jumps)"),
+                                ("cleaned", WARN, "inputs with non-finite values marked absent")):
+        n = _delta(snapshot, previous, key)
+        if n:
+            level = max(level, level_if)
+            parts.append(f"{n} {text} this period")
     if skipped:
         level = max(level, WARN)
         parts.append(f"{skipped} frames skipped (inference slower than input)")

@@ -30,14 +30,19 @@ class Window:
                 "max": float(v.max())}
 
 
+# Distinct drop reasons kept per input: reasons are a fixed vocabulary (limit names, malformed).
+MAX_REASONS = 32
+
+
 class InputCounter:
-    """One input's arrivals (for rate and age), malformed messages and hand-off drops."""
+    """One input's arrivals (for rate and age), messages refused by reason, and hand-off drops."""
 
     def __init__(self, rate_window: float = 5.0, max_arrivals: int = 20000) -> None:
         self.rate_window = rate_window
         self._arrivals: deque[float] = deque(maxlen=max_arrivals)
         self.received = 0
-        self.malformed = 0
+        self.malformed = 0  # refused for any reason: malformed or over a limit (see `refused`)
+        self.refused: dict[str, int] = {}  # reason -> count
         self.rejected = 0  # refused by the sync buffer (late, duplicate, out of horizon)
         self.lost = 0  # lost in transport, as reported by the middleware
         self.last_error = ""
@@ -57,6 +62,7 @@ class InputCounter:
             "malformed": self.malformed,
             "rejected": self.rejected,
             "lost": self.lost,
+            "refused": dict(self.refused),
             "rate_hz": rate,
             "age": (now - last) if last is not None else float("inf"),
             "last_error": self.last_error,
@@ -74,6 +80,9 @@ class NodeMonitor:
         self.published = 0
         self.skipped = 0  # frames superseded by a newer one while inference was busy (latest wins)
         self.errors = 0  # frames whose inference raised
+        self.nonfinite_outputs = 0  # results with NaN or inf: withheld
+        self.sync_errors = 0  # the sync buffer raised while emitting (reset and carried on)
+        self.worker_restarts = 0
         self.last_error = ""
         self.resets = 0
         self._weight_sum: dict[str, float] = {}
@@ -85,10 +94,14 @@ class NodeMonitor:
             if not accepted:
                 counter.rejected += 1
 
-    def malformed(self, name: str, reason: str) -> None:
+    def refused(self, name: str, reason: str, text: str) -> None:
+        """A message of input `name` dropped before alignment; `reason` is a short key."""
         with self._lock:
-            self.inputs[name].malformed += 1
-            self.inputs[name].last_error = reason
+            counter = self.inputs[name]
+            counter.malformed += 1
+            counter.last_error = text
+            if reason in counter.refused or len(counter.refused) < MAX_REASONS:
+                counter.refused[reason] = counter.refused.get(reason, 0) + 1
 
     def lost(self, name: str, count: int) -> None:
         with self._lock:
@@ -111,6 +124,21 @@ class NodeMonitor:
             self.errors += 1
             self.last_error = reason
 
+    def nonfinite(self, reason: str) -> None:
+        with self._lock:
+            self.nonfinite_outputs += 1
+            self.last_error = reason
+
+    def sync_failed(self, reason: str) -> None:
+        with self._lock:
+            self.sync_errors += 1
+            self.last_error = f"sync: {reason}"
+
+    def worker_restarted(self) -> None:
+        with self._lock:
+            self.worker_restarts += 1
+            self.last_error = "inference worker died and was restarted"
+
     def reset_done(self) -> None:
         with self._lock:
             self.resets += 1
@@ -124,6 +152,9 @@ class NodeMonitor:
                 "published": self.published,
                 "skipped": self.skipped,
                 "errors": self.errors,
+                "nonfinite": self.nonfinite_outputs,
+                "sync_errors": self.sync_errors,
+                "worker_restarts": self.worker_restarts,
                 "last_error": self.last_error,
                 "resets": self.resets,
                 "weights_mean": {k: v / self.published for k, v in self._weight_sum.items()},

@@ -14,9 +14,18 @@ Clocks: `arrival` times handed to the sync buffer are time.monotonic() (deadline
 waiting for data in transport, whatever the ROS clock does); sample stamps come from headers,
 and the headerless instruction is stamped with the node's ROS clock, so use_sim_time with
 `fusion play --clock` keeps all stamps on the bag's time line.
+
+Failure containment: a message is refused at the door (limits.*) or by conversion under a named
+reason, counted per input and logged once per reason and period; a failure while aligning is
+the sync buffer's, never the message's that happened to trigger it; a non-finite result is
+counted and withheld; the worker survives any exception in a frame, and the diagnostics timer
+restarts it should it die anyway. Warnings go through one RateLimiter whose period
+(log_throttle) may change at run time. SIGINT and SIGTERM end the node quietly in any state.
 """
 from __future__ import annotations
 
+import functools
+import signal
 import sys
 import threading
 import time
@@ -31,9 +40,12 @@ from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 
 from fusion_node import MODALITIES, convert
 from fusion_node.frames import AlignedFrame
+from fusion_node.pipeline import NonFiniteOutput
+from fusion_node.ratelimit import RateLimiter
 from fusion_node.ros import messages, params
 from fusion_node.ros.audio_common import audio_data_stamped_from_msg, audio_stamped_from_msg
 from fusion_node.ros.monitor import NodeMonitor
@@ -96,6 +108,10 @@ class FusionNode(LifecycleNode):
         self._frame_id = ""
         self._stamps = StampBook()  # exact camera stamps for the FusedState headers
         self._previous_snapshot: dict | None = None
+        # Read on every call: log_throttle may change at run time.
+        self._limiter = RateLimiter(lambda: self.settings.log_throttle)
+        self.loading = False  # in configure: a stop signal abandons the load (see StopSignals)
+        self.stop_signal: int | None = None  # the signal that ended spin(), if one did
 
     # -- parameters ------------------------------------------------------------------------
     def _declare_parameters(self) -> list[str]:
@@ -131,12 +147,12 @@ class FusionNode(LifecycleNode):
         if self.pipeline is None:
             return  # read by the next configure
         if name.startswith("sync."):
-            from fusion_node.sync import SyncBuffer
-
-            # The buffer reads its timing once, so a new one takes over (what it held is
-            # dropped: at most the frames of one max_wait) and the change counts as a reset.
+            # The buffer reads its timing once, so a new one takes over (what it held is dropped:
+            # at most the frames of one max_wait, but not the instruction in force) and the
+            # change counts as a reset.
             with self._sync_lock:
-                self.pipeline.sync = SyncBuffer(params.apply_sync_change(self.pipeline.sync.cfg, name, value))
+                self.cfg.sync = params.apply_sync_change(self.cfg.sync, name, value)
+                self.pipeline.retune_sync(self.cfg.sync)
             self.monitor.reset_done()
         elif name == "log_throttle":
             self.settings.log_throttle = float(value)
@@ -144,8 +160,9 @@ class FusionNode(LifecycleNode):
             setattr(self.settings.diagnostics, name.split(".", 1)[1], float(value))
         self.get_logger().info(f"parameter {name} = {value!r} applied")
 
-    def _warn(self, text: str) -> None:
-        self.get_logger().warning(text, throttle_duration_sec=self.settings.log_throttle)
+    def _warn(self, key: Any, text: str) -> None:
+        """A warning at most once per log_throttle seconds per key; never raises."""
+        self._limiter.emit(key, text, self.get_logger().warning)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def autostart(self) -> bool:
@@ -156,6 +173,13 @@ class FusionNode(LifecycleNode):
         return self.trigger_configure() == SUCCESS and self.trigger_activate() == SUCCESS
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.loading = True
+        try:
+            return self._configure()
+        finally:
+            self.loading = False
+
+    def _configure(self) -> TransitionCallbackReturn:
         log = self.get_logger()
         if self._param_errors:
             log.error("configure failed: invalid parameters: " + "; ".join(self._param_errors))
@@ -209,8 +233,7 @@ class FusionNode(LifecycleNode):
             return FAILURE
         self._stop.clear()
         self._text_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fusion-text")
-        self._worker = threading.Thread(target=self._work, name="fusion-inference", daemon=True)
-        self._worker.start()
+        self._start_worker()
         # Steady clock: diagnostics keep coming while a simulated clock is paused or jumps.
         self._diag_timer = self.create_timer(s.diagnostics.period, self._publish_diagnostics,
                                              clock=Clock(clock_type=ClockType.STEADY_TIME))
@@ -270,17 +293,19 @@ class FusionNode(LifecycleNode):
         from std_msgs.msg import String
 
         s = self.settings
+        limits = self.cfg.limits
         qos = sensor_qos(s.sensor_qos_depth)
         if s.image_transport == "compressed":
             subs = [self._subscribe(CompressedImage, s.topics.image + "/compressed", "image",
-                                    self._handler("image", convert.compressed_image_from_msg), qos)]
+                                    self._handler("image", convert.compressed_image_from_msg, limits), qos)]
         else:
-            subs = [self._subscribe(Image, s.topics.image, "image", self._handler("image", convert.image_from_msg),
-                                    qos)]
+            subs = [self._subscribe(Image, s.topics.image, "image",
+                                    self._handler("image", convert.image_from_msg, limits), qos)]
         subs.extend(self._audio_subscriptions(sensor_qos(s.audio_qos_depth)))
         joints_qos = sensor_qos(s.joints_qos_depth)
-        subs.extend(self._subscribe(JointState, topic, "joints", self._handler("joints", convert.joints_from_msg),
-                                    joints_qos) for topic in s.topics.joints)
+        subs.extend(self._subscribe(JointState, topic, "joints",
+                                    self._handler("joints", convert.joints_from_msg, limits), joints_qos)
+                    for topic in s.topics.joints)
         # A volatile instruction publisher (`ros2 topic pub`, a bag without QoS metadata) cannot
         # match the transient-local request: it gets a volatile subscription of its own.
         subs.append(self._subscribe(String, s.topics.text, "text", self._on_text, latched_qos(),
@@ -308,7 +333,7 @@ class FusionNode(LifecycleNode):
                     f"{topic}: a publisher offers {extra.durability.name.lower()} durability; also subscribed "
                     f"with it (messages it sent before this node started are not received)")
                 return
-            self._warn(f"{topic}: a publisher's QoS is incompatible with this subscription's "
+            self._warn(("qos", topic), f"{topic}: a publisher's QoS is incompatible with this subscription's "
                        f"(policy id {info.last_policy_kind}; {qos.reliability.name.lower()}, "
                        f"{qos.durability.name.lower()})")
 
@@ -317,20 +342,21 @@ class FusionNode(LifecycleNode):
 
     def _audio_subscriptions(self, qos: QoSProfile) -> list:
         s = self.settings
+        limits = self.cfg.limits
         if s.audio_type == "fusion_msgs/AudioFrame":
             from fusion_msgs.msg import AudioFrame
 
-            return [self._subscribe(AudioFrame, s.topics.audio, "audio", self._handler("audio", convert.audio_from_msg),
-                                    qos)]
+            return [self._subscribe(AudioFrame, s.topics.audio, "audio",
+                                    self._handler("audio", convert.audio_from_msg, limits), qos)]
         try:
             import audio_common_msgs.msg as acm
         except ImportError:
             raise RuntimeError(f"audio_type {s.audio_type} needs the audio_common_msgs package") from None
         if s.audio_type == "audio_common_msgs/AudioStamped":
             return [self._subscribe(acm.AudioStamped, s.topics.audio, "audio",
-                                    self._handler("audio", audio_stamped_from_msg), qos)]
+                                    self._handler("audio", audio_stamped_from_msg, limits), qos)]
         convert_stamped = self._handler(
-            "audio", lambda msg, _arrival: audio_data_stamped_from_msg(msg, self._audio_info))
+            "audio", lambda msg, _arrival, limits: audio_data_stamped_from_msg(msg, self._audio_info, limits), limits)
         return [
             self._subscribe(acm.AudioDataStamped, s.topics.audio, "audio", convert_stamped, qos),
             self._subscribe(acm.AudioInfo, s.topics.audio_info, "audio", self._on_audio_info, QoSProfile(depth=1)),
@@ -339,7 +365,9 @@ class FusionNode(LifecycleNode):
     def _on_audio_info(self, msg: Any) -> None:
         self._audio_info = msg
 
-    def _handler(self, modality: str, conv: Callable[[Any, float | None], Any]) -> Callable[[Any], None]:
+    def _handler(self, modality: str, conv: Callable[..., Any], limits: Any) -> Callable[[Any], None]:
+        conv = functools.partial(conv, limits=limits)
+
         def callback(msg: Any) -> None:
             self._ingest(modality, conv, msg)
 
@@ -356,10 +384,12 @@ class FusionNode(LifecycleNode):
         self._ingest_text(msg, stamp)
 
     def _ingest_text(self, msg: Any, stamp: float) -> None:
-        self._ingest("text", lambda m, _arrival: convert.text_from_msg(m, stamp), msg)
+        limits = self.cfg.limits
+        self._ingest("text", lambda m, _arrival: convert.text_from_msg(m, stamp, limits), msg)
 
     def _ingest(self, modality: str, conv: Callable[[Any, float | None], Any], msg: Any) -> None:
-        """Convert and hand over; never raises (a bad message is counted and logged, rate-limited)."""
+        """Convert and hand over; never raises. A message refused at the door is counted under its
+        reason; a failure while aligning is the sync buffer's and never blamed on this message."""
         arrival = time.monotonic()
         pipeline = self.pipeline
         if pipeline is None:
@@ -370,14 +400,22 @@ class FusionNode(LifecycleNode):
                 self._stamps.add(sample.stamp, msg.header.stamp)
                 if not self._frame_id:
                     self._frame_id = str(getattr(msg.header, "frame_id", ""))
-            with self._sync_lock:
-                accepted = pipeline.add(modality, sample, arrival)
-                self._hand_over(pipeline.frames(arrival))
         except Exception as exc:  # noqa: BLE001 - BadMessage, and anything a hostile message provokes
-            reason = str(exc) if isinstance(exc, convert.BadMessage) else f"{type(exc).__name__}: {exc}"
-            self.monitor.malformed(modality, reason)
-            self._warn(f"dropped malformed {modality} message: {reason}")
+            bad = isinstance(exc, convert.BadMessage)
+            reason = exc.reason if bad else "malformed"
+            text = str(exc) if bad else f"{type(exc).__name__}: {exc}"
+            self.monitor.refused(modality, reason, text)
+            what = "malformed" if reason == "malformed" else "oversized"
+            self._warn(("refused", modality, reason), f"dropped {what} {modality} message: {text}")
             return
+        with self._sync_lock:
+            try:
+                accepted = pipeline.add(modality, sample, arrival)
+            except Exception as exc:  # noqa: BLE001 - a sample the buffer cannot hold is this message's fault
+                self.monitor.refused(modality, "malformed", f"{type(exc).__name__}: {exc}")
+                self._warn(("refused", modality, "sync"), f"dropped {modality} message the sync buffer refused: {exc}")
+                return
+            self._collect(pipeline, arrival)
         self.monitor.arrived(modality, arrival, accepted)
         if modality == "text" and accepted:
             self._warm_text(pipeline, sample.text)
@@ -399,7 +437,7 @@ class FusionNode(LifecycleNode):
         try:
             pipeline.text_encoder.encode(text)
         except Exception as exc:  # noqa: BLE001 - the worker will meet (and count) the same error
-            self._warn(f"instruction encoding failed: {exc}")
+            self._warn("encode", f"instruction encoding failed: {exc}")
 
     def _hand_over(self, frames: list[AlignedFrame]) -> None:
         """Queue ready frames for the worker (caller holds _sync_lock); the bound drops the oldest."""
@@ -427,44 +465,65 @@ class FusionNode(LifecycleNode):
         return response
 
     # -- inference worker ----------------------------------------------------------------------
+    def _start_worker(self) -> None:
+        self._worker = threading.Thread(target=self._work, name="fusion-inference", daemon=True)
+        self._worker.start()
+
     def _work(self) -> None:
         pipeline = self.pipeline
         busy = False  # inferred since the queue was last empty: what queued meanwhile is a backlog
         while not self._stop.is_set():
-            with self._sync_lock:
-                if not self._pending:
-                    self._poll_deadlines(pipeline)
-                frame = None
-                if self._pending:
-                    if busy and len(self._pending) > 1:
-                        self.monitor.frames_skipped(len(self._pending) - 1)
-                        while len(self._pending) > 1:
-                            self._pending.popleft()
-                    frame = self._pending.popleft()
-            if frame is None:
+            try:
+                busy = self._work_once(pipeline, busy)
+            except Exception as exc:  # noqa: BLE001 - the worker outlives any frame
+                if self._stop.is_set() or not self.context.ok():
+                    return  # shutting down: the publisher may already be gone
+                self.monitor.frame_failed(f"worker: {type(exc).__name__}: {exc}")
+                self._warn("worker", f"inference worker error ({type(exc).__name__}: {exc}); continuing")
                 busy = False
-                self._wake.wait(_POLL_PERIOD)
-                self._wake.clear()
-                continue
-            self._infer_and_publish(pipeline, frame, time.monotonic())
-            busy = True
 
-    def _poll_deadlines(self, pipeline) -> None:
-        """Frames whose max_wait expired with no further input (caller holds _sync_lock)."""
+    def _work_once(self, pipeline, busy: bool) -> bool:
+        with self._sync_lock:
+            if not self._pending:
+                self._collect(pipeline, time.monotonic())
+            frame = None
+            if self._pending:
+                if busy and len(self._pending) > 1:
+                    self.monitor.frames_skipped(len(self._pending) - 1)
+                    while len(self._pending) > 1:
+                        self._pending.popleft()
+                frame = self._pending.popleft()
+        if frame is None:
+            self._wake.wait(_POLL_PERIOD)
+            self._wake.clear()
+            return False
+        self._infer_and_publish(pipeline, frame, time.monotonic())
+        return True
+
+    def _collect(self, pipeline, now: float) -> None:
+        """Hand the frames the buffer has ready by `now` to the worker (caller holds _sync_lock).
+
+        The buffer contains a failing policy itself; should it raise anyway, it is reset (the
+        instruction in force survives) and the failure counted as the buffer's own.
+        """
         try:
-            self._hand_over(pipeline.frames(time.monotonic()))
+            self._hand_over(pipeline.frames(now))
         except Exception as exc:  # noqa: BLE001 - keep serving with a fresh buffer
-            self.monitor.frame_failed(f"sync: {type(exc).__name__}: {exc}")
-            self._warn(f"sync buffer failed ({exc}); resetting it")
+            self.monitor.sync_failed(f"{type(exc).__name__}: {exc}")
+            self._warn("sync", f"sync buffer failed ({type(exc).__name__}: {exc}); resetting it")
             pipeline.reset(f"error: {exc}")
 
     def _infer_and_publish(self, pipeline, frame: AlignedFrame, now: float) -> None:
         t0 = time.perf_counter()
         try:
             out = pipeline.infer(frame, now)
+        except NonFiniteOutput as exc:
+            self.monitor.nonfinite(str(exc))
+            self._warn("nonfinite", f"{exc}: not published")
+            return
         except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node
             self.monitor.frame_failed(f"{type(exc).__name__}: {exc}")
-            self._warn(f"inference failed: {exc}")
+            self._warn("inference", f"inference failed: {exc}")
             return
         inference = time.perf_counter() - t0
         pub = self._state_pub
@@ -477,12 +536,30 @@ class FusionNode(LifecycleNode):
 
     # -- diagnostics ---------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
+        try:
+            self._check_worker()
+            self._diagnostics_once()
+        except Exception as exc:  # noqa: BLE001 - diagnostics must never end the spin
+            if self.context.ok():
+                self._warn("diagnostics", f"diagnostics failed: {type(exc).__name__}: {exc}")
+
+    def _check_worker(self) -> None:
+        """The watchdog: a worker that died while active is counted (ERROR) and restarted."""
+        worker = self._worker
+        if worker is not None and not worker.is_alive() and not self._stop.is_set():
+            self.monitor.worker_restarted()
+            self.get_logger().error("the inference worker stopped; restarting it")
+            self._start_worker()
+
+    def _diagnostics_once(self) -> None:
         pipeline, pub = self.pipeline, self._diag_pub
         if pipeline is None or pub is None:
             return
         snapshot = self.monitor.snapshot(time.monotonic())
         with self._sync_lock:
             sync_stats = pipeline.stats()
+        snapshot["sync_resets"] = int(sync_stats["frames"]["resets"])
+        snapshot["cleaned"] = sum(pipeline.preprocess.cleaned.values())
         s = self.settings
         topics = {"image": s.topics.image + ("/compressed" if s.image_transport == "compressed" else ""),
                   "audio": s.topics.audio, "joints": ",".join(s.topics.joints), "text": s.topics.text}
@@ -513,18 +590,56 @@ def make_executor(kind: str = "auto"):
     return SingleThreadedExecutor()
 
 
+class StopSignals:
+    """SIGINT and SIGTERM end the node quietly, in any lifecycle state.
+
+    rclpy's own handlers shut the context down at once (the worker may then publish on a dead
+    context) and chain to Python's KeyboardInterrupt, which can land inside a subscription
+    callback and be logged as FATAL. Here a signal only sets `stop`, which the spin loop reads
+    every 0.1 s, so the node releases its publishers and threads before the context goes. During
+    a model load (configure) nothing is running yet, so the signal abandons the load instead of
+    waiting seconds for it. rclpy.init must be called with SignalHandlerOptions.NO.
+    """
+
+    def __init__(self, node: FusionNode) -> None:
+        self.node = node
+        self.stop = threading.Event()
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.stop.set()
+        self.node.stop_signal = signum
+        if self.node.loading:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def spin(node: FusionNode, duration: float | None = None, summary: bool = False, executor: str = "auto") -> int:
-    """Autostart and spin until shutdown (or `duration` seconds); 1 when autostart failed."""
+    """Autostart and spin until a stop signal, shutdown or `duration` seconds; 1 when autostart
+    failed (0 when it failed because a stop signal abandoned it)."""
     executor = make_executor(executor)
     executor.add_node(node)
+    signals = StopSignals(node)
     try:
-        if not node.autostart():
-            node.get_logger().error("could not start; see the errors above")
-            return 1
-        # spin_once in a loop, not spin(): the EventsExecutor's spin() misses the SIGINT shutdown.
-        end = time.monotonic() + duration if duration is not None else float("inf")
-        while rclpy.ok() and time.monotonic() < end:
-            executor.spin_once(timeout_sec=min(0.1, max(0.0, end - time.monotonic())))
+        with signals:
+            if not node.autostart():
+                if signals.stop.is_set():
+                    return 0
+                node.get_logger().error("could not start; see the errors above")
+                return 1
+            # spin_once in a loop, not spin(): the loop checks for a stop between callbacks.
+            end = time.monotonic() + duration if duration is not None else float("inf")
+            while rclpy.ok() and not signals.stop.is_set() and time.monotonic() < end:
+                executor.spin_once(timeout_sec=min(0.1, max(0.0, end - time.monotonic())))
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
@@ -552,11 +667,28 @@ def main(argv: list[str] | None = None) -> int:
     from fusion_node import rosenv
 
     rosenv.ensure_ros_env()
-    rclpy.init(args=sys.argv if argv is None else argv)
+    rclpy.init(args=sys.argv if argv is None else argv, signal_handler_options=SignalHandlerOptions.NO)
+    node = FusionNode()
     try:
-        return spin(FusionNode())
+        status = spin(node)
     finally:
         rclpy.try_shutdown()
+    exit_if_signalled(node, status)
+    return status
+
+
+def exit_if_signalled(node: FusionNode, status: int) -> None:
+    """After a stop signal, leave at once: everything the node owned is released, and the
+    interpreter's own teardown of torch and the sentence encoder takes about a second more."""
+    if node.stop_signal is None:
+        return
+    import logging
+    import os
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

@@ -82,15 +82,18 @@ def run(args: argparse.Namespace) -> int:
     rosenv.ensure_ros_env()
     apply_dds(args.dds)
     import rclpy
+    from rclpy.signals import SignalHandlerOptions
 
-    from fusion_node.ros.node import FusionNode, spin
+    from fusion_node.ros.node import FusionNode, exit_if_signalled, spin
 
-    rclpy.init(args=[sys.argv[0], *ros_arguments(args, params_file)])
+    # The node handles SIGINT/SIGTERM itself (fusion_node.ros.node.StopSignals).
+    rclpy.init(args=[sys.argv[0], *ros_arguments(args, params_file)], signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = FusionNode()
         status = spin(node, duration=args.duration or None, summary=True, executor=args.executor)
     finally:
         rclpy.try_shutdown()
+    exit_if_signalled(node, status)
     if status:
         raise RuntimeError("fusion node: could not configure and activate (see the error logged above)")
     return 0

@@ -66,7 +66,7 @@ def _setup_logging() -> None:
     logger = logging.getLogger("fusion_node")
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
+        handler.setFormatter(logging.Formatter("[%(levelname)s] [%(name)s] %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
 

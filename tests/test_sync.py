@@ -589,3 +589,35 @@ def test_a_policy_that_fails_costs_its_modality_one_frame_not_the_stream(monkeyp
     assert buf.stats()["audio"]["failed"] == 1
     assert not frames[9].present["audio"] and frames[9].present["joints"]
     assert all(f.present["audio"] for f in frames[20:])  # the cleared buffer refilled
+
+
+def test_a_burst_of_consistent_bad_stamps_is_not_a_new_clock():
+    """Ten frames within a millisecond, stamped 0.000 s, 0.001 s, ...: they agree with each other,
+    but a new clock must persist for JUMP_SPAN of arrival time, so they are dropped, no reset."""
+    msgs = with_text(stream(2.0, audio=False))
+    at = msgs[len(msgs) // 2][0]
+    msgs += [(at + 1e-5 * k, "image", img(1e-3 * k)) for k in range(10)]
+    buf = SyncBuffer(SyncConfig(modalities={"image": ModalitySync("reference", 0.0, 0.0),
+                                            "joints": ModalitySync("interpolate", 0.05, 0.05),
+                                            "text": ModalitySync("latest", 0.0, 0.0)}))
+    frames = feed(buf, sorted(msgs, key=lambda m: m[0]))
+    assert buf.stats()["frames"]["resets"] == 0 and buf.stats()["image"]["dropped"] == 10
+    assert len(frames) == 60 and all(f.present["joints"] for f in frames)
+
+
+def test_a_window_shredded_into_many_rates_places_only_the_newest_runs():
+    """200 chunks at 200 sample rates inside one window: only the newest MAX_RUNS runs are
+    resampled into it (each costs a filter and a resampling), the rest counts as a gap."""
+    from fusion_node.sync.window import MAX_RUNS
+
+    cfg = SyncConfig(modalities={"image": ModalitySync("reference", 0.0, 0.0),
+                                 "audio": ModalitySync("window", 0.05, 0.08)})
+    buf = SyncBuffer(cfg)
+    for k in range(200):
+        rate = 8001 + 97 * k
+        buf.add("audio", AudioChunk(1.0 + 0.002 * k, np.full((rate // 500, 1), 0.25, np.float32), rate), 1.5)
+    buf.add("image", img(1.4), 1.5)
+    (frame,) = buf.poll(1.6)  # audio ends before the frame: it leaves at its deadline
+    assert frame.present["audio"] and len(frame.used["audio"]) == MAX_RUNS
+    covered = np.count_nonzero(frame.audio) / frame.audio.size
+    assert frame.audio_gap == pytest.approx(1.0 - covered, abs=0.01) and frame.audio_gap > 0.9

@@ -6,8 +6,9 @@
 The player publishes a camera (640x480 frames of the simulated world, rendered live), audio
 (16 kHz S16LE in 20 ms chunks, published when a chunk is complete, stamped with its first
 sample), joints at 500 Hz from two publishers that split the joint set, and a latched
-instruction, on a fixed schedule; it records every camera stamp it sent. `--malformed` also
-sends one broken message of each input type. The consumer records (stamp, arrival) of every
+instruction, on a fixed schedule; it records every camera stamp it sent (and when). `--fault NAME`
+injects one fault of fusion_node.bench.faults at a third of the run (`--malformed`: one broken
+message of each input type). The consumer records (stamp, arrival) of every
 FusedState (or, for the transport baseline, every Image) until SIGINT/SIGTERM, plus the last
 diagnostics; both report their own CPU time. Stamps are wall-clock times, so latency is
 arrival minus stamp on one machine.
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from fusion_node.bench.faults import FAULTS, Context
 from fusion_node.ros.launch_support import DDS_MODES
 
 JOINT_GROUPS = (("joint1", "joint2"), ("joint3",))  # two publishers, merged by name in the node
@@ -71,27 +73,6 @@ def _audio_chunk(world: Any, index: int, n: int) -> bytes:
     return (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
 
 
-def _malformed(pubs: dict[str, Any], now: float) -> None:
-    """One broken message per input type: each must be counted by the node, none may kill it."""
-    from fusion_msgs.msg import AudioFrame
-    from sensor_msgs.msg import Image, JointState
-    from std_msgs.msg import String
-
-    bad_image = Image(height=4, width=4, encoding="yuv422_9bit", step=8, data=bytes(32))
-    bad_image.header.stamp = _time_msg(now)
-    short_image = Image(height=480, width=640, encoding="rgb8", step=1920, data=bytes(100))
-    short_image.header.stamp = _time_msg(now)
-    bad_audio = AudioFrame(sample_rate=16000, channels=1, encoding="S16LE", data=bytes(3))
-    bad_audio.header.stamp = _time_msg(now)
-    bad_joints = JointState(name=["joint1", "joint2"], position=[0.1])
-    bad_joints.header.stamp = _time_msg(now)
-    pubs["image"].publish(bad_image)
-    pubs["image"].publish(short_image)
-    pubs["audio"].publish(bad_audio)
-    pubs["joints"][0].publish(bad_joints)
-    pubs["text"].publish(String(data="   "))
-
-
 def _wait_for(condition, timeout: float) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -124,6 +105,9 @@ def run_player(args: argparse.Namespace) -> int:
 
         clock_pub = node.create_publisher(Clock, "/clock", 10)
     frames = _Frames(args.width, args.height)
+    fault = FAULTS[args.fault] if args.fault else FAULTS["malformed_each_type"] if args.malformed else None
+    ctx = Context(pubs, {"Image": Image, "AudioFrame": AudioFrame, "JointState": JointState, "String": String},
+                  _time_msg)
     waited = [args.image_topic, *args.wait_topic]
     matched = _wait_for(lambda: all(node.count_subscribers(t) > 0 for t in waited), args.wait)
     if not matched:
@@ -142,14 +126,16 @@ def run_player(args: argparse.Namespace) -> int:
     next_clock = t0 if clock_pub is not None else float("inf")
     audio_index = 0
     stamps: list[int] = []
+    walls: list[float] = []  # when each reported camera frame was published
     lag: list[float] = []
     sent = {"image": 0, "audio": 0, "joints": 0}
-    malformed_at = measured_from + args.duration / 3 if args.malformed else float("inf")
+    fault_at = measured_from + args.duration / 3 if fault is not None else float("inf")
+    injected_at = None
     cpu0, wall0 = time.process_time(), time.monotonic()
     while True:
         if next_cam >= camera_end:
             next_cam = float("inf")
-        due = min(next_cam, next_audio, next_joint, malformed_at, next_clock)
+        due = min(next_cam, next_audio, next_joint, fault_at, next_clock)
         if due >= end:
             break
         wait = due - time.time()
@@ -160,25 +146,27 @@ def run_player(args: argparse.Namespace) -> int:
         now = time.time()
         lag.append(now - due)
         if due == next_clock:
-            clock_pub.publish(Clock(clock=_time_msg(now)))
+            clock_pub.publish(Clock(clock=_time_msg(now + ctx.shift)))
             next_clock += 0.01
-        elif due == malformed_at:
-            _malformed(pubs, now)
-            malformed_at = float("inf")
+        elif due == fault_at:
+            fault.inject(ctx, now)
+            injected_at = now
+            fault_at = float("inf")
         elif due == next_cam:
             msg = Image(height=args.height, width=args.width, encoding="rgb8", step=step)
             msg.header.frame_id = "camera"
             msg.data = frames.at(now - t0)
             now = time.time()  # stamp at publish: latency then starts when the frame leaves the driver
-            msg.header.stamp = _time_msg(now)
+            msg.header.stamp = _time_msg(now + ctx.shift)
             pubs["image"].publish(msg)
             if now >= measured_from:
                 stamps.append(stamp_key(msg.header.stamp.sec, msg.header.stamp.nanosec))
+                walls.append(now)
             sent["image"] += 1
             next_cam += cam_period
         elif due == next_audio:
             msg = AudioFrame(sample_rate=16000, channels=1, encoding="S16LE")
-            msg.header.stamp = _time_msg(due - args.audio_chunk)  # first sample; published when complete
+            msg.header.stamp = _time_msg(due - args.audio_chunk + ctx.shift)  # first sample; published when complete
             msg.data = _audio_chunk(frames.world, audio_index, chunk_n)
             pubs["audio"].publish(msg)
             audio_index += 1
@@ -190,13 +178,16 @@ def run_player(args: argparse.Namespace) -> int:
             for pub, names in zip(pubs["joints"], JOINT_GROUPS):
                 idx = [int(n[-1]) - 1 for n in names]
                 msg = JointState(name=list(names), position=q[idx].tolist(), velocity=dq[idx].tolist())
-                msg.header.stamp = _time_msg(now)
+                msg.header.stamp = _time_msg(now + ctx.shift)
                 pub.publish(msg)
+            for hook in ctx.joint_hooks:
+                hook(now)
             sent["joints"] += 1
             next_joint += joint_period
     report = {
-        "camera_stamps": stamps, "sent": sent, "matched": matched, "start": measured_from, "end": time.time(),
-        "malformed_at": measured_from + args.duration / 3 if args.malformed else None,
+        "camera_stamps": stamps, "camera_walls": walls, "sent": sent, "matched": matched, "start": measured_from,
+        "end": time.time(), "fault": fault.name if fault is not None else None, "fault_at": injected_at,
+        "malformed_at": injected_at if args.malformed else None,
         "cpu_s": time.process_time() - cpu0, "wall_s": time.monotonic() - wall0,
         "schedule_lag_p99_ms": float(np.percentile(lag, 99) * 1e3) if lag else 0.0,
     }
@@ -230,6 +221,8 @@ def run_consumer(args: argparse.Namespace) -> int:
         def on_state(msg: Any) -> None:
             samples.append((stamp_key(msg.header.stamp.sec, msg.header.stamp.nanosec), time.time(), msg.latency))
             last["state"] = msg
+            if not (np.isfinite(np.asarray(msg.state)).all() and np.isfinite(np.asarray(msg.outputs)).all()):
+                last["nonfinite"] = last.get("nonfinite", 0) + 1
 
         sub = node.create_subscription(FusedState, args.topic, on_state, output_qos())
     if args.diagnostics:
@@ -254,7 +247,8 @@ def run_consumer(args: argparse.Namespace) -> int:
     while not stop.is_set() and time.monotonic() < end:
         executor.spin_once(timeout_sec=0.05)
     report: dict[str, Any] = {"samples": samples, "cpu_s": time.process_time() - cpu0,
-                              "wall_s": time.monotonic() - wall0, "diagnostics": last.get("diagnostics")}
+                              "wall_s": time.monotonic() - wall0, "diagnostics": last.get("diagnostics"),
+                              "nonfinite_states": last.get("nonfinite", 0)}
     if "state" in last:
         report["state"] = fused_state_dict(last["state"])
     Path(args.report).write_text(json.dumps(report))
@@ -292,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--joint-rate", type=float, default=500.0)
     p.add_argument("--instruction", default="go to the red square")
     p.add_argument("--malformed", action="store_true", help="also send one broken message per input type")
+    p.add_argument("--fault", choices=sorted(FAULTS), help="inject this fault at a third of the run "
+                   "(see fusion_node.bench.faults)")
     p.add_argument("--clock", action="store_true", help="also publish /clock (wall time, 100 Hz) for use_sim_time")
     p.add_argument("--wait-topic", action="append", default=[], metavar="TOPIC",
                    help="also wait for a subscriber on TOPIC (repeatable); the camera topic is always waited for")

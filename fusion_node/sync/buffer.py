@@ -10,7 +10,8 @@ Clock sanity uses the skew stamp - arrival: a sample whose skew leads the larges
 by more than future_tolerance, or whose stamp falls more than jump_threshold behind its own
 stream, is held as suspect. The clock has really jumped (bag loop, simulation reset) when a few
 suspects of the stream that clocks the frames (the reference modality; any stream under a
-fixed-rate clock) agree on one new skew with distinct stamps: pending frames are flushed,
+fixed-rate clock) agree on one new skew with distinct stamps, arriving over at least JUMP_SPAN
+(a burst of bad stamps is not a new clock, however consistent): pending frames are flushed,
 buffers reset, and the suspects that agree are replayed into the new epoch. Suspects that never
 agree (one publisher's broken clock, random stamps) expire and are counted (future or late) and
 dropped, so a single bad stream cannot reset the others. Latched inputs (policy `latest`: the
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 # a camera), or samples of any stream under a fixed-rate clock (a few milliseconds of joints).
 JUMP_CONFIRM_REFERENCE = 3
 JUMP_CONFIRM = 8
+# Agreeing suspects must arrive over at least this long (arrival clock) to prove a new clock.
+JUMP_SPAN = 0.05
 # Suspects are held at least this long (arrival clock) waiting for agreement, and at most this
 # many per modality: enough for a slow camera to confirm, bounded for a 1 kHz stream.
 SUSPECT_HOLD = 1.0
@@ -226,8 +229,9 @@ class SyncBuffer:
         held.append((sample, arrival, skew))
         self._held += 1
         if self._clock or self._policies[modality] is self._ref_policy:
-            agree = {s.stamp for s, _, k in held if abs(k - skew) <= self._agree}
-            if len(agree) >= self._confirm:
+            agree = [(s.stamp, a) for s, a, k in held if abs(k - skew) <= self._agree]
+            if (len({st for st, _ in agree}) >= self._confirm
+                    and arrival - min(a for _, a in agree) >= JUMP_SPAN):
                 self._confirm_jump(modality, skew)
         return True  # held, decided later
 

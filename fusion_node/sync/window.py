@@ -152,7 +152,21 @@ class WindowPolicy(Policy):
             frame.audio_gap = 1.0
             self._absent(frame)
             return
-        self._fill_general(frame, t, t0, lo, hi)
+        self._fill_general(frame, t, t0, self._newest_runs(lo, hi), hi)
+
+    def _newest_runs(self, lo: int, hi: int) -> int:
+        """Where the newest MAX_RUNS runs of ring entries [lo, hi) begin: each run is resampled and
+        placed on its own, so a window shredded into hundreds of rates or gaps would cost a frame
+        tens of milliseconds; what lies before them counts as a gap."""
+        items, stamps, tol = self.ring.items, self.ring.stamps, self.tolerance
+        runs = 1
+        for k in range(hi - 1, lo, -1):
+            prev = items[k - 1]
+            if prev[2] != items[k][2] or abs(stamps[k] - prev[3]) > tol:
+                runs += 1
+                if runs > MAX_RUNS:
+                    return k
+        return lo
 
     def _fill_general(self, frame: AlignedFrame, t: float, t0: float, lo: int, hi: int) -> None:
         """Windows spanning several runs (gaps, rate changes): stitch each run from the ring."""
@@ -238,6 +252,8 @@ class WindowPolicy(Policy):
 ANCHOR_SECONDS = 2.0
 # Resampling filters kept (one per source rate): a robot has one or two microphones.
 MAX_FILTERS = 8
+# Runs (stretches of continuous audio at one rate) assembled into one window, newest first.
+MAX_RUNS = 8
 # Chunk bookkeeping is trimmed in batches of this many: list prefix deletes stay rare.
 TRIM_BATCH = 64
 

@@ -15,7 +15,9 @@ BENCHES = {
     "sync": "SyncBuffer alignment: throughput, per-message cost, alignment error vs a linear-scan matcher",
     "backends": "inference backends: latency and parity per backend",
     "e2e": "end to end: inputs through the pipeline to fused outputs",
+    "soak": "the live node for minutes: RSS slope, output rate and latency per minute",
 }
+LONG = ("soak",)  # not part of `fusion bench all`
 
 
 def register(subparsers: Any) -> None:
@@ -31,8 +33,9 @@ def register(subparsers: Any) -> None:
             continue
         module.add_arguments(p)
         p.set_defaults(func=module.run)
-    p = sub.add_parser("all", help="every benchmark with its defaults, JSON into --out",
-                       description="Run sync, backends and e2e in turn; write OUT/<name>.json.")
+    p = sub.add_parser("all", help="every benchmark but soak with its defaults, JSON into --out",
+                       description="Run sync, backends and e2e in turn; write OUT/<name>.json. The soak "
+                                   "benchmark runs for minutes and is left to `fusion bench soak`.")
     p.add_argument("--out", default="benchmarks", help="directory for the JSON files (default benchmarks)")
     p.add_argument("--quick", action="store_true", help="short smoke runs")
     p.set_defaults(func=_run_all)
@@ -51,7 +54,7 @@ def _unavailable(name: str, exc: Exception):
 def _run_all(args: argparse.Namespace) -> int:
     os.makedirs(args.out, exist_ok=True)
     status = 0
-    for name in BENCHES:
+    for name in (n for n in BENCHES if n not in LONG):
         module = importlib.import_module(f"fusion_node.bench.{name}")
         parser = argparse.ArgumentParser(prog=f"fusion bench {name}")
         module.add_arguments(parser)

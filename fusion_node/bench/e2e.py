@@ -90,22 +90,34 @@ class PhaseError(RuntimeError):
     """One phase produced no figures (a process stalled); the run goes on and reports it."""
 
 
-class CpuSampler:
-    """Samples one process's CPU seconds at 10 Hz on a thread, to read its load over any window."""
+def rss_mb(pid: int) -> float:
+    """Resident set size of a live process in MiB, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    raise ProcessLookupError(pid)
 
-    def __init__(self, pid: int) -> None:
+
+class CpuSampler:
+    """Samples one process's CPU seconds (and RSS) on a thread, to read its load over any window."""
+
+    def __init__(self, pid: int, period: float = 0.1) -> None:
         import threading
 
         self.pid = pid
+        self.period = period
         self.samples: list[tuple[float, float]] = []  # (wall time, cpu seconds); bounded by the run
+        self.rss: list[tuple[float, float]] = []  # (wall time, MiB)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(0.1):
+        while not self._stop.wait(self.period):
             try:
-                self.samples.append((time.time(), _cpu_seconds(self.pid)))
+                now = time.time()
+                self.samples.append((now, _cpu_seconds(self.pid)))
+                self.rss.append((now, rss_mb(self.pid)))
             except (FileNotFoundError, ProcessLookupError):
                 return
 
@@ -140,6 +152,7 @@ class Runner:
         self.node_cpu: CpuSampler | None = None
         self.node_log = workdir / f"node-{mode}.log"
         self._count = 0
+        self.last_reports: tuple[dict, dict] | None = None  # (player, consumer) of the last phase
 
     @staticmethod
     def _py(*args: str) -> list[str]:
@@ -148,11 +161,11 @@ class Runner:
     def _procs(self, *args: str) -> list[str]:
         return self._py(PROCS, "--dds", self.mode, *args)
 
-    def start_node(self, model: str, backend: str, audio_slack: float | None) -> None:
+    def start_node(self, model: str, backend: str, audio_slack: float | None, sample_period: float = 0.1) -> None:
         cmd = self._py(*node_arguments(model, backend, self.mode, audio_slack))
         with self.node_log.open("w") as log:
             self.node = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        self.node_cpu = CpuSampler(self.node.pid)
+        self.node_cpu = CpuSampler(self.node.pid, sample_period)
 
     def stop_node(self) -> str:
         """Stop the node; its closing summary line."""
@@ -190,8 +203,9 @@ class Runner:
             raise PhaseError(f"the player failed: {' '.join(player.stderr.strip().splitlines()[-1:])}")
         if not c_json.is_file():
             raise PhaseError("the consumer wrote no report")
-        played = json.loads(p_json.read_text())
-        row = summarise(played, json.loads(c_json.read_text()))
+        played, consumed = json.loads(p_json.read_text()), json.loads(c_json.read_text())
+        self.last_reports = (played, consumed)
+        row = summarise(played, consumed)
         row.update(mode=self.mode, pipeline="node" if with_node else "transport", rate_hz=rate)
         if with_node:
             row["cpu_node_pct"] = self.node_cpu.load(played["start"], played["end"])

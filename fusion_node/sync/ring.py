@@ -66,6 +66,12 @@ class Ring:
         n = index - self.head
         if n <= 0:
             return 0
+        # The dead prefix stays in the lists until compaction: release its payloads now, or a
+        # camera ring keeps up to _COMPACT_MIN evicted frames alive (200+ MB of VGA images).
+        if n == 1:
+            self.items[self.head] = None
+        else:
+            self.items[self.head:index] = [None] * n
         self.head = index
         if index >= _COMPACT_MIN and 2 * index >= len(self.stamps):
             del self.stamps[:index]

@@ -2,8 +2,8 @@
 
 Kept in setup.py rather than pyproject's [project] table so that colcon on a real ROS
 install (Humble ships setuptools 59, which ignores [project]) builds it too. The data
-files put the ament index marker, package.xml, launch files and configs in share/, where
-`ros2 launch` and ament_index look.
+files put the ament index marker, package.xml, launch files, configs and the default model in
+share/, where `ros2 launch` and ament_index look.
 """
 import re
 from glob import glob
@@ -76,6 +76,9 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", sorted(glob("launch/*.launch.py"))),
         (f"share/{PACKAGE}/config", sorted(glob("config/*.yaml") + glob("config/*.xml"))),
+        # The shipped model, so an installed node runs with no model argument (model_dir
+        # resolves against share/fusion_node first).
+        (f"share/{PACKAGE}/models/default", sorted(glob("models/default/*"))),
     ],
     zip_safe=False,
 )

@@ -9,10 +9,11 @@ usage() {
   cat <<'USAGE'
 usage: export/trtexec_build.sh MODEL_DIR [options] [-- extra trtexec args]
   --precision fp32|fp16|int8   (default fp16; LayerNorm/Softmax layers stay fp32)
-  --out ENGINE                 (default export/engines/<model dir name>.<precision>.engine)
+  --out ENGINE                 (default <cache>/<model dir name>.<precision>.engine, <cache> being
+                               $ROS_HOME/fusion_node/engines or ~/.cache/fusion_node/engines)
   --batch MIN,OPT,MAX          batch range; the ONNX must have been exported with --dynamic-batch
   --workspace-mb N             builder workspace limit (default 1024)
-  --timing-cache FILE          persistent timing cache (default export/engines/timing.cache)
+  --timing-cache FILE          persistent timing cache (default <cache>/timing.cache)
   --calib CACHE                int8 calibration cache (from `fusion export trt --precision int8`)
   --no-tf32                    disable TF32
 env: TRTEXEC (default: trtexec on PATH, else /usr/src/tensorrt/bin/trtexec), PYTHON (default python3)
@@ -23,7 +24,9 @@ die() { echo "error: $*" >&2; exit 2; }
 
 [[ $# -ge 1 && $1 != -h && $1 != --help ]] || { usage; [[ $# -ge 1 ]] && exit 0 || exit 2; }
 MODEL_DIR=$1; shift
-PRECISION=fp16 OUT="" BATCH="" WORKSPACE=1024 TIMING=export/engines/timing.cache CALIB="" TF32=1
+# The per-user engine cache the node looks in (fusion_node.backends.base.engine_cache_dir).
+if [[ -n ${ROS_HOME:-} ]]; then CACHE=$ROS_HOME/fusion_node/engines; else CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/fusion_node/engines; fi
+PRECISION=fp16 OUT="" BATCH="" WORKSPACE=1024 TIMING=$CACHE/timing.cache CALIB="" TF32=1
 EXTRA=()
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -53,7 +56,7 @@ case $PRECISION in fp32|fp16|int8) ;; *) die "--precision must be fp32, fp16 or 
 [[ -x $TRTEXEC ]] || die "trtexec not found (set TRTEXEC=/path/to/trtexec)"
 [[ $PRECISION != int8 || -f $CALIB ]] || die "--precision int8 needs --calib CACHE"
 if [[ -z $OUT ]]; then
-  OUT=export/engines/$(basename "$(cd "$MODEL_DIR" && pwd)").$PRECISION.engine
+  OUT=$CACHE/$(basename "$(cd "$MODEL_DIR" && pwd)").$PRECISION.engine
 fi
 mkdir -p "$(dirname "$OUT")" "$(dirname "$TIMING")"
 

@@ -95,7 +95,7 @@ class PipelineConfig:
     backend: str = "auto"  # auto | tensorrt | onnxruntime | torch
     device: str = "auto"  # auto (GPU when one is usable, else CPU) | cpu | cuda
     precision: str = "fp32"  # fp32 | fp16 | int8 (TensorRT)
-    engine_path: str = ""  # TensorRT engine; empty: export/engines/<model dir>.<precision>.engine
+    engine_path: str = ""  # TensorRT engine; empty: <per-user engine cache>/<model dir>.<precision>.engine
     sync: SyncConfig = field(default_factory=SyncConfig)
     limits: InputLimits = field(default_factory=InputLimits)
 

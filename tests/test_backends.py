@@ -163,9 +163,15 @@ def test_input_shapes_follow_the_spec() -> None:
     assert 0.0 <= x["image"].min() and x["image"].max() <= 1.0
 
 
-def test_default_engine_path_names_model_and_precision(model_dir: Path) -> None:
-    path = default_engine_path(model_dir, "fp16")
-    assert path.parts[:2] == ("export", "engines") and path.name == "m.fp16.engine"
+def test_default_engine_path_is_in_the_per_user_cache(model_dir: Path, monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("ROS_HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_engine_path(model_dir, "fp16") == tmp_path / "xdg" / "fusion_node" / "engines" / "m.fp16.engine"
+    monkeypatch.setenv("ROS_HOME", str(tmp_path / "ros"))  # a robot's ROS_HOME wins
+    assert default_engine_path(model_dir, "int8") == tmp_path / "ros" / "fusion_node" / "engines" / "m.int8.engine"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.delenv("ROS_HOME")
+    assert default_engine_path(model_dir, "fp16").parent == Path.home() / ".cache" / "fusion_node" / "engines"
 
 
 def test_torch_backend_uses_module_output_names(model_dir: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -127,16 +128,21 @@ def torch_cuda_available() -> tuple[bool, str]:
     return True, f"torch sees {torch.cuda.get_device_name(0)}"
 
 
-ENGINE_DIR = Path("export/engines")
+def engine_cache_dir() -> Path:
+    """The per-user engine cache: $ROS_HOME/fusion_node/engines when ROS_HOME is set, else
+    ${XDG_CACHE_HOME:-~/.cache}/fusion_node/engines (never relative to where a node was started)."""
+    ros_home = os.environ.get("ROS_HOME")
+    base = Path(ros_home) if ros_home else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base.expanduser() / "fusion_node" / "engines"
 
 
 def default_engine_path(model_dir: str | Path, precision: str) -> Path:
-    """Where `fusion export trt` writes and the runtime looks: export/engines/<model dir>.<precision>.engine.
+    """Where `fusion export trt` writes and the runtime looks: <engine cache>/<model dir>.<precision>.engine.
 
     Two model dirs of the same name share a path; the cache key then forces a rebuild
     rather than a wrong reuse.
     """
-    return ENGINE_DIR / f"{Path(model_dir).resolve().name}.{precision}.engine"
+    return engine_cache_dir() / f"{Path(model_dir).resolve().name}.{precision}.engine"
 
 
 def create_backend(cfg: PipelineConfig, engine_path: str | Path | None = None) -> Backend:
@@ -167,7 +173,7 @@ def create_backend(cfg: PipelineConfig, engine_path: str | Path | None = None) -
         from fusion_node.backends.onnxruntime import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(onnx_path, device=device, precision=cfg.precision,
-                                  cache_dir=ENGINE_DIR / "ort-trt")
+                                  cache_dir=engine_cache_dir() / "ort-trt")
     from fusion_node.backends.torch_backend import TorchBackend
 
     return TorchBackend.from_model_dir(model_dir, device=device, precision=cfg.precision)

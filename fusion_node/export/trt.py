@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fusion_node.backends.base import BackendError, ModelFileError, default_engine_path
+from fusion_node.backends.base import BackendError, ModelFileError, default_engine_path, engine_cache_dir
 from fusion_node.export.cache_key import PRECISIONS, CacheKey, current_gpu, normalize_version, sha256_file, write_key
 from fusion_node.export.parity import TOLERANCES, ParityRow, compare, format_table
 
@@ -198,11 +198,12 @@ def _pin_fp32(trt: Any, network: Any, pattern: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-dir", required=True, help="model directory holding model.onnx")
     parser.add_argument("--onnx", help="ONNX file (default: MODEL_DIR/model.onnx)")
-    parser.add_argument("--out", help="engine file (default: export/engines/<model dir>.<precision>.engine)")
+    parser.add_argument("--out", help="engine file (default: <engine cache>/<model dir>.<precision>.engine; the cache "
+                        "is $ROS_HOME/fusion_node/engines, else ~/.cache/fusion_node/engines)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp16")
     parser.add_argument("--no-tf32", action="store_true", help="disable TF32 for fp32 layers")
     parser.add_argument("--workspace-mb", type=int, default=1024, help="builder workspace limit (MiB)")
-    parser.add_argument("--timing-cache", default="export/engines/timing.cache", help="persistent timing cache file")
+    parser.add_argument("--timing-cache", help="persistent timing cache file (default: <engine cache>/timing.cache)")
     parser.add_argument("--batch", help="MIN,OPT,MAX batch for a dynamic-batch ONNX (default 1,1,8)")
     parser.add_argument("--calib-bag", help="int8: bag whose frames, run through the pipeline, calibrate")
     parser.add_argument("--calib-frames", type=int, default=256, help="int8: frames used for calibration")
@@ -239,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
         calibration = bag_inputs(args.calib_bag, args.model_dir, limit=args.calib_frames)
     print(f"building {out} from {onnx_path} ({args.precision})", file=sys.stderr)
     key = build_engine(onnx_path, out, precision=args.precision, tf32=not args.no_tf32,
-                       workspace_mb=args.workspace_mb, timing_cache=args.timing_cache, batch=parse_batch(args.batch),
+                       workspace_mb=args.workspace_mb, timing_cache=args.timing_cache or engine_cache_dir() / "timing.cache", batch=parse_batch(args.batch),
                        calibration=calibration, calibration_cache=out.with_suffix(".calib"),
                        fp32_pattern=args.fp32_layers)
     print(f"{out}\n{key.to_json()}", end="")

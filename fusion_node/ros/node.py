@@ -48,6 +48,7 @@ from fusion_node.frames import AlignedFrame
 from fusion_node.pipeline import NonFiniteOutput
 from fusion_node.ratelimit import RateLimiter
 from fusion_node.ros import messages, params
+from fusion_node.ros.logbridge import RosLogBridge
 from fusion_node.ros.audio_common import audio_data_stamped_from_msg, audio_stamped_from_msg
 from fusion_node.ros.monitor import NodeMonitor
 from fusion_node.stamps import StampBook
@@ -111,6 +112,8 @@ class FusionNode(LifecycleNode):
         self._previous_snapshot: dict | None = None
         # Read on every call: log_throttle may change at run time.
         self._limiter = RateLimiter(lambda: self.settings.log_throttle)
+        # The library's logging (sync buffer, backends) reaches /rosout through this node.
+        self._log_bridge = RosLogBridge(self.get_logger(), self._limiter).install()
         self.loading = False  # in configure: a stop signal abandons the load (see StopSignals)
         self.stop_signal: int | None = None  # the signal that ended spin(), if one did
 
@@ -160,6 +163,10 @@ class FusionNode(LifecycleNode):
         elif name.startswith("diagnostics."):
             setattr(self.settings.diagnostics, name.split(".", 1)[1], float(value))
         self.get_logger().info(f"parameter {name} = {value!r} applied")
+
+    def destroy_node(self) -> None:
+        self._log_bridge.remove()
+        super().destroy_node()
 
     def _warn(self, key: Any, text: str) -> None:
         """A warning at most once per log_throttle seconds per key; never raises."""

@@ -76,12 +76,13 @@ _RUNTIME_SYNC_FIELDS = ("tolerance", "max_wait", "ttl", "slack")
 
 # Keyed by dotted name; "*" stands for a modality.
 META: dict[str, ParamMeta] = {
-    "model_dir": ParamMeta("Model directory (config.json, model.safetensors, model.onnx); relative paths "
-                           "resolve against the working directory, then the package share directory"),
+    "model_dir": ParamMeta("Model directory (config.json, model.safetensors, model.onnx, manifest.json); "
+                           "relative paths resolve against share/fusion_node, then the working directory"),
     "backend": ParamMeta("Inference backend; auto picks the best available", choices=BACKENDS),
     "device": ParamMeta("Compute device: auto uses a GPU when one is usable", choices=("auto", "cpu", "cuda")),
     "precision": ParamMeta("Inference precision (int8: a calibrated TensorRT engine)", choices=("fp32", "fp16", "int8")),
-    "engine_path": ParamMeta("TensorRT engine file; empty: export/engines/<model dir>.<precision>.engine, "
+    "engine_path": ParamMeta("TensorRT engine file; empty: <engine cache>/<model dir>.<precision>.engine (cache: "
+                             "$ROS_HOME/fusion_node/engines, else ~/.cache/fusion_node/engines), "
                              "rebuilt from the model's ONNX when its cache key does not match"),
     "sync.reference": ParamMeta("Modality that clocks fused frames, or 'clock' for a fixed rate",
                                 choices=(*MODALITIES, "clock")),
@@ -321,14 +322,18 @@ def package_share() -> Path | None:
 
 
 def resolve_model_dir(model_dir: str) -> Path:
-    """An existing model directory for `model_dir`, or FileNotFoundError naming where it looked."""
+    """An existing model directory for `model_dir`, or FileNotFoundError naming where it looked.
+
+    A relative path is looked up in the installed package share first (where the default model
+    is installed, so a robot's node needs no model argument), then the working directory, then
+    the source checkout this module runs from (a pip install without colcon).
+    """
     path = Path(os.path.expanduser(model_dir))
     candidates = [path]
     if not path.is_absolute():
-        candidates.append(Path(__file__).resolve().parents[2] / path)  # source checkout
         share = package_share()
-        if share is not None:
-            candidates.append(share / path)
+        candidates = ([share / path] if share is not None else []) + [path]
+        candidates.append(Path(__file__).resolve().parents[2] / path)  # source checkout
     for c in candidates:
         if (c / "config.json").is_file():
             return c

@@ -45,9 +45,14 @@ _IMAGE_ENCODINGS: dict[str, tuple[int, int | None]] = {
     "bgra8": (4, cv2.COLOR_BGRA2RGB),
 }
 
-_AUDIO_ENCODINGS: dict[str, tuple[np.dtype, float]] = {
-    "S16LE": (np.dtype("<i2"), 1.0 / 32768.0),
-    "F32LE": (np.dtype("<f4"), 1.0),
+# encoding -> (dtype of a sample, bytes per sample, scale to [-1, 1], offset added first);
+# S24LE is packed in 3 bytes and widened to int32 below. The names are audio_common's.
+_AUDIO_ENCODINGS: dict[str, tuple[np.dtype, int, float, float]] = {
+    "S16LE": (np.dtype("<i2"), 2, 1.0 / 2**15, 0.0),
+    "S24LE": (np.dtype("<i4"), 3, 1.0 / 2**23, 0.0),
+    "S32LE": (np.dtype("<i4"), 4, 1.0 / 2**31, 0.0),
+    "U8": (np.dtype("u1"), 1, 1.0 / 2**7, -128.0),
+    "F32LE": (np.dtype("<f4"), 4, 1.0, 0.0),
 }
 
 
@@ -171,14 +176,23 @@ def audio_samples(data: Any, encoding: str, channels: int, rate: int, limits: In
     if enc not in _AUDIO_ENCODINGS:
         raise BadMessage(f"unsupported audio encoding {encoding!r}")
     check_audio_format(rate, channels, limits)
-    dtype, scale = _AUDIO_ENCODINGS[enc]
+    dtype, width, scale, offset = _AUDIO_ENCODINGS[enc]
     raw = _bytes(data)
     _check_bytes(raw, limits.audio_max_bytes, "audio_max_bytes", "audio message bytes")
-    frame_bytes = dtype.itemsize * channels
+    frame_bytes = width * channels
     if raw.size == 0 or raw.size % frame_bytes:
         raise BadMessage(f"audio data of {raw.size} bytes is not a whole number of {frame_bytes}-byte frames")
     check_audio_length(raw.size // frame_bytes, rate, limits)
-    samples = raw.view(dtype).astype(np.float32) * np.float32(scale)
+    if width == 3:  # packed 24-bit: the three bytes become the top of an int32, sign and all
+        wide = np.zeros((raw.size // 3, 4), np.uint8)
+        wide[:, 1:] = raw.reshape(-1, 3)
+        values = wide.view("<i4").reshape(-1).astype(np.float32) * np.float32(1.0 / 2**31)
+    else:
+        values = raw.view(dtype).astype(np.float32)
+        if offset:
+            values += np.float32(offset)
+        values *= np.float32(scale)
+    samples = values
     if not np.all(np.isfinite(samples)):
         raise BadMessage("non-finite audio samples")
     if dtype.kind == "f":  # integer PCM is in range by construction; 1e38 would overflow the model

@@ -306,3 +306,24 @@ def test_play_bag_player_command():
     assert "--loop" in cmd and "--clock" in cmd and cmd[-3:] == ["--topics", "/a", "/b"]
     assert cmd[cmd.index("--rate") + 1] == "2.0" and cmd[cmd.index("--wait-subscribers") + 1] == "30"
     assert "--loop" not in player_command("b", "1", False, "0", "", False, "5")
+
+
+@pytest.mark.parametrize("fmt,raw,expected", [
+    ("S16LE", np.array([-32768, 16384], "<i2").tobytes(), [-1.0, 0.5]),
+    ("S24LE", b"\x00\x00\x80" + b"\x00\x00\x40" + b"\xff\xff\xff", [-1.0, 0.5, -1 / 2**23]),
+    ("S32LE", np.array([-2**31, 2**30], "<i4").tobytes(), [-1.0, 0.5]),
+    ("U8", bytes([0, 192, 128]), [-1.0, 0.5, 0.0]),
+    ("F32LE", np.array([-1.0, 0.5], "<f4").tobytes(), [-1.0, 0.5]),
+])
+def test_audio_capture_sample_formats_decode_to_full_scale(fmt, raw, expected):
+    """audio_capture's wave formats (its AudioInfo.sample_format), mono."""
+    msg = SimpleNamespace(header=_header(), audio=SimpleNamespace(data=raw))
+    chunk = audio_data_stamped_from_msg(msg, _pcm_info(fmt=fmt, channels=1))
+    np.testing.assert_allclose(chunk.samples[:, 0], expected, atol=1e-7)
+
+
+def test_mp3_from_audio_capture_is_refused_with_the_fix():
+    msg = SimpleNamespace(header=_header(), audio=SimpleNamespace(data=b"\xff\xfb\x90\x00"))
+    with pytest.raises(BadMessage, match="format:=wave") as info:
+        audio_data_stamped_from_msg(msg, _pcm_info(coding="mp3"))
+    assert info.value.reason == "audio_coding"

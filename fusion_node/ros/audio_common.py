@@ -33,7 +33,9 @@ def audio_data_stamped_from_msg(msg: Any, info: Any, limits: InputLimits = LIMIT
         raise BadMessage("AudioDataStamped before any AudioInfo: format unknown")
     coding = str(getattr(info, "coding_format", "")).lower()
     if coding not in _RAW_CODINGS:
-        raise BadMessage(f"unsupported audio coding {info.coding_format!r} (only uncompressed PCM)")
+        # audio_capture's default is mp3: the fix is one launch argument on the driver's side.
+        raise BadMessage(f"audio coding {info.coding_format!r} is compressed and cannot be decoded here: start "
+                         "audio_capture with format:=wave (uncompressed PCM)", "audio_coding")
     rate = int(info.sample_rate)
     try:
         data = msg.audio.data

@@ -7,11 +7,13 @@ Arguments:
   namespace      namespace of the node and of its relative names
   use_sim_time   true to follow /clock (e.g. `fusion play BAG --clock`)
   auto_activate  false leaves the node unconfigured for a lifecycle manager; empty keeps the file's
-  dds            shm | large | default | inherit: Fast DDS transports of the processes this
-                 launch starts. shm (default) loads config/fastdds_large_shm.xml: a 16 MB
-                 shared-memory segment, still compatible with nodes on the defaults; give the
-                 camera driver the same profile (the segment is the writer's). large sets
-                 FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA, which only talks to LARGE_DATA peers.
+  dds            inherit | shm | large | default: Fast DDS transports of the processes this
+                 launch starts. inherit (default) keeps the robot's own environment (its
+                 profile file, discovery server, interface whitelist), as `fusion node` does.
+                 shm loads config/fastdds_large_shm.xml: a 16 MB shared-memory segment, still
+                 compatible with nodes on the defaults; give the camera driver the same profile
+                 (the segment is the writer's; docs/node.md has the measured loss table). large
+                 sets FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA, which only talks to LARGE_DATA peers.
 
 `fusion node` starts the same node class with the same options where `ros2 launch` is missing.
 """
@@ -30,8 +32,8 @@ ARGUMENTS = (
     ("namespace", "", "node namespace", None),
     ("use_sim_time", "false", "follow /clock", ("true", "false")),
     ("auto_activate", "", "configure and activate at start (empty: the params file's)", ("", "true", "false")),
-    ("dds", "shm", "Fast DDS transports: shm (large shared-memory profile), large (LARGE_DATA), default or inherit",
-     DDS_MODES),
+    ("dds", "inherit", "Fast DDS transports: inherit (the environment's), shm (large shared-memory profile), "
+     "large (LARGE_DATA) or default", DDS_MODES),
 )
 
 

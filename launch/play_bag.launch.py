@@ -24,8 +24,8 @@ NODE_ARGUMENTS = (
     ("backend", "", "inference backend (empty: the params file's)", None),
     ("namespace", "", "node namespace", None),
     ("auto_activate", "", "configure and activate at start (empty: the params file's)", ("", "true", "false")),
-    ("dds", "shm", "Fast DDS transports: shm (large shared-memory profile), large (LARGE_DATA), default or inherit",
-     DDS_MODES),
+    ("dds", "inherit", "Fast DDS transports: inherit (the environment's), shm (large shared-memory profile), "
+     "large (LARGE_DATA) or default", DDS_MODES),
 )
 PLAYER_ARGUMENTS = (
     ("bag", None, "rosbag2 directory, .mcap or .db3 file", None),

@@ -327,3 +327,39 @@ def test_mp3_from_audio_capture_is_refused_with_the_fix():
     with pytest.raises(BadMessage, match="format:=wave") as info:
         audio_data_stamped_from_msg(msg, _pcm_info(coding="mp3"))
     assert info.value.reason == "audio_coding"
+
+
+def test_transport_loss_is_inferred_from_camera_stamp_gaps_and_audio_continuity():
+    from fusion_node.ros.monitor import StampGaps
+
+    cam = StampGaps()
+    for k in range(300):  # 30 Hz with jitter, every third frame lost after the first second
+        if k >= 30 and k % 3 == 2:
+            continue
+        cam.add(100.0 + k / 30 + 0.002 * ((k * 7) % 3 - 1))
+    assert cam.missing == 89 and cam.expected == 299  # the last frame lost is never followed
+    cam.add(150.0)  # a pause (driver restart): not transport loss
+    cam.add(100.5)  # reordered: ignored
+    assert cam.missing == 89
+    mic = StampGaps()
+    for k in range(100):
+        if k % 10 == 9:
+            continue  # one 20 ms chunk in ten lost
+        mic.add(k * 0.02 + 0.0005, 0.02)
+    assert mic.missing == pytest.approx(9.0) and mic.expected == pytest.approx(99.0)
+    kw = dict(node="/n", topics={}, reference="image", stale_after=10.0, max_latency=1.0, backend="b",
+              model_id="m", max_loss=0.02)
+    mon = NodeMonitor(MODALITIES)
+    first = _snapshot(mon, 0.0)
+    for k in range(30):  # a clean second: the camera's period is learnt
+        mon.arrived("image", k / 30, True)
+        mon.stamped("image", k / 30)
+    second = _snapshot(mon, 1.0)
+    for k in range(30, 90, 2):  # then half the frames reach the node
+        mon.arrived("image", k / 30, True)
+        mon.stamped("image", k / 30)
+    image = {s.name.split(": ")[1]: s for s in health(second, first, {}, **kw)}["input image"]
+    assert image.level == OK and image.values["transport_loss_pct"] == "0"
+    image = {s.name.split(": ")[1]: s for s in health(_snapshot(mon, 3.0), second, {}, **kw)}["input image"]
+    assert image.level == WARN and "49% lost in transport" in image.message and "docs/node.md" in image.message
+    assert image.values["transport_loss_pct"] == "49.15"  # 29 of 59 frames: 30 arrived, 29 gaps

@@ -88,6 +88,7 @@ def health(
     max_latency: float,
     backend: str,
     model_id: str,
+    max_loss: float = 0.02,
 ) -> list[Status]:
     """Statuses for one diagnostics period: one per input, one for inference.
 
@@ -115,6 +116,15 @@ def health(
             msg = f"stale: last message {s['age']:.1f} s ago"
         else:
             level, msg = OK, f"{s['rate_hz']:.1f} Hz"
+        missing = s.get("gap_missing", 0.0) - (prev or {}).get("gap_missing", 0.0)
+        expected = s.get("gap_expected", 0.0) - (prev or {}).get("gap_expected", 0.0)
+        loss = missing / expected if expected > 0 else 0.0
+        values["transport_loss_pct"] = _fmt(100.0 * loss)  # this period, from the stamps
+        values["transport_missing_total"] = _fmt(float(round(s.get("gap_missing", 0.0))))
+        if loss > max_loss:
+            level = max(level, WARN)
+            msg += (f"; {100.0 * loss:.0f}% lost in transport this period (stamp gaps): see docs/node.md, "
+                    "'Fast DDS and large images'")
         bad, late, lost = (_delta(s, prev, k) for k in ("malformed", "rejected", "lost"))
         if bad or late or lost:
             level = max(level, WARN)

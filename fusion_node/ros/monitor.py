@@ -32,6 +32,53 @@ class Window:
 
 # Distinct drop reasons kept per input: reasons are a fixed vocabulary (limit names, malformed).
 MAX_REASONS = 32
+# Stamp gaps longer than this are a paused stream (a driver restart), not transport loss.
+MAX_LOSS_GAP = 0.5
+
+
+class StampGaps:
+    """Transport loss inferred from a stream's own stamps, for what the middleware never reports
+    (a best-effort writer's fragments lost before a reader saw them).
+
+    Frames: the period is the 5th percentile of the last 128 stamp steps (under heavy loss most
+    steps span several periods; the few between consecutive frames still show the period); a
+    step of n periods means n - 1 frames were lost. Audio chunks: a chunk that starts more than half a chunk after the previous
+    one ended means the chunks in between were lost. Reordered or repeated stamps are ignored.
+    `expected` counts messages that should have arrived, `missing` those that did not.
+    """
+
+    def __init__(self, window: int = 128) -> None:
+        self._steps: deque[float] = deque(maxlen=window)
+        self._last = float("-inf")  # stamp (frames) or end (audio) of the newest message
+        self.expected = 0.0
+        self.missing = 0.0
+
+    def add(self, stamp: float, duration: float = 0.0) -> None:
+        if duration > 0.0:  # audio: continuity of samples
+            gap = stamp - self._last
+            if self._last > float("-inf") and 0.5 * duration < gap <= MAX_LOSS_GAP:
+                self.missing += gap / duration
+                self.expected += gap / duration
+            if stamp + duration > self._last:
+                self._last = stamp + duration
+                self.expected += 1.0
+            return
+        step = stamp - self._last
+        if step <= 0.0:
+            return
+        self._last = stamp
+        self.expected += 1.0
+        if step > MAX_LOSS_GAP:
+            return
+        if len(self._steps) >= 8:
+            period = float(np.percentile(self._steps, 5))
+            lost = round(step / period) - 1 if period > 0 else 0
+            if lost >= 1:
+                self.missing += lost
+                self.expected += lost
+                self._steps.append(step / (lost + 1))  # the period, not the gap, feeds the estimate
+                return
+        self._steps.append(step)
 
 
 class InputCounter:
@@ -45,6 +92,7 @@ class InputCounter:
         self.refused: dict[str, int] = {}  # reason -> count
         self.rejected = 0  # refused by the sync buffer (late, duplicate, out of horizon)
         self.lost = 0  # lost in transport, as reported by the middleware
+        self.gaps = StampGaps()  # lost in transport, as the stamps tell
         self.last_error = ""
 
     def arrived(self, now: float) -> None:
@@ -62,6 +110,8 @@ class InputCounter:
             "malformed": self.malformed,
             "rejected": self.rejected,
             "lost": self.lost,
+            "gap_missing": self.gaps.missing,
+            "gap_expected": self.gaps.expected,
             "refused": dict(self.refused),
             "rate_hz": rate,
             "age": (now - last) if last is not None else float("inf"),
@@ -106,6 +156,11 @@ class NodeMonitor:
     def lost(self, name: str, count: int) -> None:
         with self._lock:
             self.inputs[name].lost += count
+
+    def stamped(self, name: str, stamp: float, duration: float = 0.0) -> None:
+        """A message's stamp (and audio length) for the transport-loss estimate."""
+        with self._lock:
+            self.inputs[name].gaps.add(stamp, duration)
 
     def frame_done(self, inference_s: float, latency_s: float, weights: dict[str, float]) -> None:
         with self._lock:

@@ -411,8 +411,11 @@ class FusionNode(LifecycleNode):
             sample = conv(msg, arrival)
             if modality == "image":
                 self._stamps.add(sample.stamp, msg.header.stamp)
+                self.monitor.stamped("image", sample.stamp)
                 if not self._frame_id:
                     self._frame_id = str(getattr(msg.header, "frame_id", ""))
+            elif modality == "audio":
+                self.monitor.stamped("audio", sample.stamp, sample.samples.shape[0] / sample.sample_rate)
         except Exception as exc:  # noqa: BLE001 - BadMessage, and anything a hostile message provokes
             bad = isinstance(exc, convert.BadMessage)
             reason = exc.reason if bad else "malformed"
@@ -580,8 +583,12 @@ class FusionNode(LifecycleNode):
             snapshot, self._previous_snapshot, sync_stats, node=self.get_fully_qualified_name(), topics=topics,
             reference=self.cfg.sync.reference, stale_after=s.diagnostics.stale_after,
             max_latency=s.diagnostics.max_latency, backend=pipeline.backend.name, model_id=pipeline.model_id,
+            max_loss=s.diagnostics.max_loss,
         )
         self._previous_snapshot = snapshot
+        for status in statuses:
+            if "lost in transport this period" in status.message:
+                self._warn(("transport", status.name), f"{status.name}: {status.message}")
         stamp = self.get_clock().now().nanoseconds * 1e-9
         pub.publish(messages.diagnostic_array_msg(statuses, stamp, self.get_name()))
 

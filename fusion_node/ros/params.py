@@ -47,6 +47,7 @@ class Diagnostics:
     period: float = 1.0  # s between DiagnosticArray messages
     stale_after: float = 1.0  # s without a sensor message before its status is WARN (ERROR for the reference)
     max_latency: float = 0.1  # s; latency p99 above this is WARN
+    max_loss: float = 0.02  # fraction of camera frames or audio lost in transport (stamp gaps) above which WARN
 
 
 @dataclass
@@ -140,6 +141,8 @@ META: dict[str, ParamMeta] = {
     "diagnostics.period": ParamMeta("Seconds between /diagnostics messages", range=(0.1, 60.0)),
     "diagnostics.stale_after": ParamMeta("Seconds without input before its status degrades",
                                          range=(0.01, 3600.0), runtime=True),
+    "diagnostics.max_loss": ParamMeta("Fraction of an input lost in transport (from its stamp gaps) above which "
+                                      "it is WARN", range=(0.0, 1.0), runtime=True),
     "diagnostics.max_latency": ParamMeta("Latency p99 in seconds above which inference is WARN",
                                          range=(0.0, 60.0), runtime=True),
 }

@@ -51,7 +51,7 @@ def _actions(context, *_args, **_kwargs):
                                  launch_arguments=node_args.items()),
         ExecuteProcess(
             cmd=player_command(arg("bag"), arg("rate"), parse_bool(arg("loop")), arg("start_offset"), arg("topics"),
-                               clock, arg("wait")),
+                               clock, arg("wait"), arg("namespace")),
             name="fusion_play",
             output="screen",
         ),

@@ -306,6 +306,18 @@ def test_play_bag_player_command():
     assert "--loop" in cmd and "--clock" in cmd and cmd[-3:] == ["--topics", "/a", "/b"]
     assert cmd[cmd.index("--rate") + 1] == "2.0" and cmd[cmd.index("--wait-subscribers") + 1] == "30"
     assert "--loop" not in player_command("b", "1", False, "0", "", False, "5")
+    assert "--namespace" not in cmd
+    ns = player_command("b", "1", False, "0", "", True, "5", "/robot1")
+    assert ns[ns.index("--namespace") + 1] == "/robot1"
+
+
+def test_player_publishes_under_the_namespace_after_remapping():
+    from fusion_node.ros.player import PlayOptions, published_name
+
+    assert published_name("/camera/image_raw", PlayOptions()) == "/camera/image_raw"
+    assert published_name("/camera/image_raw", PlayOptions(namespace="/robot1/")) == "/robot1/camera/image_raw"
+    opts = PlayOptions(namespace="robot1", remap={"/camera/image_raw": "/cam"})
+    assert published_name("/camera/image_raw", opts) == "/robot1/cam"
 
 
 @pytest.mark.parametrize("fmt,raw,expected", [

@@ -106,6 +106,48 @@ def test_play_reaches_another_process_with_the_bags_timing(bag: Path, ros_domain
     assert T0 <= clocks[0] and clocks[-1] <= T0 + (N_FRAMES * PERIOD + 200_000_000)
 
 
+def test_namespaced_play_reaches_a_namespaced_node_and_ros_args_remap(bag: Path, ros_domain_id: int,
+                                                                       ros_env) -> None:
+    """play_bag.launch.py with namespace:=robot1: the node subscribes /robot1/camera/image_raw, so
+    the player publishes the bag's topics there (and /clock globally); --ros-args remaps still work."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=ros_domain_id)
+    node = rclpy.create_node("play_ns_listener", context=ctx)
+    got: dict[str, int] = {"image": 0, "text": 0, "clock": 0}
+    node.create_subscription(Image, "/robot1/camera/image_raw", lambda m: got.__setitem__("image", got["image"] + 1),
+                             100)
+    node.create_subscription(String, "/robot1/say", lambda m: got.__setitem__("text", got["text"] + 1), 10)
+    node.create_subscription(Clock, "/clock", lambda m: got.__setitem__("clock", got["clock"] + 1), 100)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    player = _fusion("play", str(bag), "--rate", "4", "--namespace", "robot1", "--clock", "--wait-subscribers", "20",
+                     "--topics", "/camera/image_raw", "/instruction", "--no-progress",
+                     "--ros-args", "-r", "/robot1/instruction:=/robot1/say", env=ros_env)
+    try:
+        deadline = time.monotonic() + 60
+        while player.poll() is None and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.01)
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.01)
+        out, err = player.communicate(timeout=10)
+    finally:
+        if player.poll() is None:
+            player.kill()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+    assert player.returncode == 0, err[-800:]
+    assert got["image"] == N_FRAMES and got["text"] == 1 and got["clock"] > 0
+
+
 def test_record_stores_every_played_message_in_an_mcap(tmp_path: Path, ros_env) -> None:
     from mcap.reader import make_reader
 

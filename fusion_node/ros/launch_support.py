@@ -105,11 +105,14 @@ def default_model_dir() -> str:
 
 
 def player_command(bag: str, rate: str, loop: bool, start_offset: str, topics: str, clock: bool,
-                   wait: str) -> list[str]:
+                   wait: str, namespace: str = "") -> list[str]:
     """`fusion play` for play_bag.launch.py, run with the launching Python (where fusion_node imports:
-    a colcon install puts the `fusion` script in lib/fusion_node, off PATH)."""
+    a colcon install puts the `fusion` script in lib/fusion_node, off PATH). With a namespace the
+    bag's topics are published under it, where the namespaced node subscribes."""
     cmd = [sys.executable, "-m", "fusion_node.cli", "play", bag, "--rate", rate, "--start-offset", start_offset,
            "--wait-subscribers", wait, "--no-progress"]
+    if namespace.strip("/"):
+        cmd += ["--namespace", namespace]
     if loop:
         cmd.append("--loop")
     if clock:

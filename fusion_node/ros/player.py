@@ -32,6 +32,8 @@ class PlayOptions:
     start_offset: float = 0.0  # s after the bag's first message
     topics: tuple[str, ...] = ()  # empty: every topic that can be published
     remap: dict[str, str] = field(default_factory=dict)
+    namespace: str = ""  # recorded topics are published under it (a namespaced node's inputs); /clock stays global
+    ros_args: tuple[str, ...] = ()  # passed to rclpy.init after --ros-args (remaps -r FROM:=TO, ...)
     clock_hz: float = 0.0  # 0: no /clock
     wait_subscribers: float = 0.0  # s to wait for a subscriber on every topic before starting
     qos_depth: int = 0  # publisher history; 0: 2 s of the topic's recorded rate, at least 100
@@ -77,6 +79,13 @@ class _Topic:
         self.prepare = prepare
 
 
+def published_name(topic: str, opts: PlayOptions) -> str:
+    """Where a recorded topic is published: remapped, then moved under the namespace."""
+    name = opts.remap.get(topic, topic)
+    ns = opts.namespace.strip("/")
+    return f"/{ns}/{name.lstrip('/')}" if ns else name
+
+
 def _setup_topics(node, bag: BagReader, opts: PlayOptions, stats: PlayStats) -> dict[str, _Topic]:
     from fusion_node.ros.bagtypes import message_class, qos_profile, transcode
 
@@ -106,9 +115,9 @@ def _setup_topics(node, bag: BagReader, opts: PlayOptions, stats: PlayStats) -> 
                 return m.data
 
         depth = opts.qos_depth or _auto_depth(info.count, bag.duration)
-        pub = node.create_publisher(cls, opts.remap.get(name, name), qos_profile(info.qos, depth))
+        pub = node.create_publisher(cls, published_name(name, opts), qos_profile(info.qos, depth))
         topics[name] = _Topic(pub, prepare)
-        stats.published[opts.remap.get(name, name)] = 0
+        stats.published[pub.topic_name] = 0  # the resolved name: after remaps and the namespace
     if not topics:
         why = "; ".join(f"{t}: {r}" for t, r in stats.skipped.items()) or "no topics selected"
         raise RuntimeError(f"{bag.path}: nothing to play ({why})")
@@ -182,7 +191,8 @@ def play(bag_path: str | Path, opts: PlayOptions, node=None) -> PlayStats:
         # Plain KeyboardInterrupt on Ctrl-C (also in a background job, which starts with SIGINT
         # ignored): rclpy's own handler would shut the context down under the publisher first.
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+        args = [sys.argv[0], "--ros-args", *opts.ros_args] if opts.ros_args else None
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
         node = rclpy.create_node("fusion_player")
     stats = PlayStats()
     try:
@@ -292,6 +302,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="skip topics whose message package is not installed instead of building it "
                         "from the definitions stored in the bag")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--namespace", default="", metavar="NS",
+                   help="publish the recorded topics under NS (/camera/image_raw -> /NS/camera/image_raw), as a "
+                        "node started with namespace NS expects; /clock stays global")
+    p.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=[],
+                   help="ROS arguments for the player's node (e.g. -r /camera/image_raw:=/cam; must come last)")
     p.set_defaults(func=run)
 
 
@@ -302,6 +317,8 @@ def run(args: argparse.Namespace) -> int:
         start_offset=args.start_offset,
         topics=tuple(args.topics),
         remap=parse_remap(args.remap),
+        namespace=args.namespace,
+        ros_args=tuple(args.ros_args),
         clock_hz=args.clock_rate if args.clock else 0.0,
         wait_subscribers=args.wait_subscribers,
         qos_depth=args.qos_depth,

@@ -31,6 +31,26 @@ def _fusion(*args: str, env: dict[str, str], **kw) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
+def _listen_while_playing(player: subprocess.Popen, executor, node, ctx, done) -> tuple[str, str]:
+    """Spin the listener until the player exits and a second more (or `done()`); then tear it down."""
+    import rclpy
+
+    try:
+        deadline = time.monotonic() + 60
+        while player.poll() is None and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.01)
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end and not done():
+            executor.spin_once(timeout_sec=0.01)
+        return player.communicate(timeout=10)
+    finally:
+        if player.poll() is None:
+            player.kill()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+
 @pytest.fixture(scope="module")
 def bag(tmp_path_factory) -> Path:
     """Images every 50 ms (irregular gap in the middle), a String, and a type nobody installed."""
@@ -79,20 +99,7 @@ def test_play_reaches_another_process_with_the_bags_timing(bag: Path, ros_domain
     player = _fusion("play", str(bag), "--rate", str(RATE), "--remap", "/camera/image_raw:=/cam",
                      "--clock", "--clock-rate", "50", "--wait-subscribers", "20", "--no-build-types", "--no-progress",
                      env=ros_env)
-    try:
-        deadline = time.monotonic() + 60
-        while player.poll() is None and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.01)
-        end = time.monotonic() + 1.0
-        while time.monotonic() < end and len(frames) < N_FRAMES:
-            executor.spin_once(timeout_sec=0.01)
-        out, err = player.communicate(timeout=10)
-    finally:
-        if player.poll() is None:
-            player.kill()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=ctx)
+    out, err = _listen_while_playing(player, executor, node, ctx, lambda: len(frames) >= N_FRAMES)
     assert player.returncode == 0, err[-800:]
     assert "warning: not playing /thing: type acme_msgs/msg/Thing is not installed (not built)" in err
     assert f"published {N_FRAMES + 1} messages on 2 topics" in out
@@ -130,20 +137,7 @@ def test_namespaced_play_reaches_a_namespaced_node_and_ros_args_remap(bag: Path,
     player = _fusion("play", str(bag), "--rate", "4", "--namespace", "robot1", "--clock", "--wait-subscribers", "20",
                      "--topics", "/camera/image_raw", "/instruction", "--no-progress",
                      "--ros-args", "-r", "/robot1/instruction:=/robot1/say", env=ros_env)
-    try:
-        deadline = time.monotonic() + 60
-        while player.poll() is None and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.01)
-        end = time.monotonic() + 1.0
-        while time.monotonic() < end:
-            executor.spin_once(timeout_sec=0.01)
-        out, err = player.communicate(timeout=10)
-    finally:
-        if player.poll() is None:
-            player.kill()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=ctx)
+    _out, err = _listen_while_playing(player, executor, node, ctx, lambda: False)
     assert player.returncode == 0, err[-800:]
     assert got["image"] == N_FRAMES and got["text"] == 1 and got["clock"] > 0
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -54,6 +56,26 @@ ROS_DOMAIN_ID = _pick_domain()
 os.environ["ROS_DOMAIN_ID"] = str(ROS_DOMAIN_ID)
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # tests talk over loopback only
 rosenv.ensure_ros_env()
+
+
+def stop_process(proc, sig: int = signal.SIGINT, timeout: float = 30.0) -> int:
+    """Signal a node (or player) process and wait for it; its exit status. Fails the test when
+    it does not stop, after killing it."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"{proc.args[:3]} did not stop on signal {sig}")
+    return proc.returncode
+
+
+@pytest.fixture(scope="session")
+def stop() -> object:
+    """stop_process, for test modules (conftest is not imported by name)."""
+    return stop_process
 
 
 @pytest.fixture(scope="session")

@@ -41,26 +41,14 @@ def _start_node(fusion_cmd, ros_env, model_dir: Path, log: Path, *extra: str) ->
         return subprocess.Popen(cmd, env=ros_env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def _stop(proc: subprocess.Popen) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            return proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            pytest.fail("the node did not stop on SIGINT")
-    return proc.returncode
-
-
 @pytest.fixture(scope="module")
-def live_node(require_fusion_msgs, fusion_cmd, ros_env, model_dir, tmp_path_factory):
+def live_node(require_fusion_msgs, fusion_cmd, ros_env, model_dir, tmp_path_factory, stop):
     log = tmp_path_factory.mktemp("node") / "node.log"
     # Simulated time throughout: the synthetic player publishes /clock (wall time), then a bag
     # played with `fusion play --clock` takes the clock years back (a clock jump to survive).
     proc = _start_node(fusion_cmd, ros_env, model_dir, log, "--use-sim-time")
     yield proc, log
-    assert _stop(proc) == 0, log.read_text()[-2000:]
+    assert stop(proc) == 0, log.read_text()[-2000:]
     assert "fused states" in log.read_text()
 
 
@@ -250,7 +238,8 @@ class _Client:
         self.rclpy.shutdown(context=self.context)
 
 
-def test_lifecycle_transitions_parameters_and_reset(require_fusion_msgs, fusion_cmd, ros_env, model_dir, tmp_path):
+def test_lifecycle_transitions_parameters_and_reset(require_fusion_msgs, fusion_cmd, ros_env, model_dir, tmp_path,
+                                                    stop):
     from std_srvs.srv import Trigger
 
     log = tmp_path / "node.log"
@@ -291,6 +280,6 @@ def test_lifecycle_transitions_parameters_and_reset(require_fusion_msgs, fusion_
         assert proc.poll() is None
     finally:
         client.close()
-        _stop(proc)
+        stop(proc)
     text = log.read_text()
     assert "parameter sync.modalities.audio.max_wait = 0.2 applied" in text

@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     slope, rss_start, rss_end = rss_slope(rss, settle)
     report = {
         "benchmark": "soak", "model": model, "backend": args.backend, "dds": args.dds, "rate_hz": args.rate,
-        "minutes": args.minutes, "overall": {k: row[k] for k in ("sent", "received", "loss_pct", "p50_ms", "p99_ms",
+        "duration_min": args.minutes, "overall": {k: row[k] for k in ("sent", "received", "loss_pct", "p50_ms", "p99_ms",
                                                                    "max_ms")},
         "minutes": per_minute(player, consumer), "cpu_node_pct": row.get("cpu_node_pct"),
         "rss_slope_mb_per_min": slope, "rss_settle_s": settle, "rss_start_mb": rss_start, "rss_end_mb": rss_end,

@@ -43,26 +43,14 @@ def _rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def _stop(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 30.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            pytest.fail("the node did not stop")
-    return proc.returncode
-
-
 @pytest.fixture(scope="module")
-def node(require_fusion_msgs, fusion_cmd, ros_env, repo_root, tmp_path_factory):
+def node(require_fusion_msgs, fusion_cmd, ros_env, repo_root, tmp_path_factory, stop):
     log = tmp_path_factory.mktemp("reliability") / "node.log"
     with log.open("w") as out:
         proc = subprocess.Popen([*fusion_cmd, "node", "--model", str(repo_root / "models" / "default"),
                                  "--use-sim-time", "--dds", "shm"], env=ros_env, stdout=out, stderr=subprocess.STDOUT)
     yield proc, log
-    assert _stop(proc) == 0, log.read_text()[-3000:]
+    assert stop(proc) == 0, log.read_text()[-3000:]
 
 
 class Run:

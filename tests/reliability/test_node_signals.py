@@ -18,18 +18,6 @@ PROCS = [sys.executable, "-m", "fusion_node.bench.e2e_procs"]
 NODE_START_S = 180.0
 
 
-def _stop(proc: subprocess.Popen, sig: int, timeout: float = 30.0) -> int:
-    proc.send_signal(sig)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        pytest.fail("the node did not stop")
-
-
-# -- signals at every lifecycle state ------------------------------------------------------------
-
 def _wait_log(log: Path, text: str, timeout: float) -> None:
     end = time.monotonic() + timeout
     while text not in log.read_text():
@@ -40,7 +28,7 @@ def _wait_log(log: Path, text: str, timeout: float) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signals_end_the_node_cleanly_in_every_state(sig, require_fusion_msgs, fusion_cmd, ros_env, repo_root,
-                                                     tmp_path):
+                                                     tmp_path, stop):
     model = str(repo_root / "models" / "default")
     env = {**ros_env, "PYTHONUNBUFFERED": "1"}
     outcomes = {}
@@ -65,7 +53,7 @@ def test_signals_end_the_node_cleanly_in_every_state(sig, require_fusion_msgs, f
                                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(2.5)
             t0 = time.monotonic()
-            rc = _stop(proc, sig)
+            rc = stop(proc, sig)
             outcomes[state] = (rc, time.monotonic() - t0)
         finally:
             if proc.poll() is None:

@@ -283,3 +283,4 @@ def test_lifecycle_transitions_parameters_and_reset(require_fusion_msgs, fusion_
         stop(proc)
     text = log.read_text()
     assert "parameter sync.modalities.audio.max_wait = 0.2 applied" in text
+

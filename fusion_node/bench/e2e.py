@@ -53,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dds", nargs="+", choices=("default", "shm", "large"), default=["default", "shm", "large"],
                         help="Fast DDS settings to measure (default: all three; see `fusion node --help`)")
     parser.add_argument("--no-peak", action="store_true", help="skip the peak-rate search")
+    parser.add_argument("--reliable", action="store_true",
+                        help="sensors published reliable and the node's subscriptions reliable (default: best effort)")
     parser.add_argument("--quick", action="store_true", help="smoke run: shm profile only, 30 Hz, 3 s, no peak search")
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: derived from the pid)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
@@ -133,19 +135,24 @@ class CpuSampler:
         self._thread.join()
 
 
-def node_arguments(model: str, backend: str, mode: str, audio_slack: float | None) -> list[str]:
+def node_arguments(model: str, backend: str, mode: str, audio_slack: float | None,
+                   reliable: bool = False) -> list[str]:
     """`python -m` arguments of the node under test."""
     args = ["fusion_node.cli", "node", "--model", model, "--backend", backend, "--dds", mode]
+    params = []
     if audio_slack is not None:  # a float literal: the parameter is declared as a double
-        args += ["--ros-args", "-p", f"sync.modalities.audio.slack:={float(audio_slack)!r}"]
-    return args
+        params += ["-p", f"sync.modalities.audio.slack:={float(audio_slack)!r}"]
+    if reliable:  # the player starts after the node: force what auto would pick for reliable publishers
+        params += ["-p", "sensor_reliability:=reliable"]
+    return args + (["--ros-args", *params] if params else [])
 
 
 class Runner:
     """The processes of one DDS mode: the node (when started) and one player + consumer per phase."""
 
-    def __init__(self, mode: str, domain: int, workdir: Path) -> None:
+    def __init__(self, mode: str, domain: int, workdir: Path, reliable: bool = False) -> None:
         self.mode = mode
+        self.reliable = reliable  # sensors published and subscribed reliable instead of best effort
         self.env = _env(mode, domain)
         self.workdir = workdir
         self.node: subprocess.Popen | None = None
@@ -162,7 +169,7 @@ class Runner:
         return self._py(PROCS, "--dds", self.mode, *args)
 
     def start_node(self, model: str, backend: str, audio_slack: float | None, sample_period: float = 0.1) -> None:
-        cmd = self._py(*node_arguments(model, backend, self.mode, audio_slack))
+        cmd = self._py(*node_arguments(model, backend, self.mode, audio_slack, self.reliable))
         with self.node_log.open("w") as log:
             self.node = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.node_cpu = CpuSampler(self.node.pid, sample_period)
@@ -184,10 +191,10 @@ class Runner:
         kind, topic = ("state", STATE_TOPIC) if with_node else ("image", CAMERA_TOPIC)
         consumer = subprocess.Popen(
             self._procs("consumer", "--kind", kind, "--topic", topic, "--wait", str(wait), "--report", str(c_json),
-                     *(["--diagnostics"] if with_node else [])),
+                        *(["--diagnostics"] if with_node else []), *(["--reliable"] if self.reliable else [])),
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         player_cmd = self._procs("player", "--rate", str(rate), "--duration", str(duration), "--warmup", str(WARMUP_S),
-                                 "--wait", str(wait),
+                                 "--wait", str(wait), *(["--reliable"] if self.reliable else []),
                               "--report", str(p_json), *(["--wait-topic", STATE_TOPIC] if with_node else []))
         try:
             player = subprocess.run(player_cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -269,7 +276,7 @@ def _float(text: str | None) -> float | None:
 def run_mode(mode: str, args: argparse.Namespace, domain: int, workdir: Path, rates: list[float],
              duration: float, peak: bool, progress) -> dict[str, Any]:
     """Baseline rows, node rows and the peak search under one DDS setting."""
-    runner = Runner(mode, domain, workdir)
+    runner = Runner(mode, domain, workdir, args.reliable)
     rows = []
 
     def phase(rate: float, seconds: float, with_node: bool, wait: float = 30.0) -> dict[str, Any]:
@@ -393,7 +400,7 @@ def run(args: argparse.Namespace) -> int:
     rows = [r for m in results for r in m["rows"]]
     report = {
         "benchmark": "e2e", "model": model, "backend": args.backend, "rates_hz": rates, "duration_s": duration,
-        "audio_slack_s": args.audio_slack,
+        "audio_slack_s": args.audio_slack, "reliable": args.reliable,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "modes": results, "targets": [t for t in (target_check(rows, m) for m in modes) if t],
         "wall_s": time.monotonic() - started,

@@ -92,7 +92,7 @@ def run_player(args: argparse.Namespace) -> int:
 
     rclpy.init()
     node = rclpy.create_node("fusion_bench_player")
-    qos = sensor_qos(args.qos_depth)
+    qos = sensor_qos(args.qos_depth, reliable=args.reliable)
     pubs = {
         "image": node.create_publisher(Image, args.image_topic, qos),
         "audio": node.create_publisher(AudioFrame, "/audio", qos),
@@ -214,7 +214,7 @@ def run_consumer(args: argparse.Namespace) -> int:
         def on_image(msg: Any) -> None:
             samples.append((stamp_key(msg.header.stamp.sec, msg.header.stamp.nanosec), time.time(), 0.0))
 
-        sub = node.create_subscription(Image, args.topic, on_image, sensor_qos(args.qos_depth))
+        sub = node.create_subscription(Image, args.topic, on_image, sensor_qos(args.qos_depth, args.reliable))
     else:
         from fusion_msgs.msg import FusedState
 
@@ -293,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also wait for a subscriber on TOPIC (repeatable); the camera topic is always waited for")
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for subscribers")
     p.add_argument("--qos-depth", type=int, default=10)
+    p.add_argument("--reliable", action="store_true", help="publish the sensors reliable (default best effort)")
     p.add_argument("--linger", type=float, default=0.5)
     p.add_argument("--report", required=True)
     p.set_defaults(func=run_player)
@@ -303,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--duration", type=float, default=0.0, help="0: until SIGINT/SIGTERM")
     c.add_argument("--wait", type=float, default=60.0, help="seconds to wait for a publisher before READY")
     c.add_argument("--qos-depth", type=int, default=10)
+    c.add_argument("--reliable", action="store_true", help="subscribe to the camera reliable (transport baseline)")
     c.add_argument("--report", required=True)
     c.set_defaults(func=run_consumer)
     return parser

@@ -61,10 +61,22 @@ _POLL_PERIOD = 0.005
 _MAX_PENDING = 4
 
 
-def sensor_qos(depth: int) -> QoSProfile:
-    """SensorDataQoS with a configurable depth (best effort matches every publisher)."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT,
+def sensor_qos(depth: int, reliable: bool = False) -> QoSProfile:
+    """SensorDataQoS with a configurable depth (best effort matches every publisher); reliable for
+    publishers that all offer reliable delivery (see follow_reliability)."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
                       durability=DurabilityPolicy.VOLATILE)
+
+
+def follow_reliability(offered: list[Any], mode: str = "auto") -> bool:
+    """Whether a sensor subscription should be reliable, as rosbag2 decides: reliable when every
+    publisher seen offers reliable delivery (a reliable reader then gets what a reliable writer
+    would resend), best effort when any offers best effort or none is seen yet (it matches all);
+    `mode` reliable/best_effort forces it."""
+    if mode != "auto":
+        return mode == "reliable"
+    return bool(offered) and all(r == ReliabilityPolicy.RELIABLE for r in offered)
 
 
 def latched_qos() -> QoSProfile:
@@ -307,23 +319,32 @@ class FusionNode(LifecycleNode):
 
         s = self.settings
         limits = self.cfg.limits
-        qos = sensor_qos(s.sensor_qos_depth)
+        image_topic = s.topics.image + ("/compressed" if s.image_transport == "compressed" else "")
+        qos = self._sensor_qos(image_topic, s.sensor_qos_depth)
         if s.image_transport == "compressed":
             subs = [self._subscribe(CompressedImage, s.topics.image + "/compressed", "image",
                                     self._handler("image", convert.compressed_image_from_msg, limits), qos)]
         else:
             subs = [self._subscribe(Image, s.topics.image, "image",
                                     self._handler("image", convert.image_from_msg, limits), qos)]
-        subs.extend(self._audio_subscriptions(sensor_qos(s.audio_qos_depth)))
-        joints_qos = sensor_qos(s.joints_qos_depth)
+        subs.extend(self._audio_subscriptions(self._sensor_qos(s.topics.audio, s.audio_qos_depth)))
         subs.extend(self._subscribe(JointState, topic, "joints",
-                                    self._handler("joints", convert.joints_from_msg, limits), joints_qos)
+                                    self._handler("joints", convert.joints_from_msg, limits),
+                                    self._sensor_qos(topic, s.joints_qos_depth))
                     for topic in s.topics.joints)
         # A volatile instruction publisher (`ros2 topic pub`, a bag without QoS metadata) cannot
         # match the transient-local request: it gets a volatile subscription of its own.
         subs.append(self._subscribe(String, s.topics.text, "text", self._on_text, latched_qos(),
                                     fallback=_volatile(latched_qos())))
         return subs
+
+    def _sensor_qos(self, topic: str, depth: int) -> QoSProfile:
+        """The QoS of a sensor subscription, following the reliability its publishers offer now."""
+        offered = [i.qos_profile.reliability for i in self.get_publishers_info_by_topic(self.resolve_topic_name(topic))]
+        reliable = follow_reliability(offered, self.settings.sensor_reliability)
+        self.get_logger().info(f"{topic}: {'reliable' if reliable else 'best-effort'} subscription "
+                               f"({len(offered)} publisher(s) seen; sensor_reliability {self.settings.sensor_reliability})")
+        return sensor_qos(depth, reliable)
 
     def _subscribe(self, msg_type: Any, topic: str, modality: str, callback: Callable[[Any], None], qos: QoSProfile,
                    fallback: QoSProfile | None = None):
@@ -343,13 +364,16 @@ class FusionNode(LifecycleNode):
                 extra, fallback = fallback, None
                 self._subs.append(self.create_subscription(msg_type, topic, callback, extra))
                 self.get_logger().warning(
-                    f"{topic}: a publisher offers {extra.durability.name.lower()} durability; also subscribed "
-                    f"with it (messages it sent before this node started are not received)")
+                    f"{topic}: a publisher offers {extra.reliability.name.lower()} reliability and "
+                    f"{extra.durability.name.lower()} durability; also subscribed with it")
                 return
             self._warn(("qos", topic), f"{topic}: a publisher's QoS is incompatible with this subscription's "
                        f"(policy id {info.last_policy_kind}; {qos.reliability.name.lower()}, "
                        f"{qos.durability.name.lower()})")
 
+        if fallback is None and qos.reliability == ReliabilityPolicy.RELIABLE and modality != "text":
+            # A best-effort publisher that appears later still gets heard, on a second subscription.
+            fallback = sensor_qos(qos.depth)
         events = SubscriptionEventCallbacks(message_lost=lost, incompatible_qos=incompatible)
         return self.create_subscription(msg_type, topic, callback, qos, event_callbacks=events)
 

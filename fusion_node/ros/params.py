@@ -55,6 +55,7 @@ class NodeSettings:
     topics: Topics = field(default_factory=Topics)
     image_transport: str = "raw"
     audio_type: str = AUDIO_TYPES[0]
+    sensor_reliability: str = "auto"  # auto follows the publishers (reliable if all offer it), or force one
     sensor_qos_depth: int = 10  # camera
     audio_qos_depth: int = 50
     joints_qos_depth: int = 200  # 0.2 s at 1 kHz: a stalled executor must not overwrite joint states
@@ -130,6 +131,10 @@ META: dict[str, ParamMeta] = {
     "topics.state": ParamMeta("fusion_msgs/FusedState output topic"),
     "image_transport": ParamMeta("Camera transport", choices=IMAGE_TRANSPORTS),
     "audio_type": ParamMeta("Audio message type on topics.audio", choices=AUDIO_TYPES),
+    "sensor_reliability": ParamMeta("Reliability of the camera, audio and joint subscriptions: auto follows what "
+                                    "the publishers offer at activation (reliable when all of them offer it, as "
+                                    "rosbag2 does), or force reliable / best_effort",
+                                    choices=("auto", "reliable", "best_effort")),
     "sensor_qos_depth": ParamMeta("History depth of the camera subscription (sensor-data QoS)", range=(1, 10000)),
     "audio_qos_depth": ParamMeta("History depth of the audio subscription (sensor-data QoS)", range=(1, 10000)),
     "joints_qos_depth": ParamMeta("History depth of each joint-state subscription (sensor-data QoS)",

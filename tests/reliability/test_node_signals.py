@@ -1,5 +1,6 @@
-"""The node's exits and its model checks, as separate processes: SIGINT and SIGTERM during the
-model load, while inactive and while streaming; a corrupted model and a missing ONNX graph."""
+"""The node started afresh, as separate processes: SIGINT and SIGTERM during the model load, while
+inactive and while streaming; a corrupted model and a missing ONNX graph; sensor subscriptions
+that follow the reliability their publishers offer. (No other node runs beside these.)"""
 from __future__ import annotations
 
 import json
@@ -95,3 +96,40 @@ def test_corrupted_model_is_refused_and_a_missing_graph_warns(fusion_cmd, ros_en
     # A library warning, bridged into the node's ROS logger (so /rosout and `ros2 launch` show it).
     line = next(ln for ln in text.splitlines() if "torch on CPU chosen because" in ln)
     assert line.startswith("[WARN]") and "[fusion_node]: [fusion_node.backends.base] backend auto" in line
+
+
+def test_sensor_subscriptions_follow_the_publishers_reliability(require_fusion_msgs, fusion_cmd, ros_env, repo_root,
+                                                                tmp_path, stop):
+    """Reliable publishers already on the graph get reliable subscriptions (as rosbag2 decides),
+    and the frames flow; with nothing seen, best effort (it matches every publisher)."""
+    from rclpy.qos import ReliabilityPolicy
+
+    from fusion_node.ros.node import follow_reliability
+
+    assert follow_reliability([ReliabilityPolicy.RELIABLE] * 2) is True
+    assert follow_reliability([ReliabilityPolicy.RELIABLE, ReliabilityPolicy.BEST_EFFORT]) is False
+    assert follow_reliability([]) is False
+    assert follow_reliability([ReliabilityPolicy.BEST_EFFORT], "reliable") is True
+
+    player = subprocess.Popen([*PROCS, "player", "--reliable", "--rate", "10", "--duration", "3", "--width", "320",
+                               "--height", "240", "--wait", str(NODE_START_S), "--wait-topic", "/fusion/state",
+                               "--report", str(tmp_path / "p.json")], env=ros_env, stdout=subprocess.DEVNULL)
+    time.sleep(2.0)  # its publishers exist before the node activates
+    log = tmp_path / "node.log"
+    with log.open("w") as out:
+        node = subprocess.Popen([*fusion_cmd, "node", "--model", str(repo_root / "models" / "default"), "--name",
+                                 "qos_node"], env=ros_env, stdout=out, stderr=subprocess.STDOUT)
+    c_json = tmp_path / "c.json"
+    consumer = subprocess.Popen([*PROCS, "consumer", "--wait", str(NODE_START_S), "--report", str(c_json)],
+                                env=ros_env, stdout=subprocess.DEVNULL)
+    try:
+        player.wait(NODE_START_S + 60)
+        time.sleep(1.0)
+    finally:
+        consumer.send_signal(signal.SIGINT)
+        consumer.wait(30)
+        stop(node)
+    text = log.read_text()
+    for topic in ("camera/image_raw", "audio", "joint_states"):
+        assert f"{topic}: reliable subscription" in text, text[-2000:]
+    assert len(json.loads(c_json.read_text())["samples"]) >= 20

@@ -68,7 +68,7 @@ setup(
     entry_points={
         "console_scripts": [
             "fusion = fusion_node.cli:main",
-            f"{PACKAGE} = fusion_node.ros.node:main",
+            f"{PACKAGE} = fusion_node.ros.spin:main",
         ],
     },
     data_files=[

@@ -80,7 +80,7 @@ def test_sourced_workspace_runs_the_installed_executables(built):
     done = _sourced(f"{sys.executable} -c 'from importlib.metadata import entry_points; "
                     "ep = entry_points(group=\"console_scripts\")[\"fusion_node\"]; assert callable(ep.load()); print(ep.value)'")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "fusion_node.ros.node:main"
+    assert done.stdout.strip() == "fusion_node.ros.spin:main"
 
 
 def test_installed_node_runs_the_installed_default_model_without_a_model_argument(built, tmp_path, ros_env,

@@ -84,9 +84,10 @@ def run(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
-    from fusion_node.ros.node import FusionNode, exit_if_signalled, spin
+    from fusion_node.ros.node import FusionNode
+    from fusion_node.ros.spin import exit_if_signalled, spin
 
-    # The node handles SIGINT/SIGTERM itself (fusion_node.ros.node.StopSignals).
+    # The node handles SIGINT/SIGTERM itself (fusion_node.ros.spin.StopSignals).
     rclpy.init(args=[sys.argv[0], *ros_arguments(args, params_file)], signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = FusionNode()

@@ -213,6 +213,8 @@ class FusionNode(LifecycleNode):
         # The model, the sentence encoder and their libraries are a few million long-lived
         # objects; a full collection walking them stalled the worker for about 150 ms every
         # ~17 s at 30 Hz (frames skipped). Frozen, collections only walk what streams in.
+        # Unfrozen first, so what a previous configure froze (an old pipeline) can still go.
+        gc.unfreeze()
         gc.collect()
         gc.freeze()
         self.monitor = NodeMonitor(MODALITIES)
@@ -440,8 +442,8 @@ class FusionNode(LifecycleNode):
             reason = exc.reason if bad else "malformed"
             text = str(exc) if bad else f"{type(exc).__name__}: {exc}"
             self.monitor.refused(modality, reason, text)
-            what = "malformed" if reason == "malformed" else "oversized"
-            self._warn(("refused", modality, reason), f"dropped {what} {modality} message: {text}")
+            what = f"malformed {modality} message" if reason == "malformed" else f"{modality} message ({reason})"
+            self._warn(("refused", modality, reason), f"dropped {what}: {text}")
             return
         with self._sync_lock:
             try:

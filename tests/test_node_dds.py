@@ -203,9 +203,19 @@ class _Client:
         return future.result()
 
     def state(self) -> str:
+        """The node's state. Asked again when an answer does not come: a service that is
+        'available' may still answer before it has matched this client's response reader (the
+        first exchange on a loaded machine), and that answer is lost; asking is idempotent."""
         from lifecycle_msgs.srv import GetState
 
-        return self.call(self.get_state, GetState.Request()).current_state.label
+        for _ in range(12):
+            assert self.get_state.wait_for_service(timeout_sec=NODE_START_S), "get_state not available"
+            future = self.get_state.call_async(GetState.Request())
+            self.executor.spin_until_future_complete(future, timeout_sec=10.0)
+            if future.done():
+                return future.result().current_state.label
+            self.get_state.remove_pending_request(future)
+        pytest.fail("get_state: no answer to 12 requests")
 
     def transition(self, label: str) -> bool:
         from lifecycle_msgs.msg import Transition

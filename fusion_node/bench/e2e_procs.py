@@ -220,6 +220,8 @@ def run_consumer(args: argparse.Namespace) -> int:
 
         def on_state(msg: Any) -> None:
             samples.append((stamp_key(msg.header.stamp.sec, msg.header.stamp.nanosec), time.time(), msg.latency))
+            if len(samples) == 1:
+                print("FIRST", flush=True)  # a caller may wait for the stream to flow, not guess
             last["state"] = msg
             if not (np.isfinite(np.asarray(msg.state)).all() and np.isfinite(np.asarray(msg.outputs)).all()):
                 last["nonfinite"] = last.get("nonfinite", 0) + 1

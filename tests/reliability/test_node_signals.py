@@ -4,6 +4,7 @@ that follow the reliability their publishers offer. (No other node runs beside t
 from __future__ import annotations
 
 import json
+import select
 import shutil
 import signal
 import subprocess
@@ -49,10 +50,13 @@ def test_signals_end_the_node_cleanly_in_every_state(sig, require_fusion_msgs, f
                 consumer = subprocess.Popen([*PROCS, "consumer", "--wait", str(NODE_START_S), "--report",
                                              str(tmp_path / "c.json")], env=env, stdout=subprocess.PIPE, text=True)
                 assert consumer.stdout.readline().strip() == "READY"
-                player = subprocess.Popen([*PROCS, "player", "--rate", "30", "--duration", "4", "--width", "320",
+                player = subprocess.Popen([*PROCS, "player", "--rate", "30", "--duration", "8", "--width", "320",
                                            "--height", "240", "--wait", "60", "--report", str(tmp_path / "p.json")],
                                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                time.sleep(2.5)
+                # Signalled once fused states flow (a loaded machine needs longer to match the player).
+                ready, _, _ = select.select([consumer.stdout], [], [], 60.0)
+                assert ready and consumer.stdout.readline().strip() == "FIRST", "no fused state within 60 s"
+                time.sleep(0.5)
             t0 = time.monotonic()
             rc = stop(proc, sig)
             outcomes[state] = (rc, time.monotonic() - t0)

@@ -13,10 +13,16 @@ import os
 import shlex
 import sys
 from collections.abc import Mapping
+from importlib import metadata
 from pathlib import Path
 
 INSTALL_ENV_VAR = "FUSION_WS_INSTALL"
-"""Overrides the colcon install dir holding fusion_msgs (default: <repo>/ros2_ws/install)."""
+"""Overrides the colcon install dir holding fusion_msgs (default: <repo>/ros2_ws/install, or
+install-<distro> when this venv holds another distro's wheels; see the Makefile)."""
+
+# Distros whose PyPI wheels come as ros-<distro>-* meta packages beside the plain ros-* ones;
+# the plain ones alone are Kilted, the default.
+_WHEEL_DISTROS = ("jazzy",)
 
 # Interface packages the Python code imports from the workspace. fusion_node itself is
 # deliberately absent: its colcon-installed copy must not shadow the editable checkout.
@@ -39,12 +45,30 @@ def _defaults(env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def wheel_distro() -> str | None:
+    """The ROS 2 distro of the rclpy wheels in this environment, None without them (a ROS
+    install, or no ROS at all)."""
+    for distro in _WHEEL_DISTROS:
+        try:
+            metadata.version(f"ros-{distro}-rclpy")
+        except metadata.PackageNotFoundError:
+            continue
+        return distro
+    try:
+        metadata.version("ros-rclpy")
+    except metadata.PackageNotFoundError:
+        return None
+    return "kilted"
+
+
 def workspace_install() -> Path:
-    """The colcon install dir that holds fusion_msgs."""
+    """The colcon install dir that holds fusion_msgs built for this environment's ROS."""
     override = os.environ.get(INSTALL_ENV_VAR)
     if override:
         return Path(override)
-    return Path(__file__).resolve().parent.parent / "ros2_ws" / "install"
+    distro = wheel_distro()
+    suffix = f"-{distro}" if distro in _WHEEL_DISTROS else ""
+    return Path(__file__).resolve().parent.parent / "ros2_ws" / f"install{suffix}"
 
 
 def _site_packages(prefix: Path) -> Path:

@@ -73,7 +73,8 @@ def _live(bag: Path, model: str, backend: str, play_timeout: float) -> list:
     collector = _Collector(topic)
     # Bag stamps are the recording's time: the node follows the player's /clock, as a robot
     # stack replaying a bag with use_sim_time would.
-    node = subprocess.Popen(_fusion("node", "--model", model, "--backend", backend, "--use-sim-time"))
+    node = subprocess.Popen(_fusion("node", "--model", model, "--backend", backend, "--use-sim-time",
+                                    "--audio", "fusion_msgs"))
     try:
         deadline = time.monotonic() + 90.0
         while collector.publishers(topic) == 0:

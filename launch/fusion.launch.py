@@ -7,6 +7,8 @@ Arguments:
   namespace      namespace of the node and of its relative names
   use_sim_time   true to follow /clock (e.g. `fusion play BAG --clock`)
   auto_activate  false leaves the node unconfigured for a lifecycle manager; empty keeps the file's
+  audio          audio_capture | audio_capturer | fusion_msgs: the microphone driver (topic and
+                 message type, docs/node.md); empty keeps the params file's (audio_capture)
   dds            inherit | shm | large | default: Fast DDS transports of the processes this
                  launch starts. inherit (default) keeps the robot's own environment (its
                  profile file, discovery server, interface whitelist), as `fusion node` does.
@@ -23,7 +25,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
 
 from fusion_node.ros.launch_support import DDS_MODES, dds_env, default_params_file, node_overrides
-from fusion_node.ros.params import BACKENDS, NODE_NAME
+from fusion_node.ros.params import AUDIO_SOURCES, BACKENDS, NODE_NAME
 
 ARGUMENTS = (
     ("params_file", str(default_params_file() or ""), "ROS params file for the node", None),
@@ -32,6 +34,7 @@ ARGUMENTS = (
     ("namespace", "", "node namespace", None),
     ("use_sim_time", "false", "follow /clock", ("true", "false")),
     ("auto_activate", "", "configure and activate at start (empty: the params file's)", ("", "true", "false")),
+    ("audio", "", "audio source preset (empty: the params file's)", ("", *AUDIO_SOURCES)),
     ("dds", "inherit", "Fast DDS transports: inherit (the environment's), shm (large shared-memory profile), "
      "large (LARGE_DATA) or default", DDS_MODES),
 )
@@ -46,7 +49,8 @@ def _actions(context, *_args, **_kwargs):
         for name, value in dds_env(arg("dds")).items()
     ]
     parameters = [arg("params_file")] if arg("params_file") else []
-    parameters.append(node_overrides(arg("model"), arg("backend"), arg("use_sim_time"), arg("auto_activate")))
+    parameters.append(node_overrides(arg("model"), arg("backend"), arg("use_sim_time"), arg("auto_activate"),
+                                     arg("audio")))
     actions.append(LifecycleNode(
         package="fusion_node",
         executable="fusion_node",

@@ -1,7 +1,8 @@
 """Play a rosbag2 into the fusion node: `ros2 launch fusion_node play_bag.launch.py bag:=PATH [...]`.
 
 Starts fusion.launch.py (same arguments: params_file, model, backend, namespace,
-auto_activate, dds) and `fusion play BAG` as a separate process. With clock:=true (default)
+auto_activate, audio, dds) and `fusion play BAG` as a separate process. An empty audio
+(default) picks the preset whose message type the bag carries. With clock:=true (default)
 the player publishes /clock and the node runs with use_sim_time, so the bag's time drives it.
 The player waits up to `wait` seconds for the node's subscriptions (configure loads the
 model first) before it starts publishing.
@@ -16,7 +17,8 @@ from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchD
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 
-from fusion_node.ros.launch_support import DDS_MODES, default_params_file, parse_bool, player_command
+from fusion_node.ros.launch_support import DDS_MODES, bag_audio_source, default_params_file, parse_bool, player_command
+from fusion_node.ros.params import AUDIO_SOURCES
 
 NODE_ARGUMENTS = (
     ("params_file", str(default_params_file() or ""), "ROS params file for the node", None),
@@ -24,6 +26,7 @@ NODE_ARGUMENTS = (
     ("backend", "", "inference backend (empty: the params file's)", None),
     ("namespace", "", "node namespace", None),
     ("auto_activate", "", "configure and activate at start (empty: the params file's)", ("", "true", "false")),
+    ("audio", "", "audio source preset (empty: the one the bag's audio type matches)", ("", *AUDIO_SOURCES)),
     ("dds", "inherit", "Fast DDS transports: inherit (the environment's), shm (large shared-memory profile), "
      "large (LARGE_DATA) or default", DDS_MODES),
 )
@@ -45,6 +48,7 @@ def _actions(context, *_args, **_kwargs):
     clock = parse_bool(arg("clock"))
     node_args = {name: arg(name) for name, *_ in NODE_ARGUMENTS}
     node_args["use_sim_time"] = "true" if clock else "false"
+    node_args["audio"] = node_args["audio"] or bag_audio_source(arg("bag"))
     fusion_launch = Path(__file__).resolve().with_name("fusion.launch.py")
     return [
         IncludeLaunchDescription(PythonLaunchDescriptionSource(str(fusion_launch)),

@@ -115,6 +115,8 @@ def test_installed_node_runs_the_installed_default_model_without_a_model_argumen
     text = log.read_text()
     assert rc == 0, text[-2000:]
     assert f"from {built / 'fusion_node' / 'share' / 'fusion_node' / 'models' / 'default'}" in text
+    # No audio_common_msgs here: the default audio preset (audio_capture) is reported, not fatal.
+    assert "audio_source audio_capture" in text and "running without audio" in text
     states = json.loads(report.read_text())
     assert len(states["samples"]) >= 10 and states["state"]["model_id"].startswith("fusion-attention-clip-")
 

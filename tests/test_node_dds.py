@@ -36,7 +36,7 @@ def model_dir(repo_root: Path, tmp_path_factory) -> Path:
 
 
 def _start_node(fusion_cmd, ros_env, model_dir: Path, log: Path, *extra: str) -> subprocess.Popen:
-    cmd = [*fusion_cmd, "node", "--model", str(model_dir), *extra]
+    cmd = [*fusion_cmd, "node", "--model", str(model_dir), "--audio", "fusion_msgs", *extra]
     with log.open("w") as out:
         return subprocess.Popen(cmd, env=ros_env, stdout=out, stderr=subprocess.STDOUT)
 

@@ -254,8 +254,31 @@ def test_launch_helpers():
     assert node_overrides("", "", "false") == {"use_sim_time": False}
     assert node_overrides("/m", "torch", "true", "false") == {"use_sim_time": True, "model_dir": "/m",
                                                              "backend": "torch", "auto_activate": False}
+    assert node_overrides(audio="audio_capturer")["audio_source"] == "audio_capturer"
     with pytest.raises(ValueError):
         parse_bool("maybe")
+
+
+def test_audio_source_presets_match_the_drivers_as_they_ship():
+    _, settings = params.load({})
+    # The default is ros-drivers' audio_capture, released for Humble, Jazzy and Kilted.
+    assert (settings.audio_source, settings.audio.msgtype, settings.audio.topic) == (
+        "audio_capture", "audio_common_msgs/AudioDataStamped", "audio_stamped")
+    _, settings = params.load({"audio_source": "audio_capturer"})
+    assert (settings.audio.msgtype, settings.audio.topic) == ("audio_common_msgs/AudioStamped", "audio")
+    _, settings = params.load({"audio_source": "fusion_msgs", "topics.audio": "/robot/mic"})
+    assert (settings.audio.msgtype, settings.audio.topic) == ("fusion_msgs/AudioFrame", "/robot/mic")
+    with pytest.raises(ValueError, match="audio_source: 'mp3' is not one of audio_capture, audio_capturer, fusion_msgs"):
+        params.load({"audio_source": "mp3"})
+    with pytest.raises(ValueError, match="topics.audio: 'bad topic' is not a valid topic name"):
+        params.load({"topics.audio": "bad topic"})
+
+
+def test_play_bag_picks_the_audio_preset_the_bag_carries(tmp_path):
+    from fusion_node.ros.launch_support import bag_audio_source
+
+    assert bag_audio_source(str(ROOT / "tests" / "data" / "replay" / "sample")) == "fusion_msgs"
+    assert bag_audio_source(str(tmp_path / "missing")) == ""
 
 
 def test_node_cli_builds_ros_arguments():
@@ -263,11 +286,13 @@ def test_node_cli_builds_ros_arguments():
 
     sub = argparse.ArgumentParser().add_subparsers()
     register(sub)
-    args = sub.choices["node"].parse_args(["--model", "/m", "--namespace", "robot", "--no-activate", "--ros-args",
+    args = sub.choices["node"].parse_args(["--model", "/m", "--namespace", "robot", "--no-activate", "--audio",
+                                           "fusion_msgs", "--ros-args",
                                            "-r", "camera/image_raw:=/cam"])
     ros = ros_arguments(args, "/p.yaml")
     assert ros[:3] == ["--ros-args", "--params-file", "/p.yaml"]
-    for item in ("use_sim_time:=false", "model_dir:=/m", "auto_activate:=false", "__ns:=/robot", "__node:=fusion_node"):
+    for item in ("use_sim_time:=false", "model_dir:=/m", "auto_activate:=false", "audio_source:=fusion_msgs",
+                 "__ns:=/robot", "__node:=fusion_node"):
         assert item in ros
     assert ros[-2:] == ["-r", "camera/image_raw:=/cam"]
 
@@ -277,8 +302,10 @@ def _launch_tree(name: str) -> ast.Module:
 
 
 @pytest.mark.parametrize("name,args", [
-    ("fusion.launch.py", ("params_file", "model", "backend", "namespace", "use_sim_time", "auto_activate", "dds")),
-    ("play_bag.launch.py", ("params_file", "model", "backend", "namespace", "dds", "bag", "rate", "loop", "clock")),
+    ("fusion.launch.py", ("params_file", "model", "backend", "namespace", "use_sim_time", "auto_activate", "audio",
+                          "dds")),
+    ("play_bag.launch.py", ("params_file", "model", "backend", "namespace", "audio", "dds", "bag", "rate", "loop",
+                            "clock")),
 ])
 def test_launch_files_compile_and_declare_their_arguments(name, args):
     tree = _launch_tree(name)

@@ -138,7 +138,8 @@ class CpuSampler:
 def node_arguments(model: str, backend: str, mode: str, audio_slack: float | None,
                    reliable: bool = False) -> list[str]:
     """`python -m` arguments of the node under test."""
-    args = ["fusion_node.cli", "node", "--model", model, "--backend", backend, "--dds", mode]
+    args = ["fusion_node.cli", "node", "--model", model, "--backend", backend, "--dds", mode,
+            "--audio", "fusion_msgs"]
     params = []
     if audio_slack is not None:  # a float literal: the parameter is declared as a double
         params += ["-p", f"sync.modalities.audio.slack:={float(audio_slack)!r}"]

@@ -11,7 +11,7 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
-from fusion_node.ros.params import package_share
+from fusion_node.ros.params import AUDIO_SOURCES, package_share
 
 # Fast DDS' default shared-memory segment is 512 KB: a VGA rgb8 image (921,600 bytes) is then
 # fragmented. Two remedies, measured by `fusion bench e2e`:
@@ -74,16 +74,31 @@ def parse_bool(text: str | bool) -> bool:
 
 
 def node_overrides(model: str = "", backend: str = "", use_sim_time: str | bool = False,
-                   auto_activate: str | bool | None = None) -> dict[str, Any]:
+                   auto_activate: str | bool | None = None, audio: str = "") -> dict[str, Any]:
     """Parameters that launch arguments override on top of the params file (empty = keep the file's)."""
     out: dict[str, Any] = {"use_sim_time": parse_bool(use_sim_time)}
     if model:
         out["model_dir"] = str(model)
     if backend:
         out["backend"] = str(backend)
+    if audio:
+        out["audio_source"] = str(audio)
     if auto_activate is not None and auto_activate != "":
         out["auto_activate"] = parse_bool(auto_activate)
     return out
+
+
+def bag_audio_source(bag: str) -> str:
+    """The audio_source preset whose message type the bag carries ("" when none or unreadable,
+    which keeps the params file's)."""
+    try:
+        from fusion_node.bag.reader import BagReader
+
+        with BagReader(bag) as reader:
+            types = {t.msgtype.replace("/msg/", "/") for t in reader.topics.values()}
+    except Exception:  # noqa: BLE001 - the player reports an unreadable bag itself, in one line
+        return ""
+    return next((name for name, source in AUDIO_SOURCES.items() if source.msgtype in types), "")
 
 
 def default_params_file() -> Path | None:

@@ -153,6 +153,12 @@ class NodeMonitor:
             if reason in counter.refused or len(counter.refused) < MAX_REASONS:
                 counter.refused[reason] = counter.refused.get(reason, 0) + 1
 
+    def unavailable(self, name: str, text: str) -> None:
+        """Input `name` has no subscription (e.g. its message package is not installed): shown
+        as its last error while it receives nothing."""
+        with self._lock:
+            self.inputs[name].last_error = text
+
     def lost(self, name: str, count: int) -> None:
         with self._lock:
             self.inputs[name].lost += count

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import importlib
 import threading
 import time
 from collections import deque
@@ -324,7 +325,7 @@ class FusionNode(LifecycleNode):
         else:
             subs = [self._subscribe(Image, s.topics.image, "image",
                                     self._handler("image", convert.image_from_msg, limits), qos)]
-        subs.extend(self._audio_subscriptions(self._sensor_qos(s.topics.audio, s.audio_qos_depth)))
+        subs.extend(self._audio_subscriptions(self._sensor_qos(s.audio.topic, s.audio_qos_depth)))
         subs.extend(self._subscribe(JointState, topic, "joints",
                                     self._handler("joints", convert.joints_from_msg, limits),
                                     self._sensor_qos(topic, s.joints_qos_depth))
@@ -377,22 +378,31 @@ class FusionNode(LifecycleNode):
     def _audio_subscriptions(self, qos: QoSProfile) -> list:
         s = self.settings
         limits = self.cfg.limits
-        if s.audio_type == "fusion_msgs/AudioFrame":
+        source = s.audio
+        if source.msgtype == "fusion_msgs/AudioFrame":
             from fusion_msgs.msg import AudioFrame
 
-            return [self._subscribe(AudioFrame, s.topics.audio, "audio",
+            return [self._subscribe(AudioFrame, source.topic, "audio",
                                     self._handler("audio", convert.audio_from_msg, limits), qos)]
+        package, name = source.msgtype.split("/")
         try:
-            import audio_common_msgs.msg as acm
-        except ImportError:
-            raise RuntimeError(f"audio_type {s.audio_type} needs the audio_common_msgs package") from None
-        if s.audio_type == "audio_common_msgs/AudioStamped":
-            return [self._subscribe(acm.AudioStamped, s.topics.audio, "audio",
+            acm = importlib.import_module(f"{package}.msg")
+            msg_type = getattr(acm, name)
+        except (ImportError, AttributeError) as exc:
+            # Not fatal: the node runs without audio (absent in every frame), as without a microphone.
+            why = (f"audio_source {s.audio_source} ({source.publisher}) needs {source.msgtype}, which does not "
+                   f"load here ({exc}): install ros-$ROS_DISTRO-audio-common-msgs (or build the driver's own "
+                   "package), or set audio_source to the driver you run; running without audio")
+            self.get_logger().error(why)
+            self.monitor.unavailable("audio", why)
+            return []
+        if source.msgtype == "audio_common_msgs/AudioStamped":
+            return [self._subscribe(msg_type, source.topic, "audio",
                                     self._handler("audio", audio_stamped_from_msg, limits), qos)]
         convert_stamped = self._handler(
             "audio", lambda msg, _arrival, limits: audio_data_stamped_from_msg(msg, self._audio_info, limits), limits)
         return [
-            self._subscribe(acm.AudioDataStamped, s.topics.audio, "audio", convert_stamped, qos),
+            self._subscribe(msg_type, source.topic, "audio", convert_stamped, qos),
             self._subscribe(acm.AudioInfo, s.topics.audio_info, "audio", self._on_audio_info, QoSProfile(depth=1)),
         ]
 
@@ -599,7 +609,7 @@ class FusionNode(LifecycleNode):
         snapshot["cleaned"] = sum(pipeline.preprocess.cleaned.values())
         s = self.settings
         topics = {"image": s.topics.image + ("/compressed" if s.image_transport == "compressed" else ""),
-                  "audio": s.topics.audio, "joints": ",".join(s.topics.joints), "text": s.topics.text}
+                  "audio": s.audio.topic, "joints": ",".join(s.topics.joints), "text": s.topics.text}
         statuses = messages.health(
             snapshot, self._previous_snapshot, sync_stats, node=self.get_fully_qualified_name(), topics=topics,
             reference=self.cfg.sync.reference, stale_after=s.diagnostics.stale_after,

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from fusion_node.ros.launch_support import DDS_MODES, apply_dds, default_params_file, node_overrides
-from fusion_node.ros.params import BACKENDS, NODE_NAME, load, read_params_file, resolve_model_dir
+from fusion_node.ros.params import AUDIO_SOURCES, BACKENDS, NODE_NAME, load, read_params_file, resolve_model_dir
 
 # Parameters rclpy itself declares; a params file may set them for any node.
 ROS_OWNED = ("use_sim_time", "start_type_description_service", "start_parameter_event_publisher")
@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=BACKENDS, help="inference backend (overrides the params file)")
     p.add_argument("--namespace", default="", metavar="NS", help="node namespace")
     p.add_argument("--name", default=NODE_NAME, help=f"node name (default {NODE_NAME})")
+    p.add_argument("--audio", choices=tuple(AUDIO_SOURCES), metavar="SOURCE",
+                   help="microphone driver preset: " + ", ".join(AUDIO_SOURCES) + " (overrides audio_source; "
+                        "fusion_msgs for `fusion play` and the project's bags)")
     p.add_argument("--use-sim-time", action="store_true", help="follow /clock (e.g. from `fusion play --clock`)")
     p.add_argument("--no-activate", action="store_true", help="stay unconfigured until a lifecycle manager acts")
     p.add_argument("--dds", choices=DDS_MODES, default="inherit",
@@ -52,7 +55,7 @@ def ros_arguments(args: argparse.Namespace, params_file: str | None) -> list[str
     if params_file:
         out += ["--params-file", params_file]
     overrides = node_overrides(args.model or "", args.backend or "", args.use_sim_time,
-                               False if args.no_activate else None)
+                               False if args.no_activate else None, args.audio or "")
     for name, value in overrides.items():
         out += ["-p", f"{name}:={str(value).lower() if isinstance(value, bool) else value}"]
     out += ["-r", f"__node:={args.name}"]
@@ -70,6 +73,8 @@ def _check(args: argparse.Namespace) -> str | None:
     values = {k: v for k, v in values.items() if k not in ROS_OWNED and not k.startswith("qos_overrides.")}
     if args.model:
         values["model_dir"] = args.model
+    if args.audio:
+        values["audio_source"] = args.audio
     cfg, _settings = load(values)
     resolve_model_dir(cfg.model_dir)
     return params_file

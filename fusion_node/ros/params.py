@@ -20,11 +20,27 @@ from fusion_node.config import PipelineConfig, SyncConfig, from_dict, load_yaml,
 
 NODE_NAME = "fusion_node"
 
-AUDIO_TYPES = (
-    "fusion_msgs/AudioFrame",
-    "audio_common_msgs/AudioDataStamped",  # ros-drivers/audio_common; format on the AudioInfo topic
-    "audio_common_msgs/AudioStamped",  # mgonzs13/audio_common; format inside each message
-)
+
+
+@dataclass(frozen=True)
+class AudioSource:
+    """A microphone driver as it ships: the message type it publishes and on which topic."""
+
+    msgtype: str
+    topic: str
+    publisher: str
+
+
+# `audio_source` presets. audio_capture is the default: the driver released for Humble, Jazzy
+# and Kilted (ros-drivers/audio_common 0.4.0; mp3 unless started with format:=wave).
+AUDIO_SOURCES: dict[str, AudioSource] = {
+    "audio_capture": AudioSource("audio_common_msgs/AudioDataStamped", "audio_stamped",
+                                 "ros-drivers/audio_common audio_capture (format on topics.audio_info)"),
+    "audio_capturer": AudioSource("audio_common_msgs/AudioStamped", "audio",
+                                  "mgonzs13/audio_common audio_capturer_node (format in each message)"),
+    "fusion_msgs": AudioSource("fusion_msgs/AudioFrame", "audio",
+                               "this project's simulator, `fusion play` and bags written by `fusion record`"),
+}
 IMAGE_TRANSPORTS = ("raw", "compressed")
 POLICIES = ("reference", "nearest", "exact", "interpolate", "window", "latest")
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
@@ -35,7 +51,7 @@ class Topics:
     """Relative names: they resolve under the node's namespace (/camera/image_raw without one)."""
 
     image: str = "camera/image_raw"  # "compressed" transport subscribes to <image>/compressed
-    audio: str = "audio"
+    audio: str = ""  # empty: the audio source's own topic (AUDIO_SOURCES)
     audio_info: str = "audio_info"  # only for audio_common_msgs/AudioDataStamped
     joints: tuple[str, ...] = ("joint_states",)
     text: str = "instruction"
@@ -54,7 +70,7 @@ class Diagnostics:
 class NodeSettings:
     topics: Topics = field(default_factory=Topics)
     image_transport: str = "raw"
-    audio_type: str = AUDIO_TYPES[0]
+    audio_source: str = "audio_capture"  # a key of AUDIO_SOURCES
     sensor_reliability: str = "auto"  # auto follows the publishers (reliable if all offer it), or force one
     sensor_qos_depth: int = 10  # camera
     audio_qos_depth: int = 50
@@ -64,6 +80,12 @@ class NodeSettings:
     warmup_runs: int = 3
     log_throttle: float = 5.0  # s between repeated warnings of one kind
     diagnostics: Diagnostics = field(default_factory=Diagnostics)
+
+    @property
+    def audio(self) -> AudioSource:
+        """The audio source preset, on the topic topics.audio names when it is set."""
+        preset = AUDIO_SOURCES[self.audio_source]
+        return dataclasses.replace(preset, topic=self.topics.audio or preset.topic)
 
 
 @dataclass(frozen=True)
@@ -124,13 +146,17 @@ META: dict[str, ParamMeta] = {
     "limits.text_max_chars": ParamMeta("Longest instruction accepted (characters)", range=(1, 1_000_000)),
     "limits.text_max_bytes": ParamMeta("Longest instruction accepted (UTF-8 bytes)", range=(1, 4_000_000)),
     "topics.image": ParamMeta("Camera topic (sensor_msgs/Image, or <topic>/compressed)"),
-    "topics.audio": ParamMeta("Audio topic"),
+    "topics.audio": ParamMeta("Audio topic (empty: the audio_source's own: audio_stamped for audio_capture, "
+                              "audio for audio_capturer and fusion_msgs)"),
     "topics.audio_info": ParamMeta("audio_common_msgs/AudioInfo topic for AudioDataStamped input"),
     "topics.joints": ParamMeta("sensor_msgs/JointState topics, merged by joint name"),
     "topics.text": ParamMeta("std_msgs/String instruction topic (reliable, transient local)"),
     "topics.state": ParamMeta("fusion_msgs/FusedState output topic"),
     "image_transport": ParamMeta("Camera transport", choices=IMAGE_TRANSPORTS),
-    "audio_type": ParamMeta("Audio message type on topics.audio", choices=AUDIO_TYPES),
+    "audio_source": ParamMeta("Microphone driver, as it ships: audio_capture (ros-drivers/audio_common "
+                              "AudioDataStamped + AudioInfo), audio_capturer (mgonzs13/audio_common AudioStamped) "
+                              "or fusion_msgs (AudioFrame: the simulator and the project's bags)",
+                              choices=tuple(AUDIO_SOURCES)),
     "sensor_reliability": ParamMeta("Reliability of the camera, audio and joint subscriptions: auto follows what "
                                     "the publishers offer at activation (reliable when all of them offer it, as "
                                     "rosbag2 does), or force reliable / best_effort",
@@ -219,6 +245,8 @@ def check_value(name: str, value: Any, default: Any) -> str | None:
         return f"{name}: {value!r} is not one of {', '.join(m.choices)}"
     if m.range is not None and not (m.range[0] <= value <= m.range[1]):
         return f"{name}: {value!r} outside [{m.range[0]}, {m.range[1]}]"
+    if name == "topics.audio" and value == "":
+        return None
     if name.startswith("topics.") and not all(_valid_topic(t) for t in _as_tuple(value)):
         return f"{name}: {value!r} is not a valid topic name"
     return None

@@ -48,7 +48,7 @@ def node(require_fusion_msgs, fusion_cmd, ros_env, repo_root, tmp_path_factory, 
     log = tmp_path_factory.mktemp("reliability") / "node.log"
     with log.open("w") as out:
         proc = subprocess.Popen([*fusion_cmd, "node", "--model", str(repo_root / "models" / "default"),
-                                 "--use-sim-time", "--dds", "shm"], env=ros_env, stdout=out, stderr=subprocess.STDOUT)
+                                 "--audio", "fusion_msgs", "--use-sim-time", "--dds", "shm"], env=ros_env, stdout=out, stderr=subprocess.STDOUT)
     yield proc, log
     assert stop(proc) == 0, log.read_text()[-3000:]
 

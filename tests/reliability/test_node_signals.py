@@ -38,7 +38,8 @@ def test_signals_end_the_node_cleanly_in_every_state(sig, require_fusion_msgs, f
         log = tmp_path / f"{state}.log"
         extra = ["--no-activate"] if state == "inactive" else []
         with log.open("w") as out:
-            proc = subprocess.Popen([*fusion_cmd, "node", "--model", model, "--name", f"sig_{state}", *extra],
+            proc = subprocess.Popen([*fusion_cmd, "node", "--model", model, "--audio", "fusion_msgs", "--name",
+                                     f"sig_{state}", *extra],
                                     env=env, stdout=out, stderr=subprocess.STDOUT)
         player = consumer = None
         try:
@@ -121,8 +122,8 @@ def test_sensor_subscriptions_follow_the_publishers_reliability(require_fusion_m
     time.sleep(2.0)  # its publishers exist before the node activates
     log = tmp_path / "node.log"
     with log.open("w") as out:
-        node = subprocess.Popen([*fusion_cmd, "node", "--model", str(repo_root / "models" / "default"), "--name",
-                                 "qos_node"], env=ros_env, stdout=out, stderr=subprocess.STDOUT)
+        node = subprocess.Popen([*fusion_cmd, "node", "--model", str(repo_root / "models" / "default"), "--audio",
+                                 "fusion_msgs", "--name", "qos_node"], env=ros_env, stdout=out, stderr=subprocess.STDOUT)
     c_json = tmp_path / "c.json"
     consumer = subprocess.Popen([*PROCS, "consumer", "--wait", str(NODE_START_S), "--report", str(c_json)],
                                 env=ros_env, stdout=subprocess.DEVNULL)

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from fusion_node.rosenv import workspace_install
+
 REPO = Path(__file__).resolve().parent.parent
 WS = REPO / "ros2_ws"
-INSTALL = WS / "install"
+INSTALL = workspace_install()  # ros2_ws/install, or install-<distro> for a non-default distro
 
 
 @pytest.fixture(scope="module")

@@ -248,3 +248,65 @@ def test_damaged_mcap_with_channels_declared_mid_file_keeps_every_topic(tmp_path
         for m in r.messages():
             got.append((m.topic, r.decode(m).data))
     assert got == [("/first", f"a{i}") for i in range(5)] + [("/late", f"b{i}") for i in range(5)]
+
+
+def test_humble_bag_has_the_layout_humble_reads(tmp_path: Path) -> None:
+    """metadata.yaml version 5 with only the keys Humble's parser knows; the db3 in schema 3 as
+    Humble's sqlite3 plugin writes it (no type hashes, no stored definitions)."""
+    import sqlite3
+
+    import yaml
+
+    path = tmp_path / "humble"
+    with BagWriter(path, humble=True) as w:
+        w.add_topic("/camera/image_raw", "sensor_msgs/msg/Image")
+        for i in range(5):
+            w.write("/camera/image_raw", 1_000_000_000 + i * 33_000_000, _image(1_000_000_000 + i * 33_000_000, i))
+    meta = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert meta["version"] == 5 and meta["storage_identifier"] == "sqlite3"
+    assert set(meta) <= {"version", "storage_identifier", "relative_file_paths", "duration", "starting_time",
+                         "message_count", "topics_with_message_count", "compression_format", "compression_mode",
+                         "files"}
+    topic = meta["topics_with_message_count"][0]
+    assert set(topic["topic_metadata"]) == {"name", "type", "serialization_format", "offered_qos_profiles"}
+    assert isinstance(topic["topic_metadata"]["offered_qos_profiles"], str) and topic["message_count"] == 5
+    con = sqlite3.connect(path / meta["relative_file_paths"][0])
+    try:
+        assert con.execute("SELECT schema_version, ros_distro FROM schema").fetchall() == [(3, "humble")]
+        assert [r[1] for r in con.execute("PRAGMA table_info(topics)")] == [
+            "id", "name", "type", "serialization_format", "offered_qos_profiles"]
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert tables == {"schema", "metadata", "topics", "messages"}
+        assert con.execute("SELECT metadata_version FROM metadata").fetchall() == [(5,)]
+        assert con.execute("SELECT count(*) FROM messages").fetchone() == (5,)
+    finally:
+        con.close()
+    with BagReader(path) as r:  # read back with the installed (here: our) definitions
+        assert r.topics["/camera/image_raw"].msgdef == ""
+        assert [r.decode(m).data[0] for m in r.messages()] == [0, 1, 2, 3, 4]
+
+
+def test_humble_bag_of_a_type_we_do_not_know_reads_with_its_installed_definition(tmp_path: Path,
+                                                                                  monkeypatch) -> None:
+    from rosbags.typesys import Stores, get_types_from_msg
+    from rosbags.typesys import get_typestore as rosbags_typestore
+
+    msgs = Path(__file__).parent / "data" / "audio_common_msgs" / "ros_drivers" / "msg"
+    store = rosbags_typestore(Stores.LATEST)
+    store.register(get_types_from_msg((msgs / "AudioInfo.msg").read_text(), "audio_common_msgs/msg/AudioInfo"))
+    info_type = store.types["audio_common_msgs/msg/AudioInfo"]
+    path = tmp_path / "humble"
+    with BagWriter(path, typestore=store, humble=True) as w:
+        w.add_topic("/audio_info", "audio_common_msgs/msg/AudioInfo")
+        w.write("/audio_info", 1, info_type(channels=2, sample_rate=48000, sample_format="S16LE", bitrate=0,
+                                          coding_format="wave"))
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path / "nowhere"))
+    with BagReader(path) as r, pytest.raises(BagError, match="it is not installed"):
+        r.check_type("/audio_info")
+    prefix = tmp_path / "prefix"
+    shutil.copytree(msgs, prefix / "share" / "audio_common_msgs" / "msg")
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(prefix))
+    with BagReader(path) as r:
+        r.check_type("/audio_info")
+        info = r.decode(next(r.messages()))
+    assert (info.channels, info.sample_rate, info.coding_format) == (2, 48000, "wave")

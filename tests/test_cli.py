@@ -190,3 +190,10 @@ def test_missing_input_file_fails_with_one_line(name, fusion_cmd, ros_env, tmp_p
     for argv, done in zip(cases, run_all(fusion_cmd, ros_env, cases)):
         line = assert_one_line_failure(done, argv)
         assert MISSING in line, f"the error does not name the missing file: {line}"
+
+
+def test_sample_bag_storage_choices_are_write_bags():
+    """sample_bag lists the storages without importing the simulator; they must stay write_bag's."""
+    from fusion_node.world import bag, sample_bag
+
+    assert sample_bag.STORAGES == bag.STORAGES

@@ -319,3 +319,16 @@ def test_audio_common_bag_with_a_compressed_twin_replays_like_the_original(bag: 
     assert robot.topics["image"] == "/camera/image_raw" and robot.topics["audio"] == "/audio"
     assert robot.n_frames == original.n_frames and not robot.bad_messages
     assert state_bytes(tmp_path / "converted") == state_bytes(tmp_path / "original")
+
+
+def test_humble_bag_replays_like_the_mcap_bag_of_the_same_world(bag: Path, models, tmp_path: Path) -> None:
+    """The same seed written as a Humble bag (sqlite3, metadata version 5, no stored definitions:
+    the types come from what is installed) fuses to the same states as the MCAP bag."""
+    humble = tmp_path / "humble"
+    write_bag(humble, seed=3, duration=DURATION, storage="humble")
+    first = replay(bag, models["torch"], tmp_path / "a")
+    second = replay(humble, models["torch"], tmp_path / "b")
+    assert not first.error and not second.error
+    assert first.n_frames == second.n_frames == round(DURATION * 30)
+    assert state_bytes(tmp_path / "a") == state_bytes(tmp_path / "b")
+    assert first.digest == second.digest

@@ -26,7 +26,7 @@ from rosbags.typesys import Stores, TypesysError, get_types_from_idl, get_types_
 from rosbags.typesys import get_typestore as _rosbags_typestore
 from rosbags.typesys.store import Typestore
 
-from fusion_node.bag.typestore import get_typestore
+from fusion_node.bag.typestore import get_typestore, with_installed_type
 
 _BAG_SUFFIXES = (".mcap", ".db3")
 
@@ -184,6 +184,12 @@ class BagReader:
             raise BagError(
                 f"{self._target}: message definitions stored in the bag conflict: {_one_line(exc)}"
             ) from None
+        # Bags that store no definitions (Humble's, older sqlite3 ones): the installed types.
+        for msgtype in sorted({i.msgtype for i in self.topics.values() if not i.msgdef} - set(self.typestore.fielddefs)):
+            try:
+                self.typestore = with_installed_type(self.typestore, msgtype)
+            except (LookupError, TypesysError, ValueError):
+                pass  # check_type names the type when a topic of it is used
 
     def close(self) -> None:
         if self._rosbags is not None:
@@ -238,8 +244,8 @@ class BagReader:
             raise BagError(f"{self.path}: topic {topic}: type {info.msgtype}: {self._bad_types[info.msgtype]}")
         if info.msgtype not in self.typestore.fielddefs:
             raise BagError(
-                f"{self.path}: topic {topic}: unknown type {info.msgtype} "
-                "(the bag stores no definition for it and fusion_node does not know it)"
+                f"{self.path}: topic {topic}: unknown type {info.msgtype} (the bag stores no definition for it, "
+                "fusion_node does not know it and it is not installed: share/<package>/msg under AMENT_PREFIX_PATH)"
             )
 
     def topics_of_type(self, msgtype: str) -> list[str]:

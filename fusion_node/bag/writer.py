@@ -1,8 +1,10 @@
-"""Writing rosbag2 bags with MCAP storage: a directory holding `<name>.mcap` + metadata.yaml.
+"""Writing rosbag2 bags: a directory holding `<name>.mcap` + metadata.yaml (version 9), or with
+humble=True `<name>.db3` + metadata.yaml as Humble writes them (version 5, sqlite3; bag/humble.py).
 
 The .mcap file carries every schema as ros2msg text, so `mcap`/mcap-ros2-support, Foxglove and
-rosbags open it without fusion_msgs installed. Messages are given either as CDR bytes (copied
-from another bag or received raw) or as rosbags message objects serialized here.
+rosbags open it without fusion_msgs installed; a Humble bag stores no definitions (Humble's
+format has none), so its readers need the types installed. Messages are given either as CDR
+bytes (copied from another bag or received raw) or as rosbags message objects serialized here.
 """
 from __future__ import annotations
 
@@ -15,13 +17,15 @@ from rosbags.interfaces import Connection
 from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 from rosbags.typesys.store import Typestore
 
+from fusion_node.bag.humble import convert_to_humble
 from fusion_node.bag.typestore import get_typestore
 
 
 class BagWriter:
-    """Append-only MCAP bag. Use as a context manager; the summary is written on close."""
+    """Append-only bag. Use as a context manager; the summary is written on close."""
 
-    def __init__(self, path: str | Path, typestore: Typestore | None = None, overwrite: bool = False) -> None:
+    def __init__(self, path: str | Path, typestore: Typestore | None = None, overwrite: bool = False,
+                 humble: bool = False) -> None:
         self.path = Path(path)
         if self.path.exists():
             if not overwrite:
@@ -30,7 +34,10 @@ class BagWriter:
                 raise ValueError(f"{self.path}: exists and is not a bag; refusing to replace it")
             shutil.rmtree(self.path)
         self.typestore = typestore or get_typestore()
-        self._writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
+        self.humble = humble
+        # Version 8 is the newest whose QoS layout version 5 shares; convert_to_humble does the rest.
+        self._writer = (Writer(self.path, version=8, storage_plugin=StoragePlugin.SQLITE3) if humble
+                        else Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP))
         self._connections: dict[str, Connection] = {}
         self.counts: dict[str, int] = {}
 
@@ -91,7 +98,10 @@ class BagWriter:
 
     def close(self) -> None:
         self._writer.close()
+        if self.humble:
+            convert_to_humble(self.path)
 
 
 def _is_bag_dir(path: Path) -> bool:
-    return path.is_dir() and ((path / "metadata.yaml").is_file() or any(path.glob("*.mcap")))
+    return path.is_dir() and ((path / "metadata.yaml").is_file() or any(path.glob("*.mcap"))
+                              or any(path.glob("*.db3")))

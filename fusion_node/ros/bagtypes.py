@@ -3,16 +3,10 @@ and field-by-field transcoding when a bag's definition differs from the installe
 from __future__ import annotations
 
 import importlib
-import os
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rosbags.typesys import Stores, get_types_from_msg
-from rosbags.typesys import get_typestore as _rosbags_typestore
-from rosbags.typesys.store import Typestore
 
 
 def message_class(msgtype: str) -> type | None:
@@ -25,47 +19,6 @@ def message_class(msgtype: str) -> type | None:
         return getattr(module, parts[2])
     except (ImportError, AttributeError):
         return None
-
-
-def nested_types(fields: Sequence[Any]) -> set[str]:
-    """Message types a rosbags field list references (directly or as array/sequence elements)."""
-    out = set()
-    for _name, desc in fields:
-        while desc[0].name in ("ARRAY", "SEQUENCE"):
-            desc = desc[1][0]
-        if desc[0].name == "NAME":
-            out.add(desc[1])
-    return out
-
-
-def _installed_msg_file(msgtype: str) -> Path | None:
-    pkg, _, name = msgtype.split("/")
-    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p] + [sys.prefix]
-    for prefix in prefixes:
-        path = Path(prefix) / "share" / pkg / "msg" / f"{name}.msg"
-        if path.is_file():
-            return path
-    return None
-
-
-def with_installed_type(known: Typestore, msgtype: str) -> Typestore:
-    """A new store: `known` plus msgtype (and nested types it lacks) parsed from installed .msg
-    files under share/<pkg>/msg of the ament prefixes; LookupError naming what is missing."""
-    found: dict[str, Any] = {}
-    todo = [msgtype]
-    while todo:
-        t = todo.pop()
-        if t in found or t in known.fielddefs:
-            continue
-        path = _installed_msg_file(t) if t.count("/") == 2 else None
-        if path is None:
-            raise LookupError(f"no installed definition (share/{t.split('/')[0]}/msg) for {t}")
-        types = get_types_from_msg(path.read_text(), t)
-        found.update(types)
-        todo.extend(n for _consts, fields in types.values() for n in nested_types(fields))
-    store = _rosbags_typestore(Stores.EMPTY)
-    store.register({**known.fielddefs, **found})
-    return store
 
 
 def qos_profile(recorded: Sequence[Any], depth: int):

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from rosbags.typesys.store import Typestore
 
-from fusion_node.ros.bagtypes import message_class, nested_types
-from fusion_node.rosenv import preload
+from fusion_node.bag.typestore import nested_types
+from fusion_node.ros.bagtypes import message_class
+from fusion_node.rosenv import preload, wheel_distro
 
 CACHE_ENV = "FUSION_MSG_CACHE"
 _SEP = "\n" + "=" * 80 + "\n"
@@ -103,7 +104,10 @@ def build(store: Typestore, packages: dict[str, list[str]], timeout: float = 600
     from fusion_node.rosenv import ros_env
 
     texts = "".join(f"{t}\n{_msg_text(store, t)}" for types in packages.values() for t in types)
-    key = hashlib.sha256(texts.encode()).hexdigest()[:16]
+    # Built C type support links one ROS distro's libraries and Python's ABI: a Kilted build
+    # must never be loaded by a Jazzy venv sharing the cache.
+    abi = f"{wheel_distro() or os.environ.get('ROS_DISTRO', '')}-py{sys.version_info.major}.{sys.version_info.minor}"
+    key = hashlib.sha256((abi + "\n" + texts).encode()).hexdigest()[:16]
     ws = cache_dir() / key
     install = ws / "install"
     if (install / ".complete").is_file():

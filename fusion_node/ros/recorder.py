@@ -33,6 +33,7 @@ class RecordOptions:
     queue_size: int = 20_000  # messages held between callbacks and the writer thread
     queue_mb: float = 1024.0  # and at most this many MB of them (VGA frames are ~1 MB each)
     overwrite: bool = False
+    humble: bool = False  # sqlite3 + metadata version 5, as ROS 2 Humble's `ros2 bag` reads (bag/humble.py)
 
 
 @dataclass
@@ -77,7 +78,8 @@ class Recorder:
 
     def subscribe_available(self) -> list[str]:
         """Subscribe to requested (or, with all_topics, all) topics that are now visible."""
-        from fusion_node.ros.bagtypes import message_class, with_installed_type
+        from fusion_node.bag.typestore import with_installed_type
+        from fusion_node.ros.bagtypes import message_class
 
         added = []
         for topic, types in self.node.get_topic_names_and_types():
@@ -163,7 +165,7 @@ def record(out: str | Path, opts: RecordOptions) -> RecordStats:
     from rclpy.signals import SignalHandlerOptions
 
     out = Path(out)
-    writer = BagWriter(out, overwrite=opts.overwrite)  # refuses an existing OUT before touching ROS
+    writer = BagWriter(out, overwrite=opts.overwrite, humble=opts.humble)  # refuses an existing OUT before ROS
     # The signal handlers below end the recording; rclpy's would shut the context down
     # under the executor first.
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
@@ -221,6 +223,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--queue-size", type=int, default=20_000, help="messages buffered for the writer (default 20000)")
     p.add_argument("--queue-mb", type=float, default=1024.0, help="MB buffered for the writer (default 1024)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it is an existing bag")
+    p.add_argument("--humble", action="store_true",
+                   help="write sqlite3 with metadata version 5, which ROS 2 Humble's `ros2 bag` reads (default: MCAP, "
+                        "version 9, definitions stored)")
     p.set_defaults(func=run)
 
 
@@ -233,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
         queue_size=args.queue_size,
         queue_mb=args.queue_mb,
         overwrite=args.overwrite,
+        humble=args.humble,
     )
     stats = record(args.out, opts)
     print(stats.summary(Path(args.out)))

@@ -36,7 +36,7 @@ TOPICS: dict[str, str] = {
     "/instruction": "std_msgs/msg/String",
     "/ground_truth": "fusion_msgs/msg/GroundTruth",
 }
-STORAGES = ("mcap", "sqlite3")
+STORAGES = ("mcap", "sqlite3", "humble")  # humble: sqlite3, metadata version 5 (bag/humble.py)
 CAMERA_FRAME = "camera"
 AUDIO_FRAME = "microphone"
 # publishers of /joint_states when split_joints: a second controller owns the wrist
@@ -207,6 +207,7 @@ def write_bag(path: str | Path, config: WorldConfig | None = None, seed: int = 0
     """Simulate `duration` seconds of the world for `seed` and record them as a rosbag2 at `path`."""
     from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
+    from fusion_node.bag.humble import convert_to_humble
     from fusion_node.bag.typestore import get_typestore
 
     path = Path(path)
@@ -219,7 +220,9 @@ def write_bag(path: str | Path, config: WorldConfig | None = None, seed: int = 0
     store = get_typestore()
     schedule = _Schedule(world, duration, store)
 
-    writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
+    # Humble bags start as version 8 (its QoS layout is version 5's) and are converted on close.
+    writer = Writer(path, version=8 if storage == "humble" else 9,
+                    storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
     if storage == "mcap":
         # zstd chunks inside the MCAP file: readers decompress transparently, frames shrink ~10x
         writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
@@ -240,6 +243,8 @@ def write_bag(path: str | Path, config: WorldConfig | None = None, seed: int = 0
                 counts[event.topic] += 1
                 bar.update()
         writer.close()
+        if storage == "humble":  # version 5 has no custom data: the fusion.world record is dropped
+            convert_to_humble(path)
     except BaseException:
         writer.abort()
         shutil.rmtree(path, ignore_errors=True)

@@ -7,6 +7,9 @@ import dataclasses
 
 from .config import WorldConfig, varied_config
 
+# The storages write_bag accepts (fusion_node.world.bag.STORAGES; not imported: it pulls in the simulator).
+STORAGES = ("mcap", "sqlite3", "humble")
+
 DESCRIPTION = """\
 Write a rosbag2 of the simulated tabletop world: /camera/image_raw (sensor_msgs/Image rgb8),
 /audio (fusion_msgs/AudioFrame S16LE, 20 ms chunks), /joint_states (sensor_msgs/JointState),
@@ -63,7 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--paraphrase", action="store_true", help="use the held-out instruction phrasings")
     p.add_argument("--vary", action="store_true",
                    help="draw object count, speeds, occlusion, noise, event spacing and camera latency from the seed")
-    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="storage plugin (default mcap)")
+    p.add_argument("--storage", choices=STORAGES, default="mcap",
+                   help="mcap (default), sqlite3, or humble: sqlite3 with metadata version 5, which ROS 2 Humble's "
+                        "`ros2 bag` reads (no stored definitions, no fusion.world record)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it is an existing bag")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)

@@ -34,7 +34,7 @@ WS_INPUTS    := $(wildcard $(WS)/src/fusion_msgs/msg/*.msg) $(WS)/src/fusion_msg
                 $(addprefix $(WS)/src/fusion_node/,package.xml setup.py setup.cfg) \
                 $(wildcard launch/*.launch.py config/*.yaml)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 setup: $(DEPS_STAMP) $(COLCON_STAMP)
 
@@ -64,6 +64,10 @@ demo: setup
 # here like any non-zero status.
 test: setup
 	$(ROSRUN) $(PY) -m pytest -ra $(PYTEST_ARGS)
+
+# ruff's rules and exceptions: pyproject.toml [tool.ruff].
+lint: setup
+	$(VENV)/bin/ruff check .
 
 bench: setup
 	$(ROSRUN) $(VENV)/bin/fusion bench all

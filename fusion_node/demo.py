@@ -84,7 +84,8 @@ def _live(bag: Path, model: str, backend: str, play_timeout: float) -> list:
                 raise SystemExit("demo: fusion node did not come up within 90 s")
             time.sleep(0.2)
         print(f"[demo] live: node is up; playing {bag.name} over DDS", flush=True)
-        play = subprocess.run(_fusion("play", str(bag), "--clock", "--wait-subscribers", "10", "--no-progress"), timeout=play_timeout)
+        play = subprocess.run(_fusion("play", str(bag), "--clock", "--wait-subscribers", "10", "--no-progress"),
+                              timeout=play_timeout)
         if play.returncode != 0:
             raise SystemExit(f"demo: fusion play failed (exit {play.returncode})")
         time.sleep(1.0)  # the last frames' deadlines and inference

@@ -46,6 +46,6 @@ class RateLimiter:
         if ok:
             try:
                 log(f"{text} ({held} more like this since the last report)" if held else text)
-            except Exception:  # noqa: BLE001, S110 - a failing logger must not take its caller down
+            except Exception:  # noqa: BLE001 - a failing logger must not take its caller down
                 pass
         return ok

@@ -33,8 +33,8 @@ from fusion_node.config import PipelineConfig, from_dict, load_yaml
 from fusion_node.convert import CONVERTERS, BadMessage
 from fusion_node.frames import AlignedFrame, FusedOutput, Sample
 from fusion_node.pipeline import NonFiniteOutput
-from fusion_node.stamps import StampBook
 from fusion_node.ros.audio_common import audio_data_stamped_from_msg, audio_stamped_from_msg
+from fusion_node.stamps import StampBook
 
 STATE_TOPIC = "/fusion/state"
 TRUTH_TYPE = "fusion_msgs/msg/GroundTruth"
@@ -205,10 +205,10 @@ def plan(bag: BagReader, overrides: dict[str, str], reference: str) -> tuple[dic
     if reference in MODALITIES and reference not in chosen:
         have = ", ".join(f"{t} ({i.msgtype})" for t, i in sorted(bag.topics.items()))
         raise BagError(f"{bag.path}: no topic for the reference modality {reference}; topics: {have}")
-    if "audio" in chosen and bag.topics[chosen["audio"]].msgtype == AUDIO_DATA_STAMPED:
-        if not bag.topics_of_type(AUDIO_INFO):
-            raise BagError(f"{bag.path}: topic {chosen['audio']} is AudioDataStamped but no {AUDIO_INFO} "
-                           "topic gives its format")
+    if ("audio" in chosen and bag.topics[chosen["audio"]].msgtype == AUDIO_DATA_STAMPED
+            and not bag.topics_of_type(AUDIO_INFO)):
+        raise BagError(f"{bag.path}: topic {chosen['audio']} is AudioDataStamped but no {AUDIO_INFO} "
+                       "topic gives its format")
     return chosen, bag.topics_of_type(TRUTH_TYPE)
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: no display, same output everywhere
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from fusion_node import MODALITIES  # noqa: E402
-from fusion_node.replay import FrameTrace, ReplayResult  # noqa: E402
+from fusion_node import MODALITIES
+from fusion_node.replay import FrameTrace, ReplayResult
 
 COLORS = {"image": "#1f77b4", "audio": "#ff7f0e", "joints": "#2ca02c", "text": "#9467bd"}
 TIMELINE_WINDOW = 1.0  # s of the detailed alignment view

@@ -19,13 +19,13 @@ Arguments:
 
 `fusion node` starts the same node class with the same options where `ros2 launch` is missing.
 """
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable, UnsetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
 
 from fusion_node.ros.launch_support import DDS_MODES, dds_env, default_params_file, node_overrides
 from fusion_node.ros.params import AUDIO_SOURCES, BACKENDS, NODE_NAME
+from launch import LaunchDescription
 
 ARGUMENTS = (
     ("params_file", str(default_params_file() or ""), "ROS params file for the node", None),

@@ -12,13 +12,13 @@ empty plays every topic), clock, wait.
 """
 from pathlib import Path
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription, OpaqueFunction
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 
 from fusion_node.ros.launch_support import DDS_MODES, bag_audio_source, default_params_file, parse_bool, player_command
 from fusion_node.ros.params import AUDIO_SOURCES
+from launch import LaunchDescription
 
 NODE_ARGUMENTS = (
     ("params_file", str(default_params_file() or ""), "ROS params file for the node", None),

@@ -160,7 +160,7 @@ def test_input_shapes_follow_the_spec() -> None:
     x = random_inputs(spec, batch=3, seed=1)
     assert np.allclose(np.linalg.norm(x["text"], axis=1), 1.0, atol=1e-5)
     assert set(np.unique(x["present"])) <= {0.0, 1.0} and (x["present"][:, 0] == 1).all()
-    assert 0.0 <= x["image"].min() and x["image"].max() <= 1.0
+    assert x["image"].min() >= 0.0 and x["image"].max() <= 1.0
 
 
 def test_default_engine_path_is_in_the_per_user_cache(model_dir: Path, monkeypatch, tmp_path: Path) -> None:

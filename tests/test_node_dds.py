@@ -14,8 +14,8 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from fusion_node import MODALITIES  # noqa: E402
-from fusion_node.bench.e2e import match_stamp  # noqa: E402
+from fusion_node import MODALITIES
+from fusion_node.bench.e2e import match_stamp
 
 PROCS = [sys.executable, "-m", "fusion_node.bench.e2e_procs"]
 NODE_START_S = 180.0  # configure loads the model and the sentence encoder; CI machines are slow

@@ -315,8 +315,9 @@ def test_launch_files_compile_and_declare_their_arguments(name, args):
     for arg in args:
         assert f'("{arg}"' in source
     try:
-        import launch  # noqa: F401
         import launch_ros  # noqa: F401
+
+        import launch  # noqa: F401
     except ImportError:
         return  # not installable here: structure checked above, the real run needs a ROS install
     import importlib.util

@@ -16,8 +16,8 @@ def test_a_dead_inference_worker_is_restarted_and_reported(require_fusion_msgs):
     import rclpy
     from rclpy.parameter import Parameter
 
-    from fusion_node.ros.node import FusionNode
     from fusion_node.ros.messages import ERROR, health
+    from fusion_node.ros.node import FusionNode
 
     ctx = rclpy.Context()
     rclpy.init(context=ctx)

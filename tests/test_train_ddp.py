@@ -11,11 +11,11 @@ import pytest
 from safetensors.torch import load_file
 
 from fusion_node.config import ModelSpec, SyncConfig
-from fusion_node.dataset import SampleSet, build_from_bag
+from fusion_node.dataset import build_from_bag
 from fusion_node.world import WorldConfig, write_bag
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_train import HashEmbedder  # noqa: E402
+from test_train import HashEmbedder
 
 CONFIG = """\
 fusion: gated

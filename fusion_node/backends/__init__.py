@@ -1,6 +1,5 @@
 """Inference backends (TensorRT, ONNX Runtime, PyTorch) behind one `run(dict) -> dict` interface."""
 from fusion_node.backends.base import (
-    INPUT_NAMES,
     Backend,
     BackendError,
     EngineMismatchError,
@@ -9,6 +8,7 @@ from fusion_node.backends.base import (
     input_shapes,
     random_inputs,
 )
+from fusion_node.preprocess import INPUT_NAMES
 
 __all__ = [
     "INPUT_NAMES",

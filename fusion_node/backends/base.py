@@ -18,7 +18,6 @@ import numpy as np
 
 from fusion_node import MODALITIES
 from fusion_node.config import ModelSpec, PipelineConfig
-from fusion_node.preprocess import INPUT_NAMES
 
 log = logging.getLogger(__name__)
 

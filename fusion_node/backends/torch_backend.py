@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fusion_node.backends.base import INPUT_NAMES, check_inputs
+from fusion_node.backends.base import check_inputs
+from fusion_node.preprocess import INPUT_NAMES
 
 log = logging.getLogger(__name__)
 

@@ -146,7 +146,7 @@ class BagReader:
             self._stream = _McapStream(self._mcap_file())
             self._register(self._stream.connections())
             return
-        except Exception as exc:  # storage backends raise their own types (apsw, zstd)
+        except Exception as exc:  # noqa: BLE001 - storage backends raise their own types (apsw, zstd)
             raise BagError(f"{self._target}: cannot open bag: {_one_line(exc)}") from None
         self._rosbags = reader
         try:
@@ -285,7 +285,7 @@ class BagReader:
                 break
             except BagError:
                 raise
-            except Exception as exc:  # storage/decompression errors of any library
+            except Exception as exc:  # noqa: BLE001 - storage/decompression errors of any library
                 raise BagError(f"{self._target}: corrupt or truncated {last}: {_one_line(exc)}") from None
             yield BagMessage(topic, msgtype, log_time, bytes(data), index)
             last = f"after message {index} (topic {topic}, log time {log_time * 1e-9:.6f} s)"
@@ -332,7 +332,7 @@ class _McapStream:
                     yield next(records)
                 except StopIteration:
                     return
-                except Exception as exc:  # any decoding failure is where the readable part ends
+                except Exception as exc:  # noqa: BLE001 - any decoding failure is where the readable part ends
                     offset = reader._stream.count
                     what = "truncated" if isinstance(exc, EndOfFile) else f"unreadable ({_one_line(exc)})"
                     self.stop_reason = f"{what} at byte {offset}"

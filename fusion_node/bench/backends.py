@@ -219,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
         for label, factory in _candidates(args, model, onnx_path, work):
             try:
                 backends.append((label, factory()))
-            except Exception as exc:  # a backend that cannot start is reported, not fatal
+            except Exception as exc:  # noqa: BLE001 - a backend that cannot start is reported, not fatal
                 print(f"{label} skipped: {exc}", file=sys.stderr)
         print(f"timing {len(backends)} backend(s)", file=sys.stderr)
         results = measure(backends, spec, iters, warmup)

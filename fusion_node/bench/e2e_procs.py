@@ -84,10 +84,10 @@ def _wait_for(condition, timeout: float) -> bool:
 
 def run_player(args: argparse.Namespace) -> int:
     import rclpy
-    from fusion_msgs.msg import AudioFrame
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import String
 
+    from fusion_msgs.msg import AudioFrame
     from fusion_node.ros.node import latched_qos, sensor_qos
 
     rclpy.init()

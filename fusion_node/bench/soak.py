@@ -4,7 +4,8 @@ The e2e benchmark's processes (player, `fusion node`, consumer; VGA camera, 16 k
 20 ms chunks, joints at 500 Hz, an instruction) run for --minutes at --rate. Reported: the
 node's RSS sampled every second and its least-squares slope after the first minute (memory that
 grows without bound shows as a positive slope; allocator warm-up in the first minute does not
-count; a run shorter than 4 minutes skips its first quarter), FusedStates per minute against camera frames sent, and camera-stamp-to-FusedState
+count; a run shorter than 4 minutes skips its first quarter), FusedStates per minute against
+camera frames sent, and camera-stamp-to-FusedState
 latency p50/p99/max per minute and overall, plus the node's CPU. Target: RSS slope below
 1 MB/min over 10 minutes at 30 Hz VGA with no loss.
 """

@@ -352,9 +352,10 @@ def _load() -> float:
 
 def _cpu_name() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
@@ -379,7 +380,10 @@ def table(report: dict[str, Any]) -> str:
                      f"{j.get('mean', math.nan):.1f} / {j.get('max', math.nan):.1f}",
                      f"{a.get('mean', math.nan):.0f} / {a.get('max', math.nan):.0f}", str(r["max_buffer"])))
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    def line(cells) -> str:
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+
     out = [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows]
     if report["ratios"]:
         out.append("")

@@ -240,7 +240,8 @@ def run(args: argparse.Namespace) -> int:
         calibration = bag_inputs(args.calib_bag, args.model_dir, limit=args.calib_frames)
     print(f"building {out} from {onnx_path} ({args.precision})", file=sys.stderr)
     key = build_engine(onnx_path, out, precision=args.precision, tf32=not args.no_tf32,
-                       workspace_mb=args.workspace_mb, timing_cache=args.timing_cache or engine_cache_dir() / "timing.cache", batch=parse_batch(args.batch),
+                       workspace_mb=args.workspace_mb,
+                       timing_cache=args.timing_cache or engine_cache_dir() / "timing.cache", batch=parse_batch(args.batch),
                        calibration=calibration, calibration_cache=out.with_suffix(".calib"),
                        fp32_pattern=args.fp32_layers)
     print(f"{out}\n{key.to_json()}", end="")

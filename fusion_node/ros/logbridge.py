@@ -3,7 +3,8 @@ ROS logger, so /rosout and `ros2 launch` show why a backend was chosen or sample
 
 Warnings and errors are rate-limited per call site (file and line, and the record's string
 arguments: a modality or reason name) with the node's RateLimiter, so a library warning inside a
-per-message path cannot flood /rosout while distinct reasons from one call site still show. While the bridge is installed it is the
+per-message path cannot flood /rosout while distinct reasons from one call site still show.
+While the bridge is installed it is the
 package logger's only handler (a `fusion` command's stderr handler would print each line twice:
 the ROS logger prints to the console too); removing it restores what was there.
 """
@@ -39,7 +40,7 @@ class RosLogBridge(logging.Handler):
                 self.limiter.emit(("log", record.pathname, record.lineno, names), text, log)
             else:
                 log(text)  # one-off INFO lines (backend choice) are never repeated per message
-        except Exception:  # noqa: BLE001, S110 - a log line must never take its caller down
+        except Exception:  # noqa: BLE001 - a log line must never take its caller down
             pass
 
     def install(self) -> RosLogBridge:

@@ -30,6 +30,7 @@ def fused_state_msg(out: FusedOutput, latency: float, frame_id: str = "", stamp:
     `stamp` (sec, nanosec) is the camera header's exact stamp when known (fusion_node.stamps).
     """
     from builtin_interfaces.msg import Time
+
     from fusion_msgs.msg import FusedState
 
     msg = FusedState()

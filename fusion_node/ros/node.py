@@ -44,8 +44,8 @@ from fusion_node.frames import AlignedFrame
 from fusion_node.pipeline import NonFiniteOutput
 from fusion_node.ratelimit import RateLimiter
 from fusion_node.ros import messages, params
-from fusion_node.ros.logbridge import RosLogBridge
 from fusion_node.ros.audio_common import audio_data_stamped_from_msg, audio_stamped_from_msg
+from fusion_node.ros.logbridge import RosLogBridge
 from fusion_node.ros.monitor import NodeMonitor
 from fusion_node.stamps import StampBook
 
@@ -243,6 +243,7 @@ class FusionNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         from diagnostic_msgs.msg import DiagnosticArray
+
         from fusion_msgs.msg import FusedState
 
         s = self.settings

@@ -14,9 +14,9 @@ import numpy as np
 
 from fusion_node.config import ModalitySync, SyncConfig
 from fusion_node.frames import AlignedFrame
-from fusion_node.sync.stats import ModalityStats
 from fusion_node.sync.policies import DUPLICATE, EXACT_EPS, INF, INVALID, MAX_JOINT_GROUPS, NAN, OK, Policy
 from fusion_node.sync.ring import Ring
+from fusion_node.sync.stats import ModalityStats
 
 
 def _floats(x: Any) -> list[float]:

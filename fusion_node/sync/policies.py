@@ -37,7 +37,8 @@ class Policy(ABC):
 
     coverage: newest time the modality has data for; a reference time t is complete for the
     modality once coverage >= t - slack (slack is 0 but for windows configured to end early).
-    newest: newest stamp accepted (survives eviction, for jump detection). lookback: how far before a reference time fill() reads, so eviction keeps it.
+    newest: newest stamp accepted (survives eviction, for jump detection). lookback: how far
+    before a reference time fill() reads, so eviction keeps it.
     """
 
     lookback = 0.0

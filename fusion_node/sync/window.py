@@ -17,8 +17,8 @@ import numpy as np
 
 from fusion_node.config import ModalitySync, SyncConfig
 from fusion_node.frames import AlignedFrame
-from fusion_node.sync.stats import ModalityStats
 from fusion_node.sync.policies import INF, INVALID, OK, Policy
+from fusion_node.sync.stats import ModalityStats
 
 
 class WindowPolicy(Policy):
@@ -109,12 +109,12 @@ class WindowPolicy(Policy):
         k = bisect_right(stamps, tape.last, ring.head)
         if k < hi:  # stitch what arrived since the last frame (after a reset: all held)
             items, arrivals, tol = ring.items, ring.arrivals, self.tolerance
-            for k in range(k, hi):
-                s = stamps[k]
-                mono, n, r, end = items[k]
-                if not tape.append(s, mono, n, r, end, arrivals[k], tol):
+            for j in range(k, hi):
+                s = stamps[j]
+                mono, n, r, end = items[j]
+                if not tape.append(s, mono, n, r, end, arrivals[j], tol):
                     tape.clear()
-                    tape.append(s, mono, n, r, end, arrivals[k], tol)
+                    tape.append(s, mono, n, r, end, arrivals[j], tol)
         t0 = t - self.window
         if self.slack and tape.stamps:
             run_end = tape.start() + (tape.base + tape.size) / tape.rate

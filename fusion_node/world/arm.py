@@ -25,7 +25,7 @@ class ArmTrajectory:
     phase: np.ndarray  # (J, K) rad
 
     @classmethod
-    def random(cls, rng: np.random.Generator, speed: float = 1.0) -> "ArmTrajectory":
+    def random(cls, rng: np.random.Generator, speed: float = 1.0) -> ArmTrajectory:
         elbow = rng.choice([-1.0, 1.0])
         centre = np.array([np.pi / 2 + rng.uniform(-0.2, 0.2), elbow * rng.uniform(0.2, 0.5),
                            elbow * rng.uniform(0.1, 0.5)])

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-
 import dataclasses
 
 from .config import WorldConfig, varied_config

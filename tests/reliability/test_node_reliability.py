@@ -23,8 +23,8 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from fusion_node import MODALITIES  # noqa: E402
-from fusion_node.bench.faults import FAULTS  # noqa: E402
+from fusion_node import MODALITIES
+from fusion_node.bench.faults import FAULTS
 
 PROCS = [sys.executable, "-m", "fusion_node.bench.e2e_procs", "--dds", "shm"]
 NODE_START_S = 180.0
@@ -48,7 +48,8 @@ def node(require_fusion_msgs, fusion_cmd, ros_env, repo_root, tmp_path_factory, 
     log = tmp_path_factory.mktemp("reliability") / "node.log"
     with log.open("w") as out:
         proc = subprocess.Popen([*fusion_cmd, "node", "--model", str(repo_root / "models" / "default"),
-                                 "--audio", "fusion_msgs", "--use-sim-time", "--dds", "shm"], env=ros_env, stdout=out, stderr=subprocess.STDOUT)
+                                 "--audio", "fusion_msgs", "--use-sim-time", "--dds", "shm"],
+                                env=ros_env, stdout=out, stderr=subprocess.STDOUT)
     yield proc, log
     assert stop(proc) == 0, log.read_text()[-3000:]
 
@@ -164,9 +165,8 @@ def test_log_throttle_changes_at_run_time_while_warnings_flow(node, baseline, ro
     """Changing log_throttle used to kill the node (rclpy refuses a changed throttle at a call site)."""
     import rclpy
     from rcl_interfaces.srv import SetParameters
-    from rclpy.parameter import Parameter
-
     from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
 
     context = rclpy.Context()
     rclpy.init(context=context)

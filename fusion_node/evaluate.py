@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from fusion_node import MODALITIES
+from fusion_node.world.episodes import DEFAULT_CACHE, EVAL_SEED_BASE, generated_bags
 
 METRICS: dict[str, tuple[str, str]] = {  # key -> (head, description)
     "xy_err": ("target_xy", "mean |xy - truth| (image units, lower better)"),
@@ -26,38 +27,6 @@ METRICS: dict[str, tuple[str, str]] = {  # key -> (head, description)
     "cmd_acc": ("command", "accuracy (higher better)"),
 }
 CONDITIONS: tuple[str, ...] = ("all", *(f"no-{m}" for m in MODALITIES), "paraphrase", "naive")
-
-
-def task_losses(outputs: dict, labels: dict, grid: tuple[int, int] | None = None,
-                present: Any = None) -> dict:
-    """Per-head training losses; target/direction only where an instruction defines a target.
-
-    Sums are divided by the batch size (not the number of rows with a target) so that the
-    mean over data-parallel ranks equals the loss of the whole batch. With an image grid and
-    an `image_attention` output, "pointer" is the cross-entropy of that map against the grid
-    cell holding the target (rows with an image): a dense signal where the soft-argmax alone
-    gives a weak one.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    has = labels["has_target"].float()
-    n = float(has.shape[0])
-    xy = torch.sqrt(((outputs["target_xy"] - labels["target_xy"]) ** 2).sum(dim=1) + 1e-8)
-    cos = (outputs["direction"] * labels["direction"]).sum(dim=1)
-    losses = {
-        "target_xy": (xy * has).sum() / n,
-        "direction": ((1.0 - cos) * has).sum() / n,
-        "command": F.cross_entropy(outputs["command"], labels["command"]),
-    }
-    if grid is not None and "image_attention" in outputs:
-        gh, gw = grid
-        cx = (labels["target_xy"][:, 0] * gw).long().clamp(0, gw - 1)
-        cy = (labels["target_xy"][:, 1] * gh).long().clamp(0, gh - 1)
-        nll = -torch.log(outputs["image_attention"].gather(1, (cy * gw + cx)[:, None])[:, 0] + 1e-6)
-        rows = has * (present[:, 0] if present is not None else 1.0)
-        losses["pointer"] = (nll * rows).sum() / n
-    return losses
 
 
 def task_metrics(outputs: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, float]:
@@ -265,8 +234,6 @@ episodes from world seeds disjoint from training. Prints a markdown table; --jso
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from fusion_node.train import DEFAULT_CACHE
-
     p = subparsers.add_parser("eval", help="evaluate fusion models per head, fusion type and condition",
                               description=DESCRIPTION)
     p.add_argument("models", nargs="+", metavar="MODEL_DIR", help="model directories")
@@ -314,7 +281,6 @@ def load_test_sets(model_dir: str, bags: list[str], paraphrase_bags: list[str], 
     from fusion_node.config import SyncConfig
     from fusion_node.dataset import load_or_build
     from fusion_node.models import load_spec
-    from fusion_node.train import EVAL_SEED_BASE, generated_bags
 
     spec = load_spec(model_dir)
     if not bags:

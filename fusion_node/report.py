@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from fusion_node import MODALITIES
-from fusion_node.replay import FrameTrace, ReplayResult
+from fusion_node.replay_result import FrameTrace, ReplayResult
 
 COLORS = {"image": "#1f77b4", "audio": "#ff7f0e", "joints": "#2ca02c", "text": "#9467bd"}
 TIMELINE_WINDOW = 1.0  # s of the detailed alignment view

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -24,14 +23,12 @@ from typing import Any
 import numpy as np
 
 from fusion_node.config import ModelSpec, SyncConfig, from_dict, load_yaml, to_dict
+from fusion_node.world.episodes import DEFAULT_CACHE, TRAIN_SEED_BASE, generated_bags
 
 CHECKPOINT = "checkpoint.safetensors"
 CHECKPOINT_META = "checkpoint.json"
 TRAIN_LOG = "train_log.json"
 TRAIN_YAML = "train.yaml"
-DEFAULT_CACHE = "out/cache"
-TRAIN_SEED_BASE = 0  # generated training episodes use world seeds from here
-EVAL_SEED_BASE = 100_000  # evaluation episodes never share a seed with training ones
 
 
 @dataclass
@@ -94,7 +91,7 @@ def _objective_cls():
     import torch
     from torch import nn
 
-    from fusion_node.evaluate import task_losses
+    from fusion_node.models.losses import task_losses
 
     class Objective(nn.Module):
         """Model + optional contrastive aligner; forward returns (total loss, parts): one DDP unit."""
@@ -156,28 +153,6 @@ def split_episodes(episode: np.ndarray, val_fraction: float, seed: int) -> tuple
     val_eps = np.random.default_rng([seed, 99]).permutation(eps)[:n_val]
     is_val = np.isin(episode, val_eps)
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
-
-
-def generated_bags(cache: Path, count: int, seconds: float, first_seed: int, paraphrase: bool = False,
-                   world_overrides: dict[str, Any] | None = None, progress: bool = True) -> list[Path]:
-    """World episodes as bags under cache/episodes (written once, reused by later runs)."""
-    from tqdm import tqdm
-
-    from fusion_node.world import WorldConfig, write_bag
-
-    overrides = dict(world_overrides or {})
-    tag = "-w" + hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:8] if overrides else ""
-    root = cache / "episodes"
-    root.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for seed in tqdm(range(first_seed, first_seed + count), desc="episodes", unit="bag", disable=not progress,
-                     leave=False):
-        path = root / f"{'para' if paraphrase else 'ep'}{tag}-{seconds:g}s-{seed:06d}"
-        if not (path / "metadata.yaml").is_file():
-            write_bag(path, WorldConfig(paraphrase=paraphrase, **overrides), seed=seed, duration=seconds,
-                      overwrite=path.exists())
-        paths.append(path)
-    return paths
 
 
 # --- checkpoints -----------------------------------------------------------------------------

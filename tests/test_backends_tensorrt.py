@@ -11,9 +11,10 @@ import torch
 
 from fusion_node.backends import EngineMismatchError, ModelFileError, random_inputs
 from fusion_node.backends.tensorrt import batch_range, check_io, concrete_shape, stale_reasons
+from fusion_node.backends.trt_build import keep_fp32, profile_shapes
 from fusion_node.config import ModelSpec
 from fusion_node.export.cache_key import CacheKey, GpuInfo, make_shapes, sha256_file, write_key
-from fusion_node.export.trt import keep_fp32, parse_batch, profile_shapes
+from fusion_node.export.trt import parse_batch
 
 NAMES = ("image", "audio", "joints", "text", "present")
 GPU = GpuInfo("NVIDIA H100 80GB HBM3", "9.0")
@@ -109,8 +110,8 @@ def onnx_model(tmp_path_factory: pytest.TempPathFactory):
 def test_engine_build_reuse_and_parity(onnx_model, tmp_path: Path) -> None:
     from fusion_node.backends.tensorrt import TensorRTBackend
     from fusion_node.backends.torch_backend import TorchBackend
+    from fusion_node.backends.trt_build import build_engine
     from fusion_node.export.parity import compare
-    from fusion_node.export.trt import build_engine
 
     spec, model, onnx = onnx_model
     engine = tmp_path / "m.fp16.engine"
@@ -128,7 +129,7 @@ def test_engine_build_reuse_and_parity(onnx_model, tmp_path: Path) -> None:
 @needs_trt
 def test_stale_key_rebuilds_or_fails_clearly(onnx_model, tmp_path: Path) -> None:
     from fusion_node.backends.tensorrt import TensorRTBackend
-    from fusion_node.export.trt import build_engine
+    from fusion_node.backends.trt_build import build_engine
 
     _spec, _model, onnx = onnx_model
     engine = tmp_path / "m.fp32.engine"
@@ -147,7 +148,7 @@ def test_stale_key_rebuilds_or_fails_clearly(onnx_model, tmp_path: Path) -> None
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
 def test_damaged_engine_is_a_clear_error(onnx_model, tmp_path: Path, damage: str) -> None:
     from fusion_node.backends.tensorrt import TensorRTBackend
-    from fusion_node.export.trt import build_engine
+    from fusion_node.backends.trt_build import build_engine
 
     _spec, _model, onnx = onnx_model
     engine = tmp_path / "m.fp32.engine"
@@ -160,7 +161,7 @@ def test_damaged_engine_is_a_clear_error(onnx_model, tmp_path: Path, damage: str
 
 @needs_trt
 def test_damaged_onnx_fails_the_build_clearly(tmp_path: Path) -> None:
-    from fusion_node.export.trt import build_engine
+    from fusion_node.backends.trt_build import build_engine
 
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07garbage")

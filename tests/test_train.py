@@ -195,7 +195,7 @@ def test_written_recipe_reloads_to_the_same_config(tmp_path, data):
 
 
 def test_pointer_loss_targets_the_grid_cell_of_the_target():
-    from fusion_node.evaluate import task_losses
+    from fusion_node.models.losses import task_losses
 
     labels = {"target_xy": torch.tensor([[0.30, 0.70]]), "direction": torch.tensor([[1.0, 0.0]]),
               "command": torch.tensor([0]), "has_target": torch.tensor([True])}

@@ -4,10 +4,10 @@ from fusion_node.backends.base import (
     BackendError,
     EngineMismatchError,
     ModelFileError,
-    create_backend,
     input_shapes,
     random_inputs,
 )
+from fusion_node.backends.factory import create_backend
 from fusion_node.preprocess import INPUT_NAMES
 
 __all__ = [

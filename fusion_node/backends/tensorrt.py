@@ -129,7 +129,7 @@ class TensorRTBackend:
             if not rebuild or onnx is None or not onnx.is_file():
                 raise EngineMismatchError(engine_path, reasons, "rebuild it with `fusion export trt` "
                                           + ("(ONNX model missing)" if rebuild else "or allow rebuilding"))
-            from fusion_node.export.trt import build_engine
+            from fusion_node.backends.trt_build import build_engine
 
             log.warning("tensorrt: building %s from %s: %s", engine_path, onnx, "; ".join(reasons))
             if stored is not None and "batch" not in build_options:

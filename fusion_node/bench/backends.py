@@ -95,7 +95,7 @@ def _candidates(args: argparse.Namespace, model: Any, onnx_path: Path, work: Pat
     import onnxruntime as ort
     import torch
 
-    from fusion_node.backends.base import ort_gpu_available, tensorrt_available
+    from fusion_node.backends.factory import ort_gpu_available, tensorrt_available
     from fusion_node.backends.onnxruntime import OnnxRuntimeBackend
     from fusion_node.backends.torch_backend import TorchBackend
 

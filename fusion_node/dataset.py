@@ -27,7 +27,7 @@ import numpy as np
 
 from fusion_node import MODALITIES
 from fusion_node.config import ModalitySync, ModelSpec, SyncConfig, to_dict
-from fusion_node.convert import BadMessage, converter_for
+from fusion_node.convert import BadMessage, converter_for, stamp_to_sec
 from fusion_node.frames import AlignedFrame, Sample
 from fusion_node.pipeline import sync_config_for
 from fusion_node.preprocess import Preprocessor
@@ -187,7 +187,7 @@ def build_from_bag(path: str | Path, spec: ModelSpec, sync: SyncConfig, text_enc
 
     for modality, sample, arrival, topic, msg in bag_samples(path):
         if topic == TRUTH_TOPIC:
-            truths[_key(_stamp(msg.header.stamp))] = msg
+            truths[_key(stamp_to_sec(msg.header.stamp))] = msg
             continue
         if naive:
             if modality == "image":
@@ -197,10 +197,6 @@ def build_from_bag(path: str | Path, spec: ModelSpec, sync: SyncConfig, text_enc
         take(buf.poll(arrival))
     take(buf.flush())
     return _assemble(frames[::stride] if stride > 1 else frames, truths, text_encoder, spec)
-
-
-def _stamp(t) -> float:
-    return t.sec + t.nanosec * 1e-9
 
 
 def _key(t: float) -> int:

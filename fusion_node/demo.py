@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fusion_node import MODALITIES
+from fusion_node.contract import STATE_TOPIC
 
 
 def _fusion(*args: str) -> list[str]:
@@ -69,7 +70,7 @@ class _Collector:
 
 
 def _live(bag: Path, model: str, backend: str, play_timeout: float) -> list:
-    topic = "/fusion/state"
+    topic = STATE_TOPIC
     collector = _Collector(topic)
     # Bag stamps are the recording's time: the node follows the player's /clock, as a robot
     # stack replaying a bag with use_sim_time would.
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     report = json.loads((replayed / "replay.json").read_text())
     truth = _truth_by_stamp(bag)
     with BagReader(replayed) as reader:
-        offline = [reader.decode(m) for m in reader.messages(["/fusion/state"])]
+        offline = [reader.decode(m) for m in reader.messages([STATE_TOPIC])]
     lines = [f"model {report['model_id']} on {report['backend']}; replay {report['realtime_factor']:.1f}x real time"]
     compute = report["compute_ms"]
     lines += _summary("offline replay", offline, truth, commands, len(truth),

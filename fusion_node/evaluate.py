@@ -84,7 +84,8 @@ def latency_ms(model, spec, repeats: int = 50) -> dict[str, float]:
     """Median batch-1 latency: torch CPU, and ONNX Runtime CPU when the model dir has model.onnx."""
     import torch
 
-    from fusion_node.models import INPUT_NAMES, example_inputs
+    from fusion_node.contract import INPUT_NAMES
+    from fusion_node.models import example_inputs
 
     x = example_inputs(spec)
     args = [x[n] for n in INPUT_NAMES]

@@ -15,8 +15,8 @@ import numpy as np
 
 from fusion_node.bag.fused import fused_record
 from fusion_node.bag.reader import BagReader
+from fusion_node.contract import STATE_TOPIC
 
-STATE_TOPIC = "/fusion/state"
 _FIELDS = ("state", "weight", "age", "latency")
 
 

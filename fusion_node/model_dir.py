@@ -16,6 +16,9 @@ from pathlib import Path
 
 from fusion_node.config import ModelSpec, from_dict
 
+# Defined there: that file also runs as a standalone script (export/trtexec_build.sh).
+from fusion_node.export.cache_key import sha256_file
+
 SPEC_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 ONNX_FILE = "model.onnx"
@@ -38,14 +41,6 @@ def load_spec(model_dir: str | Path) -> ModelSpec:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: invalid JSON: {exc}") from exc
     return from_dict(ModelSpec, data)
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_manifest(model_dir: str | Path) -> Path:

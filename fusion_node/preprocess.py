@@ -12,9 +12,8 @@ import numpy as np
 
 from fusion_node import MODALITIES
 from fusion_node.config import ModelSpec
+from fusion_node.contract import INPUT_NAMES
 from fusion_node.frames import AlignedFrame
-
-INPUT_NAMES: tuple[str, ...] = ("image", "audio", "joints", "text", "present")
 
 TextEmbedder = Callable[[str], np.ndarray]
 

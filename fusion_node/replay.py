@@ -28,14 +28,14 @@ from fusion_node.bag.fused import FUSED_STATE, fused_state_msg
 from fusion_node.bag.reader import BagError, BagReader
 from fusion_node.bag.writer import BagWriter
 from fusion_node.config import PipelineConfig, from_dict, load_yaml
-from fusion_node.convert import CONVERTERS, BadMessage
+from fusion_node.contract import STATE_TOPIC
+from fusion_node.convert import CONVERTERS, BadMessage, stamp_to_sec
 from fusion_node.frames import AlignedFrame, FusedOutput, Sample
 from fusion_node.pipeline import NonFiniteOutput
 from fusion_node.replay_result import Arrivals, FrameTrace, ReplayResult, Truth
 from fusion_node.ros.audio_common import audio_data_stamped_from_msg, audio_stamped_from_msg
 from fusion_node.stamps import StampBook
 
-STATE_TOPIC = "/fusion/state"
 TRUTH_TYPE = "fusion_msgs/msg/GroundTruth"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 # audio_common layouts robots record (decoded with the bag's definitions: no package needed);
@@ -234,7 +234,7 @@ def _trace(frame: AlignedFrame, out: FusedOutput, now: float, compute: float) ->
 
 def _truth(msg: Any) -> Truth:
     return Truth(
-        stamp=float(msg.header.stamp.sec) + float(msg.header.stamp.nanosec) * 1e-9,
+        stamp=stamp_to_sec(msg.header.stamp),
         target_xy=np.asarray(msg.target_xy, dtype=np.float32),
         direction=np.asarray(msg.direction, dtype=np.float32),
         command=int(msg.command),

@@ -10,11 +10,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from fusion_node.backends import BackendError, ModelFileError, create_backend, input_shapes, random_inputs
+from fusion_node.backends import BackendError, ModelFileError, create_backend
 from fusion_node.backends.base import Backend, check_inputs, default_engine_path
 from fusion_node.backends.onnxruntime import OnnxRuntimeBackend, providers_for, session_options
 from fusion_node.backends.torch_backend import TorchBackend
 from fusion_node.config import ModelSpec, PipelineConfig
+from fusion_node.contract import input_shapes, random_inputs
 from fusion_node.export.onnx import export_onnx
 from fusion_node.models import build_model, save_model
 

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from fusion_node.backends import EngineMismatchError, ModelFileError, random_inputs
+from fusion_node.backends import EngineMismatchError, ModelFileError
 from fusion_node.backends.tensorrt import batch_range, check_io, concrete_shape, stale_reasons
 from fusion_node.backends.trt_build import keep_fp32, profile_shapes
 from fusion_node.config import ModelSpec
+from fusion_node.contract import random_inputs
 from fusion_node.export.cache_key import CacheKey, GpuInfo, make_shapes, sha256_file, write_key
 from fusion_node.export.trt import parse_batch
 

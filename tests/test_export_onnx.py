@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from fusion_node.backends import ModelFileError, random_inputs
+from fusion_node.backends import ModelFileError
 from fusion_node.backends.onnxruntime import OnnxRuntimeBackend
 from fusion_node.backends.torch_backend import TorchBackend
 from fusion_node.cli import main
 from fusion_node.config import ModelSpec
+from fusion_node.contract import random_inputs
 from fusion_node.export.onnx import MIN_OPSET, check_onnx, export_onnx, parity_rows
 from fusion_node.export.parity import compare, cosine
 from fusion_node.models import build_model, save_model

@@ -12,9 +12,8 @@ import torch
 
 from fusion_node import MODALITIES
 from fusion_node.config import ModelSpec
+from fusion_node.contract import BASE_OUTPUT_NAMES, INPUT_NAMES
 from fusion_node.models import (
-    BASE_OUTPUT_NAMES,
-    INPUT_NAMES,
     build_model,
     count_parameters,
     example_inputs,

@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from fusion_node.config import ModelSpec
+from fusion_node.contract import INPUT_NAMES
 from fusion_node.frames import AlignedFrame
-from fusion_node.preprocess import INPUT_NAMES, Preprocessor
+from fusion_node.preprocess import Preprocessor
 
 SPEC = ModelSpec(image_size=(8, 12), audio_samples=100, joint_names=("a", "b", "c"))
 

@@ -13,12 +13,13 @@ import torch
 from fusion_node.bag.reader import BagError, BagReader
 from fusion_node.cli import main
 from fusion_node.config import ModelSpec, PipelineConfig
+from fusion_node.contract import STATE_TOPIC
 from fusion_node.export.onnx import export_onnx
 from fusion_node.golden import compare_golden, read_stream, write_golden
 from fusion_node.models import build_model
 from fusion_node.models.io import save_model
 from fusion_node.pipeline import Pipeline
-from fusion_node.replay import STATE_TOPIC, Replayer
+from fusion_node.replay import Replayer
 from fusion_node.text import TextEncoder
 from fusion_node.world.bag import write_bag
 

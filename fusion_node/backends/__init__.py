@@ -1,22 +1,6 @@
-"""Inference backends (TensorRT, ONNX Runtime, PyTorch) behind one `run(dict) -> dict` interface."""
-from fusion_node.backends.base import (
-    Backend,
-    BackendError,
-    EngineMismatchError,
-    ModelFileError,
-    input_shapes,
-    random_inputs,
-)
+"""Inference backends (TensorRT, ONNX Runtime, PyTorch) behind one `run(dict) -> dict` interface;
+the inputs they take are the contract's (fusion_node.contract)."""
+from fusion_node.backends.base import Backend, BackendError, EngineMismatchError, ModelFileError
 from fusion_node.backends.factory import create_backend
-from fusion_node.preprocess import INPUT_NAMES
 
-__all__ = [
-    "INPUT_NAMES",
-    "Backend",
-    "BackendError",
-    "EngineMismatchError",
-    "ModelFileError",
-    "create_backend",
-    "input_shapes",
-    "random_inputs",
-]
+__all__ = ["Backend", "BackendError", "EngineMismatchError", "ModelFileError", "create_backend"]

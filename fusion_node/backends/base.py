@@ -12,9 +12,6 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from fusion_node import MODALITIES
-from fusion_node.config import ModelSpec
-
 BACKENDS: tuple[str, ...] = ("tensorrt", "onnxruntime", "torch")
 DEVICES: tuple[str, ...] = ("cpu", "cuda", "auto")
 
@@ -47,35 +44,6 @@ class EngineMismatchError(BackendError):
         self.path = Path(path)
         self.reasons = list(reasons)
         super().__init__(f"{self.path}: stale engine ({'; '.join(reasons)}); {hint}")
-
-
-def input_shapes(spec: ModelSpec, batch: int = 1) -> dict[str, tuple[int, ...]]:
-    """Shapes of the model inputs for `spec`, in INPUT_NAMES order."""
-    h, w = spec.image_size
-    return {
-        "image": (batch, 3, h, w),
-        "audio": (batch, spec.audio_samples),
-        "joints": (batch, 2 * len(spec.joint_names)),
-        "text": (batch, spec.text_dim),
-        "present": (batch, len(MODALITIES)),
-    }
-
-
-def random_inputs(spec: ModelSpec, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
-    """Fresh inputs within each input's documented range (not all-zero, mixed presence)."""
-    rng = np.random.default_rng(seed)
-    shapes = input_shapes(spec, batch)
-    text = rng.standard_normal(shapes["text"]).astype(np.float32)
-    text /= np.linalg.norm(text, axis=1, keepdims=True)
-    present = (rng.random(shapes["present"]) < 0.75).astype(np.float32)
-    present[:, 0] = 1.0  # the reference camera is always there
-    return {
-        "image": rng.random(shapes["image"], dtype=np.float32),
-        "audio": rng.uniform(-0.5, 0.5, shapes["audio"]).astype(np.float32),
-        "joints": rng.standard_normal(shapes["joints"]).astype(np.float32),
-        "text": text,
-        "present": present,
-    }
 
 
 def check_inputs(inputs: Mapping[str, np.ndarray], names: tuple[str, ...]) -> int:

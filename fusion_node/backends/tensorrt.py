@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from fusion_node.backends.base import BackendError, EngineMismatchError, ModelFileError, check_inputs
+from fusion_node.contract import INPUT_NAMES
 from fusion_node.export.cache_key import CacheKey, GpuInfo, current_gpu, mismatches, read_key, sha256_file
-from fusion_node.preprocess import INPUT_NAMES
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from fusion_node.backends.base import check_inputs
-from fusion_node.preprocess import INPUT_NAMES
+from fusion_node.contract import INPUT_NAMES
 
 log = logging.getLogger(__name__)
 

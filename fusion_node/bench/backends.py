@@ -141,7 +141,7 @@ def _time_calls(backend: Any, inputs: dict[str, np.ndarray], n: int) -> list[flo
 
 def measure(backends: list[tuple[str, Any]], spec: Any, iters: int, warmup: int) -> list[Result]:
     """Interleaved timing: up to 10 rounds, each giving every backend iters/rounds batch-1 calls."""
-    from fusion_node.backends.base import random_inputs
+    from fusion_node.contract import random_inputs
 
     one, eight = random_inputs(spec, 1, seed=11), random_inputs(spec, THROUGHPUT_BATCH, seed=12)
     results = [Result(label) for label, _ in backends]

@@ -31,9 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from fusion_node.contract import STATE_TOPIC
+
 PROCS = "fusion_node.bench.e2e_procs"
 CAMERA_TOPIC = "/camera/image_raw"
-STATE_TOPIC = "/fusion/state"
 PEAK_LADDER = (90.0, 120.0, 160.0, 200.0, 250.0, 300.0)
 MAX_LOSS = 0.05
 TARGET_RATE = 30.0

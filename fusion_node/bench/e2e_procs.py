@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from fusion_node.bench.faults import FAULTS, Context
+from fusion_node.contract import STATE_TOPIC
 from fusion_node.ros.launch_support import DDS_MODES
 
 JOINT_GROUPS = (("joint1", "joint2"), ("joint3",))  # two publishers, merged by name in the node
@@ -301,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=run_player)
     c = sub.add_parser("consumer")
     c.add_argument("--kind", choices=("state", "image"), default="state")
-    c.add_argument("--topic", default="/fusion/state")
+    c.add_argument("--topic", default=STATE_TOPIC)
     c.add_argument("--diagnostics", action="store_true", help="also keep the last /diagnostics")
     c.add_argument("--duration", type=float, default=0.0, help="0: until SIGINT/SIGTERM")
     c.add_argument("--wait", type=float, default=60.0, help="seconds to wait for a publisher before READY")

@@ -58,7 +58,6 @@ def sidecar_path(engine_path: str | Path) -> Path:
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    # Same as fusion_node.model_dir.sha256_file, repeated so this file runs on its own.
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fusion_node.backends.base import ModelFileError, random_inputs
+from fusion_node.backends.base import ModelFileError
 from fusion_node.config import ModelSpec
+from fusion_node.contract import INPUT_NAMES, random_inputs
 from fusion_node.export.parity import TOLERANCES, ParityRow, compare, format_table
 from fusion_node.model_dir import MANIFEST_FILE, ONNX_FILE, write_manifest
-from fusion_node.preprocess import INPUT_NAMES
 
 if TYPE_CHECKING:
     import onnx

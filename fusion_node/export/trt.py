@@ -83,9 +83,9 @@ def batch_range_of(key: CacheKey) -> int:
 def engine_parity(model_dir: str | Path, engine: Path, precision: str, batches: int, max_batch: int,
                   tol: float) -> list[ParityRow]:
     """The fresh engine against torch eager fp32 on random inputs (batch 1, and the largest batch)."""
-    from fusion_node.backends.base import random_inputs
     from fusion_node.backends.tensorrt import TensorRTBackend
     from fusion_node.backends.torch_backend import TorchBackend
+    from fusion_node.contract import random_inputs
     from fusion_node.models import load_model
 
     spec, model = load_model(model_dir)

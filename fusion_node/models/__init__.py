@@ -1,8 +1,6 @@
 """Fusion models: encoders, fusion heads, contrastive alignment, build/load/save (ONNX: fusion_node.export)."""
 from fusion_node.models.io import load_model, load_spec, model_id, save_model, sha256_file
 from fusion_node.models.model import (
-    BASE_OUTPUT_NAMES,
-    INPUT_NAMES,
     TASKS,
     FusionModel,
     build_model,
@@ -11,6 +9,6 @@ from fusion_node.models.model import (
 )
 
 __all__ = [
-    "BASE_OUTPUT_NAMES", "INPUT_NAMES", "TASKS", "FusionModel", "build_model", "count_parameters",
+    "TASKS", "FusionModel", "build_model", "count_parameters",
     "example_inputs", "load_model", "load_spec", "model_id", "save_model", "sha256_file",
 ]

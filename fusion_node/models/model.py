@@ -10,11 +10,10 @@ import torch
 from torch import nn
 
 from fusion_node.config import ModelSpec
+from fusion_node.contract import BASE_OUTPUT_NAMES
 from fusion_node.models.encoders import AudioEncoder, ImageEncoder, JointEncoder, TextEncoder
 from fusion_node.models.heads import Encoded, TaskHeads, build_head
 
-INPUT_NAMES: tuple[str, ...] = ("image", "audio", "joints", "text", "present")
-BASE_OUTPUT_NAMES: tuple[str, ...] = ("state", "weights", "target_xy", "direction", "command")
 TASKS: tuple[str, ...] = ("target_xy", "direction", "command")
 
 

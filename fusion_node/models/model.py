@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from fusion_node.config import ModelSpec
-from fusion_node.contract import BASE_OUTPUT_NAMES
+from fusion_node.contract import BASE_OUTPUT_NAMES, random_inputs
 from fusion_node.models.encoders import AudioEncoder, ImageEncoder, JointEncoder, TextEncoder
 from fusion_node.models.heads import Encoded, TaskHeads, build_head
 
@@ -67,18 +67,11 @@ def build_model(spec: ModelSpec) -> FusionModel:
 
 
 def example_inputs(spec: ModelSpec, batch: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random inputs with the contract's names, shapes and ranges (all modalities present)."""
-    g = torch.Generator().manual_seed(seed)
-    h, w = spec.image_size
-    j = len(spec.joint_names)
-    text = torch.randn(batch, spec.text_dim, generator=g)
-    return {
-        "image": torch.rand(batch, 3, h, w, generator=g),
-        "audio": torch.rand(batch, spec.audio_samples, generator=g) * 2 - 1,
-        "joints": torch.randn(batch, 2 * j, generator=g),
-        "text": text / text.norm(dim=1, keepdim=True),
-        "present": torch.ones(batch, 4),
-    }
+    """The contract's random inputs (fusion_node.contract.random_inputs) as tensors, with every
+    modality present."""
+    inputs = random_inputs(spec, batch, seed)
+    inputs["present"][:] = 1.0
+    return {name: torch.from_numpy(value) for name, value in inputs.items()}
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -36,15 +36,16 @@ from typing import Any
 
 import numpy as np
 from rclpy.clock import Clock, ClockType
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from fusion_node import MODALITIES, convert
+from fusion_node.audio_common import audio_data_stamped_from_msg, audio_stamped_from_msg
 from fusion_node.frames import AlignedFrame
 from fusion_node.pipeline import NonFiniteOutput
 from fusion_node.ratelimit import RateLimiter
 from fusion_node.ros import messages, params
-from fusion_node.ros.audio_common import audio_data_stamped_from_msg, audio_stamped_from_msg
 from fusion_node.ros.logbridge import RosLogBridge
 from fusion_node.ros.monitor import NodeMonitor
 from fusion_node.stamps import StampBook
@@ -181,6 +182,19 @@ class FusionNode(LifecycleNode):
         self._limiter.emit(key, text, self.get_logger().warning)
 
     # -- lifecycle ---------------------------------------------------------------------------
+    def _LifecycleNode__on_change_state(self, request, response):
+        """The ~/change_state service. rclpy before Kilted (Jazzy's 7.x) lets the error of a
+        transition that is invalid in the current state (activate while unconfigured) escape the
+        service callback: the caller never gets an answer and the exception reaches the executor.
+        Answer it as Kilted does: success false, the state unchanged, one logged line."""
+        try:
+            return super()._LifecycleNode__on_change_state(request, response)
+        except _rclpy.RCLError as exc:
+            self.get_logger().error(f"transition {request.transition.id} {request.transition.label!r} refused in "
+                                    f"state {self._state_machine.current_state[1]}: {exc}")
+            response.success = False
+            return response
+
     def autostart(self) -> bool:
         """Configure and activate when `auto_activate` is set; False when a transition failed."""
         if not self.get_parameter("auto_activate").value:

@@ -1,15 +1,15 @@
 """Training/evaluation samples built from bags through the pipeline's sync and preprocessing, cached as .npz.
 
-A bag is read in log-time order (the recorder's receive clock), each message converted by
-fusion_node.convert and handed to the same SyncBuffer (configured by pipeline.sync_config_for)
-and Preprocessor the Pipeline runs live; every emitted frame is preprocessed exactly as at run
-time and paired with the /ground_truth message stamped with the same camera time. Nothing here
-aligns or preprocesses on its own.
+A bag is read in log-time order (the recorder's receive clock) by BagSource, the reader replay
+uses, and fed to the Frontend (SyncBuffer + Preprocessor) the Pipeline runs live; every emitted
+frame is preprocessed exactly as at run time and paired with the fusion_msgs/GroundTruth message
+stamped with the same camera time. Nothing here aligns or preprocesses on its own.
 
 `naive=True` builds the baseline a node gets when it ignores header stamps: every sample is
 restamped with its arrival time and joints take the nearest sample instead of interpolating.
 
-Cache files are plain .npz (no pickle): model inputs (images as uint8, audio as float16),
+Cache files are plain .npz (no pickle): model inputs (images as uint8, which round-trip the
+preprocessor's u8/255 exactly; audio as float32, so training sees the bits the node sees),
 labels, and the distinct instruction strings with their sentence embeddings, so text is
 encoded once per string.
 """
@@ -19,24 +19,25 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fusion_node import MODALITIES
+from fusion_node.bag.reader import BagReader
+from fusion_node.bag.source import BagSource
 from fusion_node.config import ModalitySync, ModelSpec, SyncConfig, to_dict
-from fusion_node.convert import BadMessage, converter_for, stamp_to_sec
+from fusion_node.convert import stamp_to_sec
 from fusion_node.frames import AlignedFrame, Sample
-from fusion_node.pipeline import sync_config_for
-from fusion_node.preprocess import Preprocessor
-from fusion_node.sync import SyncBuffer
+from fusion_node.frontend import Frontend
 
 log = logging.getLogger(__name__)
 
-TRUTH_TOPIC = "/ground_truth"
-CACHE_VERSION = 1
+# 2: bags read through BagSource (one topic per modality, ground truth by type, audio_common
+# audio); audio stored as float32
+CACHE_VERSION = 2
 LABELS = ("target_xy", "direction", "command", "has_target")
 
 
@@ -45,7 +46,7 @@ class SampleSet:
     """Columns of N samples; `text_index` points into `texts`/`text_emb` (-1 = no instruction)."""
 
     image: np.ndarray  # [N,3,H,W] uint8 (= preprocess output * 255)
-    audio: np.ndarray  # [N,S] float16
+    audio: np.ndarray  # [N,S] float32
     joints: np.ndarray  # [N,2J] float32
     text_index: np.ndarray  # [N] int32
     present: np.ndarray  # [N,4] float32
@@ -143,59 +144,45 @@ def _restamp(sample: Sample, arrival: float) -> Sample:
     return dataclasses.replace(sample, stamp=arrival)
 
 
-def bag_samples(path: str | Path, skip_topics: Iterable[str] = (TRUTH_TOPIC,)
-                ) -> Iterator[tuple[str, Sample | None, float, str, object]]:
-    """(modality, sample, arrival, topic, decoded message) in log-time order; unconvertible messages are counted
-    and skipped, the ground-truth topic is yielded with modality "" and sample None."""
-    from fusion_node.bag.reader import BagReader
-
-    skip = set(skip_topics)
-    bad = 0
-    with BagReader(path) as reader:
-        for m in reader.messages():
-            msg = reader.decode(m)
-            if m.topic in skip:
-                yield "", None, m.time, m.topic, msg
-                continue
-            try:
-                modality, conv = converter_for(m.msgtype)
-                sample = conv(msg, m.time)
-            except BadMessage as exc:
-                bad += 1
-                if bad <= 3:
-                    log.warning("%s: %s at %.3f s: %s (skipped)", path, m.topic, m.time, exc)
-                continue
-            yield modality, sample, m.time, m.topic, msg
-    if bad:
-        log.warning("%s: %d message(s) could not be converted", path, bad)
-
-
 def build_from_bag(path: str | Path, spec: ModelSpec, sync: SyncConfig, text_encoder, stride: int = 1,
-                   naive: bool = False) -> SampleSet:
-    """Samples of one bag: every `stride`-th emitted frame that has a ground-truth message."""
-    cfg = sync_config_for(spec, naive_sync(sync) if naive else sync)
-    buf = SyncBuffer(cfg)
-    pre = Preprocessor(spec, text_encoder.encode)
+                   naive: bool = False, topics: dict[str, str] | None = None) -> SampleSet:
+    """Samples of one bag: every `stride`-th emitted frame that has a ground-truth message.
+
+    The bag is read by BagSource (the topics replay would choose; `topics` overrides as replay's
+    --topic) and aligned and preprocessed by the Frontend, as replay and the node do."""
+    front = Frontend(spec, naive_sync(sync) if naive else sync, text_encoder.encode)
     truths: dict[int, object] = {}
     frames: list[tuple[float, dict[str, np.ndarray], str | None]] = []
     capture: dict[int, float] = {}  # naive: arrival-stamped image -> its real capture stamp
+    refused = 0
 
     def take(emitted: list[AlignedFrame]) -> None:
         for f in emitted:
             stamp = capture.pop(_key(f.stamp), f.stamp) if naive else f.stamp
-            frames.append((stamp, pre(f), f.text))
+            frames.append((stamp, front.inputs(f), f.text))
 
-    for modality, sample, arrival, topic, msg in bag_samples(path):
-        if topic == TRUTH_TOPIC:
-            truths[_key(stamp_to_sec(msg.header.stamp))] = msg
-            continue
-        if naive:
-            if modality == "image":
-                capture[_key(arrival)] = sample.stamp
-            sample = _restamp(sample, arrival)
-        buf.add(modality, sample, arrival)
-        take(buf.poll(arrival))
-    take(buf.flush())
+    with BagReader(path) as reader:
+        for event in BagSource(reader, topics, sync.reference).events():
+            if event.kind == "truth":
+                truths[_key(stamp_to_sec(event.decoded.header.stamp))] = event.decoded
+                continue
+            if event.kind == "refused":
+                refused += 1
+                if refused <= 3:
+                    log.warning("%s: %s at %.3f s: %s (skipped)", path, event.message.topic, event.arrival, event.reason)
+                continue
+            if event.kind != "sample":
+                continue
+            sample, arrival = event.sample, event.arrival
+            if naive:
+                if event.modality == "image":
+                    capture[_key(arrival)] = sample.stamp
+                sample = _restamp(sample, arrival)
+            front.add(event.modality, sample, arrival)
+            take(front.frames(arrival))
+    take(front.flush_frames())
+    if refused:
+        log.warning("%s: %d message(s) could not be converted", path, refused)
     return _assemble(frames[::stride] if stride > 1 else frames, truths, text_encoder, spec)
 
 
@@ -216,7 +203,7 @@ def _assemble(frames, truths, text_encoder, spec: ModelSpec) -> SampleSet:
     h, w = spec.image_size
     out = SampleSet(
         image=np.zeros((n, 3, h, w), np.uint8),
-        audio=np.zeros((n, spec.audio_samples), np.float16),
+        audio=np.zeros((n, spec.audio_samples), np.float32),
         joints=np.zeros((n, 2 * len(spec.joint_names)), np.float32),
         text_index=np.full(n, -1, np.int32),
         present=np.zeros((n, len(MODALITIES)), np.float32),
@@ -279,7 +266,7 @@ def load_or_build(paths: Iterable[str | Path], spec: ModelSpec, sync: SyncConfig
             text_encoder = TextEncoder(spec.text_encoder)
         built = build_from_bag(p, spec, sync, text_encoder, stride=stride, naive=naive)
         if not len(built):
-            raise ValueError(f"{p}: no camera frame with a {TRUTH_TOPIC} message: nothing to train or score on")
+            raise ValueError(f"{p}: no camera frame with a fusion_msgs/GroundTruth message: nothing to train or score on")
         built.save(cached, {"bag": str(p), "stride": stride, "naive": naive, "version": CACHE_VERSION})
         sets.append(built)
     return SampleSet.concat(sets)

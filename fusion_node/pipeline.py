@@ -1,12 +1,12 @@
-"""The one data path: samples -> SyncBuffer -> AlignedFrame -> preprocess -> backend -> FusedOutput.
+"""The one data path: samples -> Frontend (SyncBuffer, preprocess) -> backend -> FusedOutput.
 
-Drivers (live node, offline replay, dataset builder, benchmarks) convert messages and feed them
-here; none of them aligns or preprocesses on its own. Times passed as `arrival`/`now` are receive
-times on one clock: the wall clock live, the bag's log time offline.
+Pipeline = Frontend + backend. Drivers (live node, offline replay, benchmarks) convert messages
+and feed them here; the dataset builder and export calibration use the Frontend alone. None of
+them aligns or preprocesses on its own. Times passed as `arrival`/`now` are receive times on one
+clock: the wall clock live, the bag's log time offline.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import numpy as np
 from fusion_node import MODALITIES
 from fusion_node.config import ModelSpec, PipelineConfig, SyncConfig
 from fusion_node.frames import AlignedFrame, FusedOutput, Sample
+from fusion_node.frontend import Frontend
 from fusion_node.model_dir import load_spec, model_id, verify
 from fusion_node.preprocess import Preprocessor
 from fusion_node.sync import SyncBuffer
@@ -22,16 +23,6 @@ from fusion_node.sync import SyncBuffer
 # Outputs that FusedState carries in dedicated fields rather than in `outputs`.
 _STATE, _WEIGHTS = "state", "weights"
 _EXTRAS = ("image_attention",)
-
-
-def sync_config_for(spec: ModelSpec, sync: SyncConfig) -> SyncConfig:
-    """The sync settings a model needs: its joint order and its audio window and rate."""
-    return dataclasses.replace(
-        sync,
-        joint_names=tuple(spec.joint_names),
-        audio_rate=spec.audio_rate,
-        audio_window=spec.audio_samples / spec.audio_rate,
-    )
 
 
 class NonFiniteOutput(ValueError):
@@ -55,28 +46,35 @@ class Pipeline:
 
             text_encoder = TextEncoder(self.spec.text_encoder, device=cfg.device)
         self.text_encoder = text_encoder
-        self.preprocess = Preprocessor(self.spec, text_encoder.encode)
-        self.sync = SyncBuffer(sync_config_for(self.spec, cfg.sync))
+        self.frontend = Frontend(self.spec, cfg.sync, text_encoder.encode)
         self.frames_inferred = 0
         self.nonfinite = 0  # results withheld: NaN or inf in an output
 
-    # -- ingest and alignment ------------------------------------------------------------
+    # -- ingest and alignment: the Frontend's ---------------------------------------------
+    @property
+    def sync(self) -> SyncBuffer:
+        return self.frontend.sync
+
+    @property
+    def preprocess(self) -> Preprocessor:
+        return self.frontend.preprocess
+
     def add(self, modality: str, sample: Sample, arrival: float) -> bool:
         """Hand a converted sample to the sync buffer; False when it was dropped (counted there)."""
-        return self.sync.add(modality, sample, arrival)
+        return self.frontend.add(modality, sample, arrival)
 
     def frames(self, now: float) -> list[AlignedFrame]:
-        return self.sync.poll(now)
+        return self.frontend.frames(now)
 
     def flush_frames(self) -> list[AlignedFrame]:
         """End of stream: every pending frame, completed with what is present."""
-        return self.sync.flush()
+        return self.frontend.flush_frames()
 
     # -- inference -----------------------------------------------------------------------
     def infer(self, frame: AlignedFrame, now: float | None = None) -> FusedOutput:
         """Run the model on one frame. `now` (arrival clock) dates the result for the latency."""
         t0 = time.perf_counter()
-        outputs = self.backend.run(self.preprocess(frame))
+        outputs = self.backend.run(self.frontend.inputs(frame))
         compute = time.perf_counter() - t0
         self.frames_inferred += 1
         bad = [name for name, value in outputs.items() if not np.isfinite(value).all()]
@@ -119,11 +117,11 @@ class Pipeline:
         return [self.infer(f) for f in self.flush_frames()]
 
     def reset(self, reason: str) -> None:
-        self.sync.reset(reason)
+        self.frontend.reset(reason)
 
     def retune_sync(self, sync: SyncConfig) -> None:
         """New timing settings for the sync buffer; the latched instruction stays in force."""
-        self.sync = self.sync.retuned(sync_config_for(self.spec, sync))
+        self.frontend.retune(sync)
 
     def stats(self) -> dict[str, dict[str, float]]:
-        return self.sync.stats()
+        return self.frontend.stats()

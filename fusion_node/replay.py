@@ -26,88 +26,18 @@ import numpy as np
 from fusion_node import MODALITIES
 from fusion_node.bag.fused import FUSED_STATE, fused_state_msg
 from fusion_node.bag.reader import BagError, BagReader
+from fusion_node.bag.source import BagSource, plan
 from fusion_node.bag.writer import BagWriter
 from fusion_node.config import PipelineConfig, from_dict, load_yaml
 from fusion_node.contract import STATE_TOPIC
-from fusion_node.convert import CONVERTERS, BadMessage, stamp_to_sec
-from fusion_node.frames import AlignedFrame, FusedOutput, Sample
+from fusion_node.convert import stamp_to_sec
+from fusion_node.frames import AlignedFrame, FusedOutput
 from fusion_node.pipeline import NonFiniteOutput
 from fusion_node.replay_result import Arrivals, FrameTrace, ReplayResult, Truth
-from fusion_node.ros.audio_common import audio_data_stamped_from_msg, audio_stamped_from_msg
 from fusion_node.stamps import StampBook
 
-TRUTH_TYPE = "fusion_msgs/msg/GroundTruth"
-IMAGE_TYPE = "sensor_msgs/msg/Image"
-# audio_common layouts robots record (decoded with the bag's definitions: no package needed);
-# AudioDataStamped takes its format from the latest AudioInfo message.
-AUDIO_STAMPED = "audio_common_msgs/msg/AudioStamped"
-AUDIO_DATA_STAMPED = "audio_common_msgs/msg/AudioDataStamped"
-AUDIO_INFO = "audio_common_msgs/msg/AudioInfo"
 REPORT_JSON = "replay.json"
 _WARN_LIMIT = 5  # bad-message warnings printed per topic; the rest are only counted
-
-
-def modality_of(msgtype: str) -> str:
-    """The modality a message type converts to, "" for none."""
-    if msgtype in (AUDIO_STAMPED, AUDIO_DATA_STAMPED):
-        return "audio"
-    return CONVERTERS.get(msgtype, ("",))[0]
-
-
-class _Converter:
-    """Message -> sample for every type replay reads, holding the audio_common format state."""
-
-    def __init__(self) -> None:
-        self.audio_info: Any = None
-
-    def __call__(self, msgtype: str, msg: Any, arrival: float) -> Sample:
-        if msgtype == AUDIO_STAMPED:
-            return audio_stamped_from_msg(msg)
-        if msgtype == AUDIO_DATA_STAMPED:
-            return audio_data_stamped_from_msg(msg, self.audio_info)
-        return CONVERTERS[msgtype][1](msg, arrival)
-
-
-def select_topics(bag: BagReader, overrides: dict[str, str]) -> dict[str, str]:
-    """modality -> topic: overrides first, else the one topic whose type converts to it (a raw
-    Image wins over its CompressedImage twin)."""
-    chosen: dict[str, str] = {}
-    for modality in MODALITIES:
-        if modality in overrides:
-            topic = overrides[modality]
-            bag.require_topics([topic])
-            msgtype = bag.topics[topic].msgtype
-            if modality_of(msgtype) != modality:
-                raise BagError(f"{bag.path}: topic {topic} is {msgtype}, which does not convert to {modality}")
-            chosen[modality] = topic
-            continue
-        candidates = sorted(t for t, i in bag.topics.items() if modality_of(i.msgtype) == modality)
-        raw = [t for t in candidates if bag.topics[t].msgtype == IMAGE_TYPE]
-        if len(candidates) > 1 and len(raw) == 1:
-            candidates = raw
-        if len(candidates) > 1:
-            raise BagError(
-                f"{bag.path}: several {modality} topics ({', '.join(candidates)}); "
-                f"choose one with --topic {modality}=TOPIC"
-            )
-        if candidates:
-            bag.check_type(candidates[0])
-            chosen[modality] = candidates[0]
-    return chosen
-
-
-def plan(bag: BagReader, overrides: dict[str, str], reference: str) -> tuple[dict[str, str], list[str]]:
-    """(modality -> topic, ground-truth topics) to replay; BagError when the bag cannot be replayed."""
-    bag.require_messages()
-    chosen = select_topics(bag, overrides)
-    if reference in MODALITIES and reference not in chosen:
-        have = ", ".join(f"{t} ({i.msgtype})" for t, i in sorted(bag.topics.items()))
-        raise BagError(f"{bag.path}: no topic for the reference modality {reference}; topics: {have}")
-    if ("audio" in chosen and bag.topics[chosen["audio"]].msgtype == AUDIO_DATA_STAMPED
-            and not bag.topics_of_type(AUDIO_INFO)):
-        raise BagError(f"{bag.path}: topic {chosen['audio']} is AudioDataStamped but no {AUDIO_INFO} "
-                       "topic gives its format")
-    return chosen, bag.topics_of_type(TRUTH_TYPE)
 
 
 class Replayer:
@@ -122,60 +52,51 @@ class Replayer:
             overwrite: bool = False, progress: bool = True) -> ReplayResult:
         bag_path, out = Path(bag_path), Path(out)
         with BagReader(bag_path) as bag:
-            chosen, truth_topics = plan(bag, topics or {}, self.pipe.sync.cfg.reference)
+            source = BagSource(bag, topics, self.pipe.sync.cfg.reference)
             writer = BagWriter(out, overwrite=overwrite)  # after the checks: an old OUT survives a bad bag
-            res = ReplayResult(bag_path, out, self.pipe.model_id, self.pipe.backend.name, chosen,
-                               arrivals={m: Arrivals() for m in chosen}, commands=tuple(self.pipe.spec.commands),
-                               image_size=tuple(self.pipe.spec.image_size))
+            res = ReplayResult(bag_path, out, self.pipe.model_id, self.pipe.backend.name, dict(source.topics),
+                               arrivals={m: Arrivals() for m in source.topics},
+                               commands=tuple(self.pipe.spec.commands), image_size=tuple(self.pipe.spec.image_size))
             with writer:
                 writer.add_topic(STATE_TOPIC, FUSED_STATE)
-                for t in truth_topics:
+                for t in source.truth_topics:
                     info = bag.topics[t]
                     writer.add_topic(t, info.msgtype, msgdef=info.msgdef or None, digest=info.digest or None)
-                self._loop(bag, writer, chosen, truth_topics, res, progress)
+                self._loop(source, writer, res, progress)
             res.digest = _stream_digest(out)
         res.sync_stats = self.pipe.stats()
         return res
 
-    def _loop(self, bag: BagReader, writer: BagWriter, chosen: dict[str, str], truth_topics: list[str],
-              res: ReplayResult, progress: bool) -> None:
+    def _loop(self, source: BagSource, writer: BagWriter, res: ReplayResult, progress: bool) -> None:
         from tqdm import tqdm
 
-        by_topic = {t: m for m, t in chosen.items()}
         stamps = StampBook()
-        convert = _Converter()
-        info_topics = bag.topics_of_type(AUDIO_INFO) if "audio" in chosen else []
-        wanted = [*chosen.values(), *truth_topics, *info_topics]
-        total = sum(bag.topics[t].count or 0 for t in wanted) or None
-        n_images = bag.topics[chosen["image"]].count if "image" in chosen else None
+        n_images = source.bag.topics[source.topics["image"]].count if "image" in source.topics else None
         every = max(1, (n_images or 600) // max(1, self.n_snapshots))
         first_ns = last_ns = None
         t0 = time.perf_counter()
-        bar = tqdm(total=total, unit="msg", disable=not progress, file=sys.stderr, leave=False, desc="replay")
+        bar = tqdm(total=source.message_count(), unit="msg", disable=not progress, file=sys.stderr, leave=False,
+                   desc="replay")
         try:
-            for m in bag.messages(wanted):
+            for event in source.events():
+                m = event.message
                 bar.update(1)
                 res.messages += 1
                 first_ns = m.log_time if first_ns is None else first_ns
                 last_ns = m.log_time
-                arrival = m.log_time * 1e-9
-                msg = bag.decode(m)
-                if m.topic in truth_topics:
+                if event.kind == "truth":
                     writer.write(m.topic, m.log_time, m.data)
                     if self.trace:
-                        res.truth.append(_truth(msg))
+                        res.truth.append(_truth(event.decoded))
                     continue
-                if m.topic in info_topics:
-                    convert.audio_info = msg
+                if event.kind == "format":
                     continue
-                modality = by_topic[m.topic]
-                try:
-                    sample = convert(m.msgtype, msg, arrival)
-                except BadMessage as exc:
-                    self._bad(res, m.topic, f"message {m.index} at log time {arrival:.6f} s: {exc}")
+                if event.kind == "refused":
+                    self._bad(res, m.topic, f"message {m.index} at log time {event.arrival:.6f} s: {event.reason}")
                     continue
+                sample, modality, arrival = event.sample, event.modality, event.arrival
                 if modality == "image":
-                    stamps.add(sample.stamp, msg.header.stamp)
+                    stamps.add(sample.stamp, event.decoded.header.stamp)
                 if self.pipe.add(modality, sample, arrival) and self.trace:
                     res.arrivals[modality].add(sample.stamp, arrival)
                 for frame in self.pipe.frames(arrival):

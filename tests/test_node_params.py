@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from fusion_node import MODALITIES
+from fusion_node.audio_common import audio_data_stamped_from_msg, audio_stamped_from_msg
 from fusion_node.config import PipelineConfig, to_dict
 from fusion_node.convert import BadMessage
 from fusion_node.ros import params
-from fusion_node.ros.audio_common import audio_data_stamped_from_msg, audio_stamped_from_msg
 from fusion_node.ros.launch_support import apply_dds, dds_env, node_overrides, parse_bool, player_command
 from fusion_node.ros.messages import ERROR, OK, WARN, health
 from fusion_node.ros.monitor import NodeMonitor, Window

@@ -270,9 +270,9 @@ AUDIO_LAYOUTS = {
 }
 
 
-@pytest.mark.parametrize("layout", sorted(AUDIO_LAYOUTS))
-def test_audio_common_bag_with_a_compressed_twin_replays_like_the_original(bag: Path, models, tmp_path: Path,
-                                                                          layout: str) -> None:
+def write_robot_bag(bag: Path, out: Path, layout: str) -> Path:
+    """`bag` as a robot records it: its audio in an audio_common layout (ros-drivers with an
+    AudioInfo topic) and a CompressedImage twin of the camera."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_types_from_msg
     from rosbags.typesys import get_typestore as rosbags_typestore
@@ -296,7 +296,7 @@ def test_audio_common_bag_with_a_compressed_twin_replays_like_the_original(bag: 
                 info=T["audio_common_msgs/msg/AudioInfo"](format=8, channels=frame.channels,
                                                          rate=frame.sample_rate, chunk=pcm.size)))
 
-    with BagReader(bag) as src, Writer(tmp_path / "robot", version=9, storage_plugin=StoragePlugin.MCAP) as w:
+    with BagReader(bag) as src, Writer(out, version=9, storage_plugin=StoragePlugin.MCAP) as w:
         conns = {t: w.add_connection(t, i.msgtype, msgdef=i.msgdef, rihs01=i.digest)
                  for t, i in src.topics.items() if t != "/audio"}
         audio = w.add_connection("/audio", stamped_type, typestore=store)
@@ -315,6 +315,13 @@ def test_audio_common_bag_with_a_compressed_twin_replays_like_the_original(bag: 
                     w.write(twin, m.log_time, store.serialize_cdr(jpeg, "sensor_msgs/msg/CompressedImage"))
                 continue
             w.write(audio, m.log_time, store.serialize_cdr(audio_msg(src.decode(m)), stamped_type))
+    return out
+
+
+@pytest.mark.parametrize("layout", sorted(AUDIO_LAYOUTS))
+def test_audio_common_bag_with_a_compressed_twin_replays_like_the_original(bag: Path, models, tmp_path: Path,
+                                                                          layout: str) -> None:
+    write_robot_bag(bag, tmp_path / "robot", layout)
     original = replay(bag, models["torch"], tmp_path / "original")
     robot = replay(tmp_path / "robot", models["torch"], tmp_path / "converted")
     assert robot.topics["image"] == "/camera/image_raw" and robot.topics["audio"] == "/audio"
@@ -333,3 +340,39 @@ def test_humble_bag_replays_like_the_mcap_bag_of_the_same_world(bag: Path, model
     assert first.n_frames == second.n_frames == round(DURATION * 30)
     assert state_bytes(tmp_path / "a") == state_bytes(tmp_path / "b")
     assert first.digest == second.digest
+
+
+class RecordingBackend:
+    """A backend that keeps a copy of every input dict it runs: the model inputs replay produced."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.name, self.inputs = inner, inner.name, []
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.inputs.append({k: np.array(v, copy=True) for k, v in inputs.items()})
+        return self.inner.run(inputs)
+
+
+@pytest.mark.parametrize("source", ["sample", "ros-drivers", "mgonzs13"])
+def test_replay_and_the_dataset_builder_give_the_model_bit_identical_inputs(bag: Path, models, tmp_path: Path,
+                                                                            source: str) -> None:
+    """No train/serve skew: a bag read for training (BagSource + Frontend, stored as a SampleSet)
+    gives the model exactly the inputs replay (the node's path) gives it, frame by frame; also
+    for robot bags with audio_common audio and a compressed camera twin."""
+    from fusion_node.backends import create_backend
+    from fusion_node.config import SyncConfig
+    from fusion_node.dataset import build_from_bag
+    from fusion_node.model_dir import load_spec
+
+    path = bag if source == "sample" else write_robot_bag(bag, tmp_path / "robot", source)
+    cfg = PipelineConfig(model_dir=str(models["torch"]), backend="torch")
+    recorder = RecordingBackend(create_backend(cfg))
+    res = Replayer(Pipeline(cfg, backend=recorder, text_encoder=text_encoder())).run(path, tmp_path / "out",
+                                                                                   progress=False)
+    data = build_from_bag(path, load_spec(models["torch"]), SyncConfig(), text_encoder())
+    assert len(data) == len(recorder.inputs) == res.n_frames == round(DURATION * 30)
+    assert data.present[:, 1].sum() > 0.8 * len(data)  # the audio really is there
+    for i, served in enumerate(recorder.inputs):
+        trained = data.inputs(np.array([i]))
+        for name, value in served.items():
+            assert trained[name].dtype == value.dtype and np.array_equal(trained[name], value), (i, name)

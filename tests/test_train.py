@@ -242,7 +242,7 @@ def test_bag_without_ground_truth_is_a_clear_error(tmp_path, bags):
         for m in reader.messages():
             if m.topic != "/ground_truth":
                 writer.write(m.topic, m.log_time, m.data)
-    with pytest.raises(ValueError, match="no camera frame with a /ground_truth"):
+    with pytest.raises(ValueError, match="no camera frame with a fusion_msgs/GroundTruth message"):
         load_or_build([out], ModelSpec(), SyncConfig(), tmp_path / "cache", text_encoder=HashEmbedder(),
                       progress=False)
 

@@ -10,29 +10,32 @@ from fusion_node.config import PipelineConfig
 
 
 def bag_inputs(bag: str | Path, model_dir: str | Path, limit: int = 32) -> Iterator[dict[str, np.ndarray]]:
-    """Up to `limit` batch-1 input dicts: bag messages -> converters -> SyncBuffer -> preprocessing.
-
-    The Pipeline does the alignment and preprocessing, exactly as replay and the live node
-    do; only its backend is unused here (torch: no ONNX file is needed yet).
-    """
-    from fusion_node.dataset import bag_samples
-    from fusion_node.pipeline import Pipeline
+    """Up to `limit` batch-1 input dicts: the bag read by BagSource, aligned and preprocessed by
+    the Frontend, exactly as replay and the live node do (no backend is loaded)."""
+    from fusion_node.bag.reader import BagReader
+    from fusion_node.bag.source import BagSource
+    from fusion_node.frontend import Frontend
+    from fusion_node.model_dir import load_spec
+    from fusion_node.text import TextEncoder
 
     if limit < 1:
         raise ValueError(f"frame limit must be >= 1, got {limit}")
-    pipe = Pipeline(PipelineConfig(model_dir=str(model_dir), backend="torch"))
+    spec = load_spec(model_dir)
+    sync = PipelineConfig().sync
+    front = Frontend(spec, sync, TextEncoder(spec.text_encoder).encode)
     count = 0
-    for modality, sample, arrival, _topic, _msg in bag_samples(bag):
-        if sample is None:  # ground-truth topic
-            continue
-        pipe.add(modality, sample, arrival)
-        for frame in pipe.frames(arrival):
-            yield pipe.preprocess(frame)
-            count += 1
-            if count >= limit:
-                return
-    for frame in pipe.flush_frames():
-        yield pipe.preprocess(frame)
+    with BagReader(bag) as reader:
+        for event in BagSource(reader, reference=sync.reference).events():
+            if event.kind != "sample":
+                continue
+            front.add(event.modality, event.sample, event.arrival)
+            for frame in front.frames(event.arrival):
+                yield front.inputs(frame)
+                count += 1
+                if count >= limit:
+                    return
+    for frame in front.flush_frames():
+        yield front.inputs(frame)
         count += 1
         if count >= limit:
             return

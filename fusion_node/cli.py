@@ -13,6 +13,7 @@ import os
 import sys
 
 from fusion_node import rosenv
+from fusion_node.errors import UsageError
 
 # subcommand -> module providing register(); the order is the order of `fusion --help`.
 SUBCOMMANDS: dict[str, str] = {
@@ -28,10 +29,6 @@ SUBCOMMANDS: dict[str, str] = {
 }
 # Subcommands that talk DDS: their process needs the colcon-built fusion_msgs on the loader path.
 ROS_SUBCOMMANDS = frozenset({"node", "play", "record", "bench"})
-
-
-class UsageError(Exception):
-    """Bad input from the user: reported as one line, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from fusion_node.config import ModelSpec, from_dict
+from fusion_node.errors import ModelVerificationError
 
 # Defined there: that file also runs as a standalone script (export/trtexec_build.sh).
 from fusion_node.export.cache_key import sha256_file
@@ -26,10 +27,6 @@ CARD_FILE = "MODEL_CARD.md"
 MANIFEST_FILE = "manifest.json"
 ARTIFACTS = (SPEC_FILE, WEIGHTS_FILE, ONNX_FILE)  # what the manifest covers: everything that runs
 REWRITE_HINT = "`fusion export onnx --model-dir DIR` re-exports the graph and rewrites the manifest"
-
-
-class ModelVerificationError(ValueError):
-    """A model directory's files do not match its manifest; the message is one line naming the file."""
 
 
 def load_spec(model_dir: str | Path) -> ModelSpec:

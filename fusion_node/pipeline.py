@@ -14,6 +14,7 @@ import numpy as np
 
 from fusion_node import MODALITIES
 from fusion_node.config import ModelSpec, PipelineConfig, SyncConfig
+from fusion_node.errors import NonFiniteOutput
 from fusion_node.frames import AlignedFrame, FusedOutput, Sample
 from fusion_node.frontend import Frontend
 from fusion_node.model_dir import load_spec, model_id, verify
@@ -23,10 +24,6 @@ from fusion_node.sync import SyncBuffer
 # Outputs that FusedState carries in dedicated fields rather than in `outputs`.
 _STATE, _WEIGHTS = "state", "weights"
 _EXTRAS = ("image_attention",)
-
-
-class NonFiniteOutput(ValueError):
-    """The model produced NaN or inf: the result must not be published as if valid."""
 
 
 class Pipeline:

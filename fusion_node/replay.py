@@ -31,8 +31,8 @@ from fusion_node.bag.writer import BagWriter
 from fusion_node.config import PipelineConfig, from_dict, load_yaml
 from fusion_node.contract import STATE_TOPIC
 from fusion_node.convert import stamp_to_sec
+from fusion_node.errors import NonFiniteOutput
 from fusion_node.frames import AlignedFrame, FusedOutput
-from fusion_node.pipeline import NonFiniteOutput
 from fusion_node.replay_result import Arrivals, FrameTrace, ReplayResult, Truth
 from fusion_node.stamps import StampBook
 

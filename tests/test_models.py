@@ -232,7 +232,8 @@ def test_every_artifact_is_verified_and_covered_by_model_id(tmp_path):
     """A flipped byte in any artifact, or one added by hand, is refused naming the file; the
     model_id changes with every artifact (not only the weights)."""
     from fusion_node.config import PipelineConfig
-    from fusion_node.model_dir import ModelVerificationError, verify, write_manifest
+    from fusion_node.errors import ModelVerificationError
+    from fusion_node.model_dir import verify, write_manifest
     from fusion_node.pipeline import Pipeline
 
     spec, model = _model("gated")

@@ -44,7 +44,7 @@ def register(subparsers: Any) -> None:
 
 def _unavailable(name: str, exc: Exception):
     def run(_args: argparse.Namespace) -> int:
-        from fusion_node.cli import UsageError
+        from fusion_node.errors import UsageError
 
         raise UsageError(f"fusion bench {name}: unavailable: {exc}")
 

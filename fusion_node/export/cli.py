@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from fusion_node.cli import UsageError
+from fusion_node.errors import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -136,7 +136,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fusion_node.cli import UsageError
+    from fusion_node.errors import UsageError
     from fusion_node.models import load_model
 
     if args.opset < MIN_OPSET:

@@ -43,7 +43,7 @@ def parse_batch(text: str | None) -> tuple[int, int, int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fusion_node.cli import UsageError
+    from fusion_node.errors import UsageError
 
     if args.precision == "int8" and not args.calib_bag:
         raise UsageError("--precision int8 needs --calib-bag")

@@ -42,8 +42,8 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from fusion_node import MODALITIES, convert
 from fusion_node.audio_common import audio_data_stamped_from_msg, audio_stamped_from_msg
+from fusion_node.errors import NonFiniteOutput
 from fusion_node.frames import AlignedFrame
-from fusion_node.pipeline import NonFiniteOutput
 from fusion_node.ratelimit import RateLimiter
 from fusion_node.ros import messages, params
 from fusion_node.ros.logbridge import RosLogBridge

@@ -17,13 +17,13 @@ from fusion_node.errors import UsageError
 
 # subcommand -> module providing register(); the order is the order of `fusion --help`.
 SUBCOMMANDS: dict[str, str] = {
-    "node": "fusion_node.ros.node_cli",
+    "node": "fusion_node.commands.node",
     "play": "fusion_node.ros.player",
     "record": "fusion_node.ros.recorder",
-    "replay": "fusion_node.replay",
-    "sample-bag": "fusion_node.world.sample_bag",
-    "train": "fusion_node.train",
-    "eval": "fusion_node.evaluate",
+    "replay": "fusion_node.commands.replay",
+    "sample-bag": "fusion_node.commands.sample_bag",
+    "train": "fusion_node.commands.train",
+    "eval": "fusion_node.commands.eval",
     "export": "fusion_node.export.cli",
     "bench": "fusion_node.bench.cli",
 }

@@ -1,4 +1,5 @@
-"""`fusion replay BAG`: the pipeline over a bag offline, deterministically and as fast as it runs.
+"""Replaying a bag through the pipeline offline, deterministically and as fast as it runs
+(the command: fusion_node.commands.replay).
 
 The bag's log time is the arrival clock: each message is converted, added to the pipeline at
 its log time, and the pipeline is polled at that time, so alignment decisions (waits, drops,
@@ -12,10 +13,8 @@ optionally a golden file or a comparison with one, and an HTML report.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,10 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from fusion_node import MODALITIES
 from fusion_node.bag.fused import FUSED_STATE, fused_state_msg
 from fusion_node.bag.reader import BagError, BagReader
-from fusion_node.bag.source import BagSource, plan
+from fusion_node.bag.source import BagSource
 from fusion_node.bag.writer import BagWriter
 from fusion_node.config import PipelineConfig, from_dict, load_yaml
 from fusion_node.contract import STATE_TOPIC
@@ -171,7 +169,7 @@ def _stream_digest(out: Path) -> str:
     return h.hexdigest()
 
 
-# -- configuration and CLI ---------------------------------------------------------------------
+# -- configuration ---------------------------------------------------------------------------------
 def pipeline_config(config: str | None, model: str | None, backend: str | None, device: str | None) -> PipelineConfig:
     """PipelineConfig from a YAML file (PipelineConfig fields, or the node's ROS params file such
     as config/fusion.yaml, so replay aligns exactly like the node) and command-line overrides."""
@@ -193,98 +191,3 @@ def pipeline_config(config: str | None, model: str | None, backend: str | None, 
     if not Path(cfg.model_dir).is_dir():
         raise FileNotFoundError(f"model directory not found: {cfg.model_dir}")
     return cfg
-
-
-def _topic_overrides(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        modality, sep, topic = item.partition("=")
-        if not sep or modality not in MODALITIES or not topic.startswith("/"):
-            raise ValueError(f"bad --topic {item!r}: expected MODALITY=/topic with MODALITY in {', '.join(MODALITIES)}")
-        out[modality] = topic
-    return out
-
-
-DESCRIPTION = """Run the fusion pipeline over a bag offline: deterministic (bit-identical
-FusedState for the same bag, model and backend) and as fast as the machine allows. The bag's
-log time is the arrival clock. Writes OUT (an MCAP rosbag2 with /fusion/state and copies of
-ground-truth topics) and OUT/replay.json; prints the real-time factor."""
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("replay", help="run the pipeline over a bag offline", description=DESCRIPTION)
-    p.add_argument("bag", metavar="BAG", help="rosbag2 directory, .mcap or .db3 file")
-    p.add_argument("--out", metavar="OUT", help="output bag directory (default: BAG.replay)")
-    p.add_argument("--model", metavar="DIR", help="model directory (default: the config's, models/default)")
-    p.add_argument("--config", metavar="YAML",
-                   help="pipeline config: the node's params file (config/fusion.yaml) or PipelineConfig fields")
-    p.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "torch"), help="inference backend")
-    p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="inference device")
-    p.add_argument("--topic", nargs="+", default=[], metavar="MODALITY=TOPIC",
-                   help="use TOPIC for a modality (default: the one topic of the matching type)")
-    p.add_argument("--report", metavar="DIR", help="write an HTML report with plots into DIR")
-    p.add_argument("--golden", metavar="FILE", help="compare with a stored golden output; exit 1 on regression")
-    p.add_argument("--write-golden", metavar="FILE", help="store this run's output as a golden file")
-    p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance for --golden (default 1e-4)")
-    p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance for --golden (default 1e-3)")
-    p.add_argument("--threads", type=int, default=1, metavar="N",
-                   help="torch intra-op threads for the text encoder and torch backend (default 1: "
-                        "reproducible across machines, and far faster than spinning threads on a busy CPU)")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    from fusion_node.golden import compare_golden, write_golden
-    from fusion_node.pipeline import Pipeline
-
-    bag = Path(args.bag)
-    out = Path(args.out) if args.out else bag.with_name(bag.name + ".replay")
-    overrides = _topic_overrides(args.topic)
-    cfg = pipeline_config(args.config, args.model, args.backend, args.device)
-    if args.threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {args.threads}")
-    # Check the bag and the output before spending seconds loading the model.
-    with BagReader(bag) as reader:
-        plan(reader, overrides, cfg.sync.reference)
-    if out.exists() and not args.overwrite:
-        raise ValueError(f"{out}: output exists (choose another --out or pass --overwrite)")
-    import torch
-
-    torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    pipe = Pipeline(cfg)
-    # Load the sentence encoder now (seconds), not inside the timed loop at the first
-    # instruction; encode_batch leaves the embedding cache untouched.
-    pipe.text_encoder.encode_batch(["warm up"])
-    startup = time.perf_counter() - t0
-    replayer = Replayer(pipe, trace=bool(args.report))
-    res = replayer.run(bag, out, overrides, overwrite=args.overwrite, progress=not args.no_progress)
-    res.startup_wall = startup
-    summary = res.summary()
-    status = 0
-    if args.write_golden:
-        write_golden(args.write_golden, out, summary)
-    if args.golden:
-        verdict = compare_golden(args.golden, out, atol=args.atol, rtol=args.rtol)
-        summary["golden"] = verdict.to_dict()
-        if not verdict.ok:
-            print(f"error: golden regression against {args.golden}: {verdict.reason}", file=sys.stderr)
-            status = 1
-    (out / REPORT_JSON).write_text(json.dumps(summary, indent=2) + "\n")
-    if args.report:
-        from fusion_node.report import write_report
-
-        t_report = time.perf_counter()
-        page = write_report(res, args.report)
-        print(f"report: {page} ({time.perf_counter() - t_report:.1f} s)")
-    print(
-        f"replayed {res.messages} messages, {res.n_frames} fused frames, {res.bag_duration:.2f} s of bag "
-        f"in {res.loop_wall:.2f} s: {res.realtime_factor:.1f}x real time ({res.backend}, {res.model_id}); "
-        f"wrote {out}"
-    )
-    if res.error:
-        print(f"error: {res.error} (outputs up to the fault were written)", file=sys.stderr)
-        return 1
-    return status

@@ -194,6 +194,7 @@ def test_missing_input_file_fails_with_one_line(name, fusion_cmd, ros_env, tmp_p
 
 def test_sample_bag_storage_choices_are_write_bags():
     """sample_bag lists the storages without importing the simulator; they must stay write_bag's."""
-    from fusion_node.world import bag, sample_bag
+    from fusion_node.commands import sample_bag
+    from fusion_node.world import bag
 
     assert sample_bag.STORAGES == bag.STORAGES

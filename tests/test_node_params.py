@@ -282,7 +282,7 @@ def test_play_bag_picks_the_audio_preset_the_bag_carries(tmp_path):
 
 
 def test_node_cli_builds_ros_arguments():
-    from fusion_node.ros.node_cli import register, ros_arguments
+    from fusion_node.commands.node import register, ros_arguments
 
     sub = argparse.ArgumentParser().add_subparsers()
     register(sub)

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from fusion_node.cli import main
 from fusion_node.config import ModelSpec, SyncConfig
 from fusion_node.dataset import SampleSet, build_from_bag, load_or_build
-from fusion_node.evaluate import CONDITIONS, evaluate_models, task_metrics, write_model_card
+from fusion_node.evaluate import CONDITIONS, evaluate_models, task_metrics
+from fusion_node.model_card import write_model_card
 from fusion_node.models import load_model
 from fusion_node.train import TrainConfig, train
 from fusion_node.world import World, WorldConfig, write_bag
@@ -214,7 +215,7 @@ def test_pointer_loss_targets_the_grid_cell_of_the_target():
 
 
 def test_world_overrides_are_checked():
-    from fusion_node.evaluate import parse_overrides
+    from fusion_node.commands.eval import parse_overrides
 
     assert parse_overrides(["camera_latency=0.06", "reorder=0.02"]) == {"camera_latency": 0.06, "reorder": 0.02}
     with pytest.raises(ValueError, match="WorldConfig field"):

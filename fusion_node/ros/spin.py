@@ -1,6 +1,6 @@
 """Running the fusion node as a process: the executor, stop signals, the spin loop and the exit.
 
-`ros2 run fusion_node fusion_node` (main) and `fusion node` (node_cli) both end up in spin().
+`ros2 run fusion_node fusion_node` (main) and `fusion node` (commands/node.py) both end up in spin().
 The node class itself (fusion_node.ros.node) knows nothing of processes or signals beyond the
 `loading` flag a stop signal reads.
 """

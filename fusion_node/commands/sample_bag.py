@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from .config import WorldConfig, varied_config
+from fusion_node.world.config import WorldConfig, varied_config
 
-# The storages write_bag accepts (fusion_node.world.bag.STORAGES; not imported: it pulls in the simulator).
+# The storages write_bag accepts (fusion_node.world.bag.STORAGES; not imported here: it pulls in the
+# simulator, and `fusion --help` imports every command).
 STORAGES = ("mcap", "sqlite3", "humble")
 
 DESCRIPTION = """\
@@ -74,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .bag import write_bag
+    from fusion_node.world.bag import write_bag
 
     config = WorldConfig(width=args.camera_size[0], height=args.camera_size[1], camera_rate=args.camera_rate,
                          joint_rate=args.joint_rate, reorder=args.reorder, split_joints=args.split_joints,

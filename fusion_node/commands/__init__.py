@@ -1,0 +1,1 @@
+"""The `fusion` subcommands whose library lives elsewhere: options, I/O and exit status only."""

@@ -1,0 +1,84 @@
+"""`fusion train`: the command around fusion_node.train (options, data, export, model card)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from pathlib import Path
+
+from fusion_node.config import SyncConfig, from_dict, load_yaml
+from fusion_node.train import TrainConfig, train
+from fusion_node.world.episodes import DEFAULT_CACHE, TRAIN_SEED_BASE, generated_bags
+
+DESCRIPTION = """\
+Train a fusion model. Data: --bags (rosbag2 bags and/or .npz dataset files; bags are turned
+into samples through the pipeline's SyncBuffer and preprocessing once and cached under
+--cache) or --generate N simulated world episodes. Settings: --config YAML with TrainConfig
+keys, overridden by flags. Writes OUT/config.json, OUT/model.safetensors (+ model.onnx with
+--export), OUT/train_log.json and a checkpoint after every epoch (--resume continues it).
+Under torchrun with several processes training is data-parallel (DDP)."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train a fusion model on bags or simulated episodes",
+                              description=DESCRIPTION)
+    p.add_argument("--config", help="YAML file with TrainConfig keys")
+    p.add_argument("--bags", nargs="+", default=[], metavar="PATH", help="bags and/or dataset .npz files")
+    p.add_argument("--generate", type=int, metavar="N", help="generate N world episodes (ignored with --bags)")
+    p.add_argument("--episode-seconds", type=float, help="length of generated episodes (default 20)")
+    p.add_argument("--fusion", help="concat | gated | static | attention | late")
+    p.add_argument("--name", help="model name (default fusion-<fusion>)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--contrastive", type=float, metavar="W", help="auxiliary contrastive loss weight")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--cache", default=DEFAULT_CACHE, help=f"dataset/episode cache (default {DEFAULT_CACHE})")
+    p.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
+    p.add_argument("--export", action="store_true", help="also write OUT/model.onnx")
+    p.add_argument("--until-epoch", type=int, metavar="E", help="stop after epoch E (0-based); --resume continues")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+_FLAG_FIELDS = {"fusion": "fusion", "name": "name", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
+                "seed": "seed", "contrastive": "contrastive_weight", "threads": "threads",
+                "generate": "episodes", "episode_seconds": "episode_seconds"}
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    data = load_yaml(args.config) if args.config else {}
+    cfg = from_dict(TrainConfig, data)
+    overrides = {f: getattr(args, a) for a, f in _FLAG_FIELDS.items() if getattr(args, a, None) is not None}
+    cfg = dataclasses.replace(cfg, **overrides)
+    cfg.validate()
+    return cfg
+
+
+def load_training_data(cfg: TrainConfig, bags: list[str], cache: Path, progress: bool):
+    from fusion_node.dataset import load_or_build
+
+    spec = cfg.model_spec()
+    if not bags:
+        if cfg.episodes < 1:
+            raise ValueError("give --bags PATH... or --generate N")
+        bags = [str(p) for p in generated_bags(cache, cfg.episodes, cfg.episode_seconds, TRAIN_SEED_BASE,
+                                               world_overrides=cfg.world, progress=progress)]
+    return load_or_build(bags, spec, SyncConfig(), cache / "datasets", stride=cfg.stride, progress=progress)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    progress = not args.no_progress
+    data = load_training_data(cfg, args.bags, Path(args.cache), progress)
+    summary = train(cfg, data, args.out, resume=args.resume, progress=progress, export=args.export,
+                    until_epoch=args.until_epoch)
+    if int(os.environ.get("RANK", "0")) == 0:
+        last = summary["history"][-1] if summary["history"] else {}
+        vals = ", ".join(f"{k[4:]} {v:.3f}" for k, v in last.items() if k.startswith("val_"))
+        tail = f"; val: {vals}" if vals else ""
+        print(f"wrote {args.out} ({summary['name']}, {summary['parameters']} parameters, "
+              f"{summary['samples']['train']} train samples, {summary['seconds']:.0f} s){tail}")
+    return 0

@@ -182,13 +182,13 @@ class FusionNode(LifecycleNode):
         self._limiter.emit(key, text, self.get_logger().warning)
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def _LifecycleNode__on_change_state(self, request, response):
+    def _LifecycleNodeMixin__on_change_state(self, request, response):
         """The ~/change_state service. rclpy before Kilted (Jazzy's 7.x) lets the error of a
         transition that is invalid in the current state (activate while unconfigured) escape the
         service callback: the caller never gets an answer and the exception reaches the executor.
         Answer it as Kilted does: success false, the state unchanged, one logged line."""
         try:
-            return super()._LifecycleNode__on_change_state(request, response)
+            return super()._LifecycleNodeMixin__on_change_state(request, response)
         except _rclpy.RCLError as exc:
             self.get_logger().error(f"transition {request.transition.id} {request.transition.label!r} refused in "
                                     f"state {self._state_machine.current_state[1]}: {exc}")

@@ -403,3 +403,13 @@ def test_transport_loss_is_inferred_from_camera_stamp_gaps_and_audio_continuity(
     image = {s.name.split(": ")[1]: s for s in health(_snapshot(mon, 3.0), second, {}, **kw)}["input image"]
     assert image.level == WARN and "49% lost in transport" in image.message and "docs/node.md" in image.message
     assert image.values["transport_loss_pct"] == "49.15"  # 29 of 59 frames: 30 arrived, 29 gaps
+
+
+def test_the_change_state_guard_overrides_the_handler_rclpy_calls():
+    """rclpy binds ~/change_state to LifecycleNodeMixin's private handler; the node's guard (which
+    answers invalid transitions on Jazzy) must override that exact name to take effect."""
+    lifecycle = pytest.importorskip("rclpy.lifecycle.node")
+    from fusion_node.ros.node import FusionNode
+
+    name = "_LifecycleNodeMixin__on_change_state"
+    assert name in vars(lifecycle.LifecycleNodeMixin) and name in vars(FusionNode)

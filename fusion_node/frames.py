@@ -62,6 +62,8 @@ class AlignedFrame:
     audio_gap: float = 0.0  # fraction of the audio window zero-filled
     arrival: float = 0.0  # arrival (receive) time of the last input the frame needed
     used: dict[str, tuple[float, ...]] = field(default_factory=dict)  # sample stamps used
+    last_input: str = ""  # the modality whose arrival completed the frame (the reference when none came later)
+    released: float = float("nan")  # when the driver took the frame from the sync buffer (arrival clock)
 
 
 @dataclass
@@ -78,3 +80,4 @@ class FusedOutput:
     outputs: dict[str, np.ndarray]  # task heads, each flattened float32
     latency: float  # seconds from the last needed input's arrival to result
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. image attention map
+    stages: dict[str, float] = field(default_factory=dict)  # s spent in "preprocess" and "inference"

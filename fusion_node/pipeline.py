@@ -71,15 +71,20 @@ class Pipeline:
     def infer(self, frame: AlignedFrame, now: float | None = None) -> FusedOutput:
         """Run the model on one frame. `now` (arrival clock) dates the result for the latency."""
         t0 = time.perf_counter()
-        outputs = self.backend.run(self.frontend.inputs(frame))
-        compute = time.perf_counter() - t0
+        inputs = self.frontend.inputs(frame)
+        t1 = time.perf_counter()
+        outputs = self.backend.run(inputs)
+        t2 = time.perf_counter()
+        compute = t2 - t0
         self.frames_inferred += 1
         bad = [name for name, value in outputs.items() if not np.isfinite(value).all()]
         if bad:
             self.nonfinite += 1
             raise NonFiniteOutput(f"non-finite model output ({', '.join(sorted(bad))}) at {frame.stamp:.6f} s")
         waited = max(0.0, (now if now is not None else frame.arrival) - frame.arrival)
-        return self._to_output(frame, outputs, latency=waited + compute)
+        out = self._to_output(frame, outputs, latency=waited + compute)
+        out.stages.update(preprocess=t1 - t0, inference=t2 - t1)
+        return out
 
     def _to_output(self, frame: AlignedFrame, outputs: dict[str, np.ndarray], latency: float) -> FusedOutput:
         weights = np.asarray(outputs[_WEIGHTS], dtype=np.float32).reshape(-1)

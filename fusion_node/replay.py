@@ -128,6 +128,9 @@ class Replayer:
         res.delays.append(now - frame.stamp)
         res.latencies.append(wait)
         res.computes.append(compute)
+        res.preprocesses.append(out.stages.get("preprocess", 0.0))
+        res.inferences.append(out.stages.get("inference", 0.0))
+        res.waited_for[frame.last_input] = res.waited_for.get(frame.last_input, 0) + 1
         if not self.trace:
             return
         res.frames.append(_trace(frame, out, now, compute))

@@ -60,6 +60,9 @@ class ReplayResult:
     delays: array.array = field(default_factory=lambda: array.array("d"))  # stamp -> frame, arrival clock
     latencies: array.array = field(default_factory=lambda: array.array("d"))  # last input -> frame
     computes: array.array = field(default_factory=lambda: array.array("d"))  # wall s per frame
+    preprocesses: array.array = field(default_factory=lambda: array.array("d"))  # wall s of it preprocessing
+    inferences: array.array = field(default_factory=lambda: array.array("d"))  # wall s of it in the backend
+    waited_for: dict[str, int] = field(default_factory=dict)  # the input that completed each frame
     frames: list[FrameTrace] = field(default_factory=list)
     arrivals: dict[str, Arrivals] = field(default_factory=dict)
     truth: list[Truth] = field(default_factory=list)
@@ -81,8 +84,8 @@ class ReplayResult:
         return self.bag_duration / self.loop_wall if self.loop_wall > 0 else float("inf")
 
     def summary(self) -> dict[str, Any]:
-        lat, delay, comp = (np.asarray(a) if len(a) else np.zeros(1)
-                            for a in (self.latencies, self.delays, self.computes))
+        lat, delay, comp, pre, inf = (np.asarray(a) if len(a) else np.zeros(1) for a in (
+            self.latencies, self.delays, self.computes, self.preprocesses, self.inferences))
         return {
             "bag": str(self.bag),
             "out": str(self.out),
@@ -100,6 +103,11 @@ class ReplayResult:
             "delay_ms": _percentiles(delay * 1e3),  # reference stamp -> fused frame, arrival clock
             "latency_ms": _percentiles(lat * 1e3),  # last needed input -> fused frame, arrival clock
             "compute_ms": _percentiles(comp * 1e3),
+            # The node's stages that replay has: the sync wait on the arrival clock (= latency_ms),
+            # preprocessing and inference on this machine's clock (docs/node.md).
+            "stages_ms": {"sync": _percentiles(lat * 1e3), "preprocess": _percentiles(pre * 1e3),
+                          "inference": _percentiles(inf * 1e3)},
+            "waited_for": dict(sorted(self.waited_for.items())),
             "fused_state_sha256": self.digest,
             "sync": self.sync_stats,
             "error": self.error,

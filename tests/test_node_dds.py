@@ -116,6 +116,15 @@ def test_player_node_consumer_counts_and_fields(live_node, ros_env, tmp_path):
     assert int(inputs["joints"]["values"]["received"]) > int(inputs["audio"]["values"]["received"])
     # Every published state reached the consumer (reliable), and every fused frame is accounted for.
     assert int(inference["values"]["published"]) == len(consumer["samples"])
+    # Where the time goes: every stage of the node, adding up; on this simulated clock the camera's
+    # transport (stamp -> receipt) is not measurable, so it and the total are left out, not faked.
+    v = {k: float(x) for k, x in inference["values"].items() if k.startswith(("stage_", "waited_for_"))}
+    for stage in ("convert", "sync", "queue", "preprocess", "inference", "publish", "node"):
+        assert 0.0 <= v[f"stage_{stage}_p50_ms"] <= v[f"stage_{stage}_p99_ms"] < 5000.0, (stage, v)
+    assert v["stage_inference_p50_ms"] > 0.0 and "stage_transport_p50_ms" not in v and "stage_total_p50_ms" not in v
+    parts = sum(v[f"stage_{s}_p50_ms"] for s in ("convert", "sync", "queue", "preprocess", "inference", "publish"))
+    assert parts == pytest.approx(v["stage_node_p50_ms"], rel=0.5, abs=2.0)  # medians of parts, not of the sum
+    assert sum(n for k, n in v.items() if k.startswith("waited_for_")) >= len(consumer["samples"]) - 2
 
 
 def test_malformed_message_of_each_type_is_counted_and_survived(live_node, ros_env, tmp_path):

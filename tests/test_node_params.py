@@ -413,3 +413,27 @@ def test_the_change_state_guard_overrides_the_handler_rclpy_calls():
 
     name = "_LifecycleNodeMixin__on_change_state"
     assert name in vars(lifecycle.LifecycleNodeMixin) and name in vars(FusionNode)
+
+
+def test_frame_stages_add_up_and_name_what_the_frame_waited_for():
+    from fusion_node.ros.monitor import STAGES, frame_stages
+
+    out = SimpleNamespace(stages={"preprocess": 0.002, "inference": 0.004})
+    # camera received at 10.000, converted at 10.001; audio completed the frame at 10.015
+    frame = SimpleNamespace(arrival=10.015, last_input="audio", released=10.016)
+    stages, waited = frame_stages(frame, out, (10.0, 10.001, 0.003), picked=10.017, published=10.0245)
+    assert set(stages) == set(STAGES) and waited == "audio"
+    assert stages["convert"] == pytest.approx(0.001) and stages["sync"] == pytest.approx(0.015)
+    assert stages["queue"] == pytest.approx(0.001) and stages["publish"] == pytest.approx(0.0015)
+    parts = sum(stages[s] for s in ("convert", "sync", "queue", "preprocess", "inference", "publish"))
+    assert parts == pytest.approx(stages["node"]) and stages["total"] == pytest.approx(0.0245 + 0.003)
+    # nothing came after the camera, and the frame left at once / on a max_wait deadline
+    at_once = SimpleNamespace(arrival=10.0, last_input="image", released=10.0015)
+    assert frame_stages(at_once, out, (10.0, 10.001, 0.0), 10.002, 10.01)[1] == "none"
+    late = SimpleNamespace(arrival=10.0, last_input="image", released=10.08)
+    assert frame_stages(late, out, (10.0, 10.001, 0.0), 10.081, 10.09)[1] == "deadline"
+    monitor = NodeMonitor(MODALITIES)
+    monitor.frame_stages({**stages, "transport": math.nan}, waited)  # simulated clock: no transport figure
+    snap = monitor.snapshot(0.0)
+    assert snap["stages"]["transport"]["n"] == 0 and snap["stages"]["node"]["n"] == 1
+    assert snap["waited_for"] == {"audio": 1}

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from fusion_node import MODALITIES
 from fusion_node.bag.reader import BagError, BagReader
 from fusion_node.cli import main
 from fusion_node.config import ModelSpec, PipelineConfig
@@ -105,6 +106,11 @@ def test_replay_twice_is_bit_identical_with_one_state_per_camera_frame(bag: Path
     assert list(state.modalities) == ["image", "audio", "joints", "text"]
     assert state.model_id == first.model_id and state.state.size == 128
     assert first.realtime_factor > 0 and first.bag_duration == pytest.approx(DURATION, abs=0.1)
+    summary = first.summary()
+    assert set(summary["stages_ms"]) == {"sync", "preprocess", "inference"}
+    assert summary["stages_ms"]["sync"] == summary["latency_ms"] and summary["stages_ms"]["inference"]["p50"] > 0
+    # every frame names the input that completed it (the world's camera latency makes it mostly another)
+    assert sum(summary["waited_for"].values()) == len(stamps) and set(summary["waited_for"]) <= set(MODALITIES)
 
 
 @pytest.fixture(scope="module")

@@ -621,3 +621,21 @@ def test_a_window_shredded_into_many_rates_places_only_the_newest_runs():
     assert frame.present["audio"] and len(frame.used["audio"]) == MAX_RUNS
     covered = np.count_nonzero(frame.audio) / frame.audio.size
     assert frame.audio_gap == pytest.approx(1.0 - covered, abs=0.01) and frame.audio_gap > 0.9
+
+
+def test_a_frame_names_the_input_whose_arrival_completed_it():
+    """The camera at 0.1 s arrives first; the joints around it and the audio up to it come later:
+    the frame leaves on whichever arrived last, and says which (the node reports it per frame)."""
+    cfg = SyncConfig(joint_names=NAMES)
+    late_audio = [(0.1005, "image", img(0.1))]
+    late_audio += [(0.101 + k * 1e-4, "joints", joints(0.098 + 0.002 * k)) for k in range(3)]
+    late_audio += [(0.12, "audio", chunk(k * 320)) for k in range(6)]  # 0-0.12 s of audio, in one burst
+    frames = feed(SyncBuffer(cfg), sorted(late_audio, key=lambda m: m[0]))
+    assert frames[0].stamp == 0.1 and frames[0].present["audio"] and frames[0].last_input == "audio"
+    assert frames[0].arrival == 0.12
+    late_joints = [(0.1005, "image", img(0.1))] + [(0.101, "audio", chunk(k * 320)) for k in range(6)]
+    late_joints += [(0.13 + k * 1e-4, "joints", joints(0.098 + 0.002 * k)) for k in range(3)]
+    frames = feed(SyncBuffer(cfg), sorted(late_joints, key=lambda m: m[0]))
+    assert frames[0].last_input == "joints" and frames[0].arrival == pytest.approx(0.1301)
+    alone = feed(SyncBuffer(cfg), [(0.1005, "image", img(0.1))])  # nothing else: flushed as it is
+    assert alone[0].last_input == "image" and alone[0].arrival == 0.1005

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from fusion_node.contract import STATE_TOPIC
+from fusion_node.ros.monitor import STAGES
 
 PROCS = "fusion_node.bench.e2e_procs"
 CAMERA_TOPIC = "/camera/image_raw"
@@ -252,6 +253,11 @@ def summarise(player: dict[str, Any], consumer: dict[str, Any]) -> dict[str, Any
         row["inference_p99_ms"] = _float(inference.get("inference_p99_ms"))
         row["backend"] = inference.get("backend")
         row["model_id"] = inference.get("model_id")
+        for pct in ("p50", "p99"):
+            row[f"stages_{pct}_ms"] = {name: _float(inference[f"stage_{name}_{pct}_ms"]) for name in STAGES
+                                       if f"stage_{name}_{pct}_ms" in inference}
+        row["waited_for"] = {k[len("waited_for_"):]: int(float(v)) for k, v in inference.items()
+                             if k.startswith("waited_for_")}
     return row
 
 
@@ -368,6 +374,14 @@ def table(report: dict[str, Any]) -> str:
             if r["p99_ms"] is not None and b["p99_ms"] is not None:
                 lines.append(f"{m['mode']}: node overhead at {r['rate_hz']:g} Hz: "
                              f"p50 +{r['p50_ms'] - b['p50_ms']:.2f} ms, p99 +{r['p99_ms'] - b['p99_ms']:.2f} ms over transport")
+    for r in (r for r in rows if r.get("stages_p50_ms")):
+        st = r["stages_p50_ms"]
+        parts = ", ".join(f"{name} {value:.2f}" for name, value in st.items())
+        delivery = (f"; FusedState delivery (e2e p50 - total p50) {r['p50_ms'] - st['total']:.2f}"
+                    if r.get("p50_ms") is not None and st.get("total") is not None else "")
+        waited = ", ".join(f"{k} {n}" for k, n in sorted(r.get("waited_for", {}).items()))
+        lines.append(f"{r['mode']}: stages at {r['rate_hz']:g} Hz, p50 ms: {parts}{delivery}; frames completed by: "
+                     f"{waited or '-'}")
     for t in report["targets"]:
         lines.append(
             f"{t['mode']}: target at {TARGET_RATE:g} Hz (0 drops, p99 <= transport p99 + inference p99 + "

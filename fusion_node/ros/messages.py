@@ -143,6 +143,12 @@ def health(
               "inference_p50_ms": _fmt(inf["p50"] * 1e3), "inference_p99_ms": _fmt(inf["p99"] * 1e3),
               "latency_p50_ms": _fmt(lat["p50"] * 1e3), "latency_p99_ms": _fmt(lat["p99"] * 1e3),
               "latency_max_ms": _fmt(lat["max"] * 1e3)}
+    for name, s in snapshot.get("stages", {}).items():  # where the time goes (docs/node.md)
+        if s["n"]:
+            values[f"stage_{name}_p50_ms"] = _fmt(s["p50"] * 1e3)
+            values[f"stage_{name}_p99_ms"] = _fmt(s["p99"] * 1e3)
+    for what, n in sorted(snapshot.get("waited_for", {}).items()):
+        values[f"waited_for_{what}"] = _fmt(n)
     if snapshot["last_error"]:
         values["last_error"] = snapshot["last_error"]
     level, parts = OK, [f"{snapshot['published']} published"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +29,47 @@ class Window:
         v = np.fromiter(self._values, dtype=np.float64)
         return {"n": int(v.size), "p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99)),
                 "max": float(v.max())}
+
+
+# Stages of one frame, in order (docs/node.md, "Where the time goes"). transport: camera stamp
+# -> receipt in the callback (ROS clock; NaN on a simulated clock); convert: the message ->
+# sample; sync: waiting in the sync buffer for the other inputs (or their deadlines); queue:
+# waiting for the inference worker; preprocess; inference (the backend); publish: building and
+# publishing FusedState. node = convert..publish; total = transport + node.
+STAGES = ("transport", "convert", "sync", "queue", "preprocess", "inference", "publish", "node", "total")
+# A frame released this long after its last input arrived left on a deadline, not on completion.
+DEADLINE_SLACK = 0.002
+
+
+def frame_stages(frame: Any, out: Any, note: tuple[float, float, float], picked: float,
+                 published: float) -> tuple[dict[str, float], str]:
+    """(seconds per stage, what the frame waited for) of one published frame.
+
+    `note` is (receipt, converted, transport) of its reference message; `picked` and `published`
+    are when the worker took the frame and when FusedState left, all on the monotonic clock.
+    What it waited for: the modality whose arrival completed it, "deadline" when it left on a
+    max_wait deadline, "none" when everything was there when the reference arrived.
+    """
+    receipt, converted, transport = note
+    preprocess, inference = out.stages.get("preprocess", 0.0), out.stages.get("inference", 0.0)
+    stages = {
+        "transport": transport,
+        "convert": converted - receipt,
+        "sync": max(0.0, frame.released - converted),
+        "queue": max(0.0, picked - frame.released),
+        "preprocess": preprocess,
+        "inference": inference,
+        "publish": max(0.0, published - picked - preprocess - inference),
+        "node": published - receipt,
+    }
+    stages["total"] = transport + stages["node"]
+    if frame.arrival > receipt and frame.last_input:
+        waited = frame.last_input
+    elif frame.released - max(frame.arrival, converted) > DEADLINE_SLACK:
+        waited = "deadline"
+    else:
+        waited = "none"
+    return stages, waited
 
 
 # Distinct drop reasons kept per input: reasons are a fixed vocabulary (limit names, malformed).
@@ -136,6 +178,8 @@ class NodeMonitor:
         self.last_error = ""
         self.resets = 0
         self._weight_sum: dict[str, float] = {}
+        self.stages = {name: Window() for name in STAGES}  # s per stage of each published frame
+        self.waited_for: dict[str, int] = {}  # what completed each frame (frame_stages)
 
     def arrived(self, name: str, now: float, accepted: bool) -> None:
         with self._lock:
@@ -175,6 +219,14 @@ class NodeMonitor:
             self.latency.add(latency_s)
             for name, w in weights.items():
                 self._weight_sum[name] = self._weight_sum.get(name, 0.0) + w
+
+    def frame_stages(self, stages: dict[str, float], waited_for: str) -> None:
+        with self._lock:
+            for name, value in stages.items():
+                if value == value:  # NaN: not measurable here (transport on a simulated clock)
+                    self.stages[name].add(value)
+            if waited_for in self.waited_for or len(self.waited_for) < MAX_REASONS:
+                self.waited_for[waited_for] = self.waited_for.get(waited_for, 0) + 1
 
     def frames_skipped(self, n: int) -> None:
         with self._lock:
@@ -219,4 +271,6 @@ class NodeMonitor:
                 "last_error": self.last_error,
                 "resets": self.resets,
                 "weights_mean": {k: v / self.published for k, v in self._weight_sum.items()},
+                "stages": {name: w.summary() for name, w in self.stages.items()},
+                "waited_for": dict(self.waited_for),
             }

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import gc
 import importlib
+import math
 import threading
 import time
 from collections import deque
@@ -47,7 +48,7 @@ from fusion_node.frames import AlignedFrame
 from fusion_node.ratelimit import RateLimiter
 from fusion_node.ros import messages, params
 from fusion_node.ros.logbridge import RosLogBridge
-from fusion_node.ros.monitor import NodeMonitor
+from fusion_node.ros.monitor import NodeMonitor, frame_stages
 from fusion_node.stamps import StampBook
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
@@ -117,7 +118,9 @@ class FusionNode(LifecycleNode):
         self._unstamped_text = None  # instruction received before a simulated clock started
         self._text_pool: ThreadPoolExecutor | None = None
         self._frame_id = ""
-        self._stamps = StampBook()  # exact camera stamps for the FusedState headers
+        self._stamps = StampBook()  # exact camera stamps (and receipt times) for the FusedState headers
+        self._reference = "image"  # the sync reference, set on configure
+        self._sim_time = False  # use_sim_time, read on configure: transport is measured on a real clock only
         self._previous_snapshot: dict | None = None
         # Read on every call: log_throttle may change at run time.
         self._limiter = RateLimiter(lambda: self.settings.log_throttle)
@@ -225,6 +228,8 @@ class FusionNode(LifecycleNode):
             log.error(f"configure failed: {exc}")
             return FAILURE
         self.cfg, self.settings, self.pipeline = cfg, settings, pipeline
+        self._reference = cfg.sync.reference
+        self._sim_time = bool(self.get_parameter("use_sim_time").value)
         # The model, the sentence encoder and their libraries are a few million long-lived
         # objects; a full collection walking them stalled the worker for about 150 ms every
         # ~17 s at 30 Hz (frames skipped). Frozen, collections only walk what streams in.
@@ -453,10 +458,14 @@ class FusionNode(LifecycleNode):
         pipeline = self.pipeline
         if pipeline is None:
             return
+        # The reference's receipt on the ROS clock: stamp -> receipt is the transport (on a real
+        # clock only: a simulated one says nothing about the wire).
+        received = self.get_clock().now().nanoseconds * 1e-9 if modality == self._reference else 0.0
         try:
             sample = conv(msg, arrival)
             if modality == "image":
-                self._stamps.add(sample.stamp, msg.header.stamp)
+                note = (arrival, time.monotonic(), received - sample.stamp if not self._sim_time else math.nan)
+                self._stamps.add(sample.stamp, msg.header.stamp, note if modality == self._reference else None)
                 self.monitor.stamped("image", sample.stamp)
                 if not self._frame_id:
                     self._frame_id = str(getattr(msg.header, "frame_id", ""))
@@ -569,7 +578,10 @@ class FusionNode(LifecycleNode):
         instruction in force survives) and the failure counted as the buffer's own.
         """
         try:
-            self._hand_over(pipeline.frames(now))
+            frames = pipeline.frames(now)
+            for frame in frames:
+                frame.released = now
+            self._hand_over(frames)
         except Exception as exc:  # noqa: BLE001 - keep serving with a fresh buffer
             self.monitor.sync_failed(f"{type(exc).__name__}: {exc}")
             self._warn("sync", f"sync buffer failed ({type(exc).__name__}: {exc}); resetting it")
@@ -592,9 +604,12 @@ class FusionNode(LifecycleNode):
         if pub is None:
             return
         frame_id = self.settings.frame_id or self._frame_id
-        msg = messages.fused_state_msg(out, time.monotonic() - frame.arrival, frame_id, self._stamps.take(out.stamp))
+        stamp, note = self._stamps.take_noted(out.stamp)
+        msg = messages.fused_state_msg(out, time.monotonic() - frame.arrival, frame_id, stamp)
         pub.publish(msg)
         self.monitor.frame_done(inference, msg.latency, out.weight)
+        if note is not None:
+            self.monitor.frame_stages(*frame_stages(frame, out, note, picked=now, published=time.monotonic()))
 
     # -- diagnostics ---------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

@@ -102,9 +102,12 @@ def summary_line(snapshot: dict) -> str:
     lat, inf = snapshot["latency"], snapshot["inference"]
     bad = {m: s["malformed"] for m, s in snapshot["inputs"].items() if s["malformed"]}
     weights = " ".join(f"{m}={w:.2f}" for m, w in snapshot["weights_mean"].items())
+    stages = " ".join(f"{name}={s['p50'] * 1e3:.2f}" for name, s in snapshot.get("stages", {}).items() if s["n"])
+    waited = " ".join(f"{k}={n}" for k, n in sorted(snapshot.get("waited_for", {}).items()))
     return (f"fusion node: {snapshot['published']} fused states; latency p50 {lat['p50'] * 1e3:.1f} ms "
             f"p99 {lat['p99'] * 1e3:.1f} ms; inference p50 {inf['p50'] * 1e3:.1f} ms; "
-            f"skipped {snapshot['skipped']}; malformed {bad or 0}; mean weights {weights or '-'}")
+            f"skipped {snapshot['skipped']}; malformed {bad or 0}; mean weights {weights or '-'}; "
+            f"stage p50 ms {stages or '-'}; waited for {waited or '-'}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -352,7 +352,8 @@ class SyncBuffer:
         t = ref.stamps[i]
         # stamp, then image, audio, joint position/velocity/mask and text filled below; positional
         # arguments cost half of keywords here, once per frame.
-        frame = AlignedFrame(t, None, None, None, None, None, None, arrival=ref.arrivals[i])
+        frame = AlignedFrame(t, None, None, None, None, None, None, arrival=ref.arrivals[i],
+                             last_input=self.cfg.reference)
         # A policy that fails on its data costs its own modality this frame, never the frame:
         # the reference leaves the buffer below whatever happens here.
         if self._ref_policy is not None:

@@ -108,6 +108,7 @@ class Policy(ABC):
         frame.used[name] = used
         if arrival > frame.arrival:
             frame.arrival = arrival
+            frame.last_input = name
         st = self.stats  # the bounded age and error windows (frames, not messages, feed them)
         st.frames += 1
         st.ages.append(age)

@@ -161,8 +161,8 @@ class JointEncoder(nn.Module):
         return self.net(x)
 
 
-class TextEncoder(nn.Module):
-    """Projection of a precomputed 384-d sentence embedding to one token [B,d]."""
+class TextProjection(nn.Module):
+    """Projection of a precomputed 384-d sentence embedding (fusion_node.text.TextEncoder) to one token [B,d]."""
 
     def __init__(self, text_dim: int, dim: int) -> None:
         super().__init__()

@@ -11,7 +11,7 @@ from torch import nn
 
 from fusion_node.config import ModelSpec
 from fusion_node.contract import BASE_OUTPUT_NAMES, random_inputs
-from fusion_node.models.encoders import AudioEncoder, ImageEncoder, JointEncoder, TextEncoder
+from fusion_node.models.encoders import AudioEncoder, ImageEncoder, JointEncoder, TextProjection
 from fusion_node.models.heads import Encoded, TaskHeads, build_head
 
 TASKS: tuple[str, ...] = ("target_xy", "direction", "command")
@@ -26,7 +26,7 @@ class FusionModel(nn.Module):
         self.image = ImageEncoder(tuple(spec.image_size), d, width=width)
         self.audio = AudioEncoder(spec.audio_rate, spec.audio_samples, d)
         self.joints = JointEncoder(len(spec.joint_names), d)
-        self.text = TextEncoder(spec.text_dim, d)
+        self.text = TextProjection(spec.text_dim, d)
         self.head = build_head(spec.fusion, d, spec.dim, len(spec.commands), self.image.token_xy, spec.extra)
         pointer = spec.fusion == "attention" and bool(spec.extra.get("pointer", True))
         self.tasks = None if spec.fusion == "late" else TaskHeads(spec.dim, len(spec.commands),

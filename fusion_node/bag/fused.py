@@ -7,43 +7,25 @@ from typing import Any
 import numpy as np
 from rosbags.typesys.store import Typestore
 
-from fusion_node import MODALITIES
 from fusion_node.frames import FusedOutput
+from fusion_node.fused_state import fused_state_fields, split_stamp
 
 FUSED_STATE = "fusion_msgs/msg/FusedState"
-
-
-def split_stamp(stamp: float) -> tuple[int, int]:
-    ns = int(round(stamp * 1e9))
-    return ns // 1_000_000_000, ns % 1_000_000_000
 
 
 def fused_state_msg(
     out: FusedOutput, typestore: Typestore, stamp: tuple[int, int] | None = None, frame_id: str = ""
 ) -> Any:
-    """A FusedState for `out`; `stamp` (sec, nanosec) keeps the reference header's exact time."""
+    """A FusedState for `out` as a rosbags object; `stamp` (sec, nanosec) keeps the reference
+    header's exact time."""
     T = typestore.types
     sec, nanosec = stamp if stamp is not None else split_stamp(out.stamp)
-    names = list(out.outputs)
     return T[FUSED_STATE](
         header=T["std_msgs/msg/Header"](
             stamp=T["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=frame_id
         ),
-        model_id=out.model_id,
-        backend=out.backend,
-        state=np.asarray(out.state, dtype=np.float32).reshape(-1),
-        modalities=list(MODALITIES),
-        present=np.array([bool(out.present.get(m, False)) for m in MODALITIES], dtype=np.bool_),
-        age=np.array([out.age.get(m, np.nan) for m in MODALITIES], dtype=np.float32),
-        weight=np.array([out.weight.get(m, 0.0) for m in MODALITIES], dtype=np.float32),
-        output_names=names,
-        output_sizes=np.array([np.asarray(out.outputs[k]).size for k in names], dtype=np.uint32),
-        outputs=(
-            np.concatenate([np.asarray(out.outputs[k], dtype=np.float32).reshape(-1) for k in names])
-            if names
-            else np.zeros(0, np.float32)
-        ),
         latency=np.float32(out.latency),
+        **fused_state_fields(out),
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from fusion_node import MODALITIES
 from fusion_node.frames import FusedOutput
+from fusion_node.fused_state import fused_state_fields
 
 OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
 
@@ -25,38 +26,26 @@ def time_msg(t: float):
 
 
 def fused_state_msg(out: FusedOutput, latency: float, frame_id: str = "", stamp: tuple[int, int] | None = None):
-    """The FusedState for one pipeline result; arrays go in as array.array (rclpy's fast path).
-
-    `stamp` (sec, nanosec) is the camera header's exact stamp when known (fusion_node.stamps).
-    """
+    """The FusedState for one pipeline result (fields: fusion_node.fused_state); arrays go in as
+    array.array, rclpy's fast path. `stamp` (sec, nanosec) is the camera header's exact stamp when
+    known (fusion_node.stamps)."""
     from builtin_interfaces.msg import Time
 
     from fusion_msgs.msg import FusedState
 
+    fields = fused_state_fields(out)
     msg = FusedState()
     msg.header.stamp = time_msg(out.stamp) if stamp is None else Time(sec=stamp[0], nanosec=stamp[1])
     msg.header.frame_id = frame_id
-    msg.model_id = out.model_id
-    msg.backend = out.backend
-    msg.state = array.array("f", out.state.astype("float32", copy=False).tobytes())
-    msg.modalities = list(MODALITIES)
-    msg.present = [bool(out.present.get(m, False)) for m in MODALITIES]
-    msg.age = array.array("f", [_finite(out.age.get(m)) for m in MODALITIES])
-    msg.weight = array.array("f", [_finite(out.weight.get(m)) for m in MODALITIES])
-    names = list(out.outputs)
-    msg.output_names = names
-    msg.output_sizes = array.array("I", [int(out.outputs[n].size) for n in names])
-    flat = array.array("f")
-    for n in names:
-        flat.frombytes(out.outputs[n].astype("float32", copy=False).tobytes())
-    msg.outputs = flat
+    msg.model_id = fields["model_id"]
+    msg.backend = fields["backend"]
+    msg.modalities = fields["modalities"]
+    msg.present = fields["present"].tolist()
+    msg.output_names = fields["output_names"]
+    for name, code in (("state", "f"), ("age", "f"), ("weight", "f"), ("outputs", "f"), ("output_sizes", "I")):
+        setattr(msg, name, array.array(code, fields[name].tobytes()))
     msg.latency = float(latency)
     return msg
-
-
-def _finite(v: float | None) -> float:
-    # Absent modalities have no age; NaN says so (consumers read `present` first).
-    return float("nan") if v is None else float(v)
 
 
 @dataclass

@@ -100,7 +100,7 @@ def test_corrupted_model_is_refused_and_a_missing_graph_warns(fusion_cmd, ros_en
     assert out.returncode == 0, text[-2000:]
     # A library warning, bridged into the node's ROS logger (so /rosout and `ros2 launch` show it).
     line = next(ln for ln in text.splitlines() if "torch on CPU chosen because" in ln)
-    assert line.startswith("[WARN]") and "[fusion_node]: [fusion_node.backends.base] backend auto" in line
+    assert line.startswith("[WARN]") and "[fusion_node]: [fusion_node.backends.factory] backend auto" in line
 
 
 def test_sensor_subscriptions_follow_the_publishers_reliability(require_fusion_msgs, fusion_cmd, ros_env, repo_root,

@@ -68,8 +68,14 @@ class Pipeline:
         return self.frontend.flush_frames()
 
     # -- inference -----------------------------------------------------------------------
-    def infer(self, frame: AlignedFrame, now: float | None = None) -> FusedOutput:
-        """Run the model on one frame. `now` (arrival clock) dates the result for the latency."""
+    def infer(self, frame: AlignedFrame, now: float | None = None, offline: bool = False) -> FusedOutput:
+        """Run the model on one frame taken from the sync buffer at `now` (arrival clock).
+
+        FusedOutput.latency, the one place it is set: the time from the arrival of the last input
+        the frame needed until the result exists, on the driver's arrival clock. Live that clock
+        runs while the model computes, so compute counts; `offline` (replay: the bag's log time)
+        it stands still meanwhile, so the latency is the wait alone and replays stay bit-identical.
+        """
         t0 = time.perf_counter()
         inputs = self.frontend.inputs(frame)
         t1 = time.perf_counter()
@@ -82,7 +88,7 @@ class Pipeline:
             self.nonfinite += 1
             raise NonFiniteOutput(f"non-finite model output ({', '.join(sorted(bad))}) at {frame.stamp:.6f} s")
         waited = max(0.0, (now if now is not None else frame.arrival) - frame.arrival)
-        out = self._to_output(frame, outputs, latency=waited + compute)
+        out = self._to_output(frame, outputs, latency=waited if offline else waited + compute)
         out.stages.update(preprocess=t1 - t0, inference=t2 - t1)
         return out
 

@@ -25,7 +25,7 @@ def time_msg(t: float):
     return Time(sec=int(sec), nanosec=nanosec)
 
 
-def fused_state_msg(out: FusedOutput, latency: float, frame_id: str = "", stamp: tuple[int, int] | None = None):
+def fused_state_msg(out: FusedOutput, frame_id: str = "", stamp: tuple[int, int] | None = None):
     """The FusedState for one pipeline result (fields: fusion_node.fused_state); arrays go in as
     array.array, rclpy's fast path. `stamp` (sec, nanosec) is the camera header's exact stamp when
     known (fusion_node.stamps)."""
@@ -44,7 +44,7 @@ def fused_state_msg(out: FusedOutput, latency: float, frame_id: str = "", stamp:
     msg.output_names = fields["output_names"]
     for name, code in (("state", "f"), ("age", "f"), ("weight", "f"), ("outputs", "f"), ("output_sizes", "I")):
         setattr(msg, name, array.array(code, fields[name].tobytes()))
-    msg.latency = float(latency)
+    msg.latency = float(out.latency)
     return msg
 
 

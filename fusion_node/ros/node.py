@@ -605,7 +605,7 @@ class FusionNode(LifecycleNode):
             return
         frame_id = self.settings.frame_id or self._frame_id
         stamp, note = self._stamps.take_noted(out.stamp)
-        msg = messages.fused_state_msg(out, time.monotonic() - frame.arrival, frame_id, stamp)
+        msg = messages.fused_state_msg(out, frame_id, stamp)
         pub.publish(msg)
         self.monitor.frame_done(inference, msg.latency, out.weight)
         if note is not None:

@@ -18,8 +18,8 @@ from fusion_node.errors import UsageError
 # subcommand -> module providing register(); the order is the order of `fusion --help`.
 SUBCOMMANDS: dict[str, str] = {
     "node": "fusion_node.commands.node",
-    "play": "fusion_node.ros.player",
-    "record": "fusion_node.ros.recorder",
+    "play": "fusion_node.commands.play",
+    "record": "fusion_node.commands.record",
     "replay": "fusion_node.commands.replay",
     "sample-bag": "fusion_node.commands.sample_bag",
     "train": "fusion_node.commands.train",

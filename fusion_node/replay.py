@@ -148,6 +148,8 @@ def _trace(frame: AlignedFrame, out: FusedOutput, now: float, compute: float) ->
         present=dict(out.present), age=dict(out.age), weight=dict(out.weight),
         outputs={k: np.array(v, copy=True) for k, v in out.outputs.items()},
         latency=out.latency, compute=compute, attention=None if att is None else np.array(att, copy=True),
+        preprocess=out.stages.get("preprocess", 0.0), inference=out.stages.get("inference", 0.0),
+        last_input=frame.last_input,
     )
 
 

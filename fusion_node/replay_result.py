@@ -24,6 +24,9 @@ class FrameTrace:
     latency: float  # arrival-clock wait (deterministic)
     compute: float  # wall seconds of preprocessing + inference
     attention: np.ndarray | None = None
+    preprocess: float = 0.0  # wall seconds of it preprocessing
+    inference: float = 0.0  # wall seconds of it in the backend
+    last_input: str = ""  # the input whose arrival completed the frame
 
 
 @dataclass

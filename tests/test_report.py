@@ -19,7 +19,7 @@ from fusion_node.report import write_report
 from fusion_node.world.bag import write_bag
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
-PLOTS = ("alignment.png", "latency.png", "weights.png", "attention.png", "truth.png")
+PLOTS = ("alignment.png", "latency.png", "stages.png", "weights.png", "attention.png", "truth.png")
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +51,7 @@ def test_report_writes_every_plot_with_content(report: Path) -> None:
         assert pixels.shape[0] > 200 and pixels.shape[1] > 600
         assert np.std(pixels[..., :3]) > 0.05  # drawn, not blank
     assert "report-test-attention" in page and "command accuracy" in page and "Sync buffer" in page
+    assert "Where the time goes" in page
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian package `chromium`)")

@@ -464,8 +464,10 @@ class FusionNode(LifecycleNode):
         try:
             sample = conv(msg, arrival)
             if modality == "image":
-                note = (arrival, time.monotonic(), received - sample.stamp if not self._sim_time else math.nan)
-                self._stamps.add(sample.stamp, msg.header.stamp, note if modality == self._reference else None)
+                note = None
+                if modality == self._reference:  # (receipt, converted, transport) for frame_stages
+                    note = (arrival, time.monotonic(), math.nan if self._sim_time else received - sample.stamp)
+                self._stamps.add(sample.stamp, msg.header.stamp, note)
                 self.monitor.stamped("image", sample.stamp)
                 if not self._frame_id:
                     self._frame_id = str(getattr(msg.header, "frame_id", ""))

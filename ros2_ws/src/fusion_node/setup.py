@@ -23,6 +23,7 @@ setup(
     description="Real-time multimodal fusion (camera, audio, joints, language) for ROS 2",
     license="Apache-2.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    package_data={PACKAGE: ["data/*.txt"]},
     install_requires=["setuptools"],
     zip_safe=False,
     entry_points={

@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
     "sample-bag": "fusion_node.commands.sample_bag",
     "train": "fusion_node.commands.train",
     "eval": "fusion_node.commands.eval",
+    "inspect": "fusion_node.commands.inspect",
     "export": "fusion_node.export.cli",
     "bench": "fusion_node.bench.cli",
 }

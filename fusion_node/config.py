@@ -58,6 +58,7 @@ class ModelSpec:
 
     name: str = "fusion-gated"
     fusion: str = "gated"  # concat | gated | static | attention | late
+    image_encoder: str = "tiny"  # tiny (small CNN from scratch) | efficientnet_lite0 (ImageNet, frozen)
     image_size: tuple[int, int] = (64, 64)  # H, W fed to the model
     audio_rate: int = 16000
     audio_samples: int = 8000  # window length in samples

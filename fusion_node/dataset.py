@@ -9,7 +9,9 @@ stamped with the same camera time. Nothing here aligns or preprocesses on its ow
 restamped with its arrival time and joints take the nearest sample instead of interpolating.
 
 Cache files are plain .npz (no pickle): model inputs (images as uint8, which round-trip the
-preprocessor's u8/255 exactly; audio as float32, so training sees the bits the node sees),
+preprocessor's u8/255 exactly; audio as float32, so training sees the bits the node sees, with
+AUDIO_MARGIN_S more audio before each window so training can move the window's end the way
+the sync buffer's audio slack does),
 labels, and the distinct instruction strings with their sentence embeddings, so text is
 encoded once per string.
 """
@@ -36,8 +38,9 @@ from fusion_node.frontend import Frontend
 log = logging.getLogger(__name__)
 
 # 2: bags read through BagSource (one topic per modality, ground truth by type, audio_common
-# audio); audio stored as float32
-CACHE_VERSION = 2
+# audio); audio stored as float32. 3: audio margin, images at any model size.
+CACHE_VERSION = 3
+AUDIO_MARGIN_S = 0.05
 LABELS = ("target_xy", "direction", "command", "has_target")
 
 
@@ -46,7 +49,7 @@ class SampleSet:
     """Columns of N samples; `text_index` points into `texts`/`text_emb` (-1 = no instruction)."""
 
     image: np.ndarray  # [N,3,H,W] uint8 (= preprocess output * 255)
-    audio: np.ndarray  # [N,S] float32
+    audio: np.ndarray  # [N,audio_margin+S] float32: the model's window is the newest S samples
     joints: np.ndarray  # [N,2J] float32
     text_index: np.ndarray  # [N] int32
     present: np.ndarray  # [N,4] float32
@@ -58,17 +61,32 @@ class SampleSet:
     episode: np.ndarray  # [N] int32 index of the source bag
     texts: np.ndarray  # [T] str
     text_emb: np.ndarray  # [T,384] float32
+    audio_margin: int = 0  # samples of audio kept before the model's window
 
     def __len__(self) -> int:
         return int(self.stamp.shape[0])
 
-    def inputs(self, idx: np.ndarray | slice) -> dict[str, np.ndarray]:
-        """Model inputs (contract names, float32) for the rows `idx`, identical to preprocess output."""
+    def inputs(self, idx: np.ndarray | slice, audio_shift: np.ndarray | None = None,
+               image: bool = True) -> dict[str, np.ndarray]:
+        """Model inputs (contract names, float32) for the rows `idx`, identical to preprocess output.
+
+        `audio_shift` [n] (samples, 0..audio_margin) ends each audio window that much earlier, as
+        a window with sync slack ends; `image=False` leaves the image out (training on cached
+        backbone features)."""
         ti = self.text_index[idx]
         text = np.where((ti >= 0)[:, None], self.text_emb[np.maximum(ti, 0)], 0.0).astype(np.float32)
+        audio = self.audio[idx]
+        width = audio.shape[1] - self.audio_margin
+        if audio_shift is None:
+            audio = audio[:, self.audio_margin :]
+        else:
+            if np.any((audio_shift < 0) | (audio_shift > self.audio_margin)):
+                raise ValueError(f"audio_shift must be within [0, {self.audio_margin}] samples")
+            cols = (audio.shape[1] - width - audio_shift)[:, None] + np.arange(width)
+            audio = np.take_along_axis(audio, cols, axis=1)
         return {
-            "image": self.image[idx].astype(np.float32) * np.float32(1.0 / 255.0),
-            "audio": self.audio[idx].astype(np.float32),
+            **({"image": self.image[idx].astype(np.float32) * np.float32(1.0 / 255.0)} if image else {}),
+            "audio": np.ascontiguousarray(audio, dtype=np.float32),
             "joints": self.joints[idx],
             "text": text,
             "present": self.present[idx],
@@ -83,7 +101,7 @@ class SampleSet:
     def save(self, path: str | Path, meta: dict) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        arrays = {f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)}
         arrays["texts"] = np.asarray(self.texts, dtype=np.str_)
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez(tmp, meta=np.asarray(json.dumps(meta)), **arrays)
@@ -98,6 +116,7 @@ class SampleSet:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 data = {f.name: z[f.name] for f in dataclasses.fields(SampleSet)}
+                data["audio_margin"] = int(data["audio_margin"])
         except (OSError, ValueError, KeyError) as exc:
             raise ValueError(f"{path}: not a fusion dataset file: {exc}") from None
         return SampleSet(**data), meta
@@ -107,6 +126,9 @@ class SampleSet:
         """Join sets; their instruction tables are merged and episodes renumbered."""
         if not sets:
             raise ValueError("no samples to concatenate")
+        margins = {s.audio_margin for s in sets}
+        if len(margins) > 1:
+            raise ValueError(f"datasets keep different audio margins {sorted(margins)}: rebuild them from their bags")
         texts: dict[str, int] = {}
         embs: list[np.ndarray] = []
         cols: dict[str, list[np.ndarray]] = {f.name: [] for f in dataclasses.fields(SampleSet)}
@@ -119,7 +141,7 @@ class SampleSet:
                     embs.append(s.text_emb[i])
                 remap[i] = texts[str(t)]
             for name in cols:
-                if name in ("texts", "text_emb"):
+                if name in ("texts", "text_emb", "audio_margin"):
                     continue
                 value = getattr(s, name)
                 if name == "text_index":
@@ -128,9 +150,10 @@ class SampleSet:
                     value = value + episode_base
                 cols[name].append(value)
             episode_base += int(s.episode.max()) + 1 if len(s) else 0
-        out = {k: np.concatenate(v) for k, v in cols.items() if k not in ("texts", "text_emb")}
+        out = {k: np.concatenate(v) for k, v in cols.items() if k not in ("texts", "text_emb", "audio_margin")}
         emb = np.stack(embs) if embs else np.zeros((0, sets[0].text_emb.shape[1]), np.float32)
-        return SampleSet(**out, texts=np.asarray(list(texts), dtype=np.str_), text_emb=emb.astype(np.float32))
+        return SampleSet(**out, texts=np.asarray(list(texts), dtype=np.str_), text_emb=emb.astype(np.float32),
+                         audio_margin=margins.pop())
 
 
 def naive_sync(sync: SyncConfig) -> SyncConfig:
@@ -149,7 +172,10 @@ def build_from_bag(path: str | Path, spec: ModelSpec, sync: SyncConfig, text_enc
     """Samples of one bag: every `stride`-th emitted frame that has a ground-truth message.
 
     The bag is read by BagSource (the topics replay would choose; `topics` overrides as replay's
-    --topic) and aligned and preprocessed by the Frontend, as replay and the node do."""
+    --topic) and aligned and preprocessed by the Frontend, as replay and the node do; its audio
+    window is AUDIO_MARGIN_S longer, ending at the same time."""
+    margin = int(round(AUDIO_MARGIN_S * spec.audio_rate))
+    spec = dataclasses.replace(spec, audio_samples=spec.audio_samples + margin)
     front = Frontend(spec, naive_sync(sync) if naive else sync, text_encoder.encode)
     truths: dict[int, object] = {}
     frames: list[tuple[float, dict[str, np.ndarray], str | None]] = []
@@ -183,7 +209,8 @@ def build_from_bag(path: str | Path, spec: ModelSpec, sync: SyncConfig, text_enc
     take(front.flush_frames())
     if refused:
         log.warning("%s: %d message(s) could not be converted", path, refused)
-    return _assemble(frames[::stride] if stride > 1 else frames, truths, text_encoder, spec)
+    data = _assemble(frames[::stride] if stride > 1 else frames, truths, text_encoder, spec)
+    return dataclasses.replace(data, audio_margin=margin)
 
 
 def _key(t: float) -> int:

@@ -40,30 +40,41 @@ def task_metrics(outputs: dict[str, np.ndarray], labels: dict[str, np.ndarray]) 
     }
 
 
-def predict(model, data, idx: np.ndarray, drop: str | None = None, batch: int = 256) -> dict[str, np.ndarray]:
-    """Model outputs for rows idx; `drop` masks one modality as the pipeline does when it is absent."""
+def predict(model, data, idx: np.ndarray, drop: str | None = None, batch: int = 256,
+            features=None) -> dict[str, np.ndarray]:
+    """Model outputs for rows idx; `drop` masks one modality as the pipeline does when it is absent.
+    `features` (fusion_node.features.ImageFeatures of `data`) replaces running the frozen backbone."""
     import torch
 
     outs: dict[str, list[np.ndarray]] = {}
     model.eval()
     with torch.no_grad():
         for s in range(0, len(idx), batch):
-            inputs = data.inputs(idx[s : s + batch])
+            rows = idx[s : s + batch]
+            inputs = data.inputs(rows, image=features is None)
             if drop is not None:
                 i = MODALITIES.index(drop)
-                inputs[drop] = np.zeros_like(inputs[drop])
+                if drop in inputs:
+                    inputs[drop] = np.zeros_like(inputs[drop])
                 inputs["present"] = inputs["present"].copy()
                 inputs["present"][:, i] = 0.0
-            tensors = [torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in
-                       ("image", "audio", "joints", "text", "present")]
-            for k, v in model.named_outputs(model(*tensors)).items():
+            tensors = {n: torch.from_numpy(np.ascontiguousarray(v)) for n, v in inputs.items()}
+            if features is None:
+                result = model(*(tensors[n] for n in ("image", "audio", "joints", "text", "present")))
+            else:
+                image_features = features.rows(rows, inputs["present"][:, MODALITIES.index("image")])
+                enc = model.encode(None, *(tensors[n] for n in ("audio", "joints", "text", "present")),
+                                   image_features=image_features)
+                result = model.forward_encoded(enc)
+            for k, v in model.named_outputs(result).items():
                 outs.setdefault(k, []).append(v.numpy())
     return {k: np.concatenate(v) for k, v in outs.items()}
 
 
-def evaluate_arrays(model, data, idx: np.ndarray | None = None, drop: str | None = None) -> dict[str, float]:
+def evaluate_arrays(model, data, idx: np.ndarray | None = None, drop: str | None = None,
+                    features=None) -> dict[str, float]:
     idx = np.arange(len(data)) if idx is None else idx
-    return task_metrics(predict(model, data, idx, drop), data.labels(idx))
+    return task_metrics(predict(model, data, idx, drop, features=features), data.labels(idx))
 
 
 def constant_baseline(data) -> dict[str, float]:

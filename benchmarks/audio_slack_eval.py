@@ -21,6 +21,7 @@ import numpy as np
 from fusion_node.config import SyncConfig
 from fusion_node.dataset import load_or_build
 from fusion_node.evaluate import evaluate_arrays
+from fusion_node.features import image_features
 from fusion_node.models import load_model
 from fusion_node.text import TextEncoder
 from fusion_node.world.episodes import EVAL_SEED_BASE, generated_bags
@@ -55,7 +56,8 @@ def main() -> int:
         row: dict = {"set": k, "first_seed": first, "episodes": args.episodes}
         for name, sync in (("slack_0", SyncConfig()), (f"slack_{args.slack:g}", with_audio_slack(SyncConfig(), args.slack))):
             data = load_or_build(bags, spec, sync, cache / "datasets", text_encoder=encoder, progress=False)
-            row[name] = {"frames": len(data), **evaluate_arrays(model, data)}
+            features = image_features(model, data, cache / "features", progress=False)
+            row[name] = {"frames": len(data), **evaluate_arrays(model, data, features=features)}
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
     names = [n for n in rows[0] if n.startswith("slack_")]

@@ -129,10 +129,12 @@ def onnx_latency_ms(path: Path, spec, repeats: int = 50) -> float | None:
 
 
 def evaluate_models(model_dirs: list[str], sets: dict[str, Any], progress: bool = True,
-                    latency_repeats: int = 50) -> dict[str, Any]:
-    """{'models': [{name, fusion, parameters, latency, results: {condition: metrics}}], 'reference': ...}."""
+                    latency_repeats: int = 50, feature_cache: str | Path | None = None) -> dict[str, Any]:
+    """{'models': [{name, fusion, parameters, latency, results: {condition: metrics}}], 'reference': ...}.
+    A frozen image backbone's features are computed once per set (kept under `feature_cache`)."""
     from tqdm import tqdm
 
+    from fusion_node.features import image_features
     from fusion_node.models import count_parameters, load_model, model_id
 
     report: dict[str, Any] = {"models": [], "conditions": [], "samples": {}}
@@ -143,12 +145,13 @@ def evaluate_models(model_dirs: list[str], sets: dict[str, Any], progress: bool 
     report["reference"] = {"name": "constant", "results": {"all": constant_baseline(base)}}
     for d in tqdm(model_dirs, desc="eval", unit="model", disable=not progress, file=sys.stderr):
         spec, model = load_model(d)
+        features = {k: image_features(model, v, feature_cache, progress=False) for k, v in sets.items()}
         results = {}
         for c in conditions:
             if c.startswith("no-"):
-                results[c] = evaluate_arrays(model, base, drop=c[3:])
+                results[c] = evaluate_arrays(model, base, drop=c[3:], features=features["all"])
             else:
-                results[c] = evaluate_arrays(model, sets[c])
+                results[c] = evaluate_arrays(model, sets[c], features=features[c])
         lat = latency_ms(model, spec, latency_repeats)
         ort_ms = onnx_latency_ms(Path(d) / "model.onnx", spec, latency_repeats)
         if ort_ms is not None:

@@ -3,8 +3,9 @@
 With a frozen pretrained backbone, the backbone is most of a training step's cost and its
 output never changes, so it is computed once per dataset row and kept on disk. The cache key
 covers everything the features depend on: the dataset's image bytes (which already are the
-preprocessor's output at the model's resolution), the backbone weights' sha256, the resolution
-and where the backbone is split (how many blocks are fine-tuned). Features are float32, exactly
+preprocessor's output at the model's resolution), the sha256 of the frozen part's weights (the
+package's ImageNet weights for a model being trained; a trained model's own copy when scoring
+it), the resolution and where the backbone is split (how many blocks are fine-tuned). Features are float32, exactly
 what the backbone gives, so training on them equals training on the images.
 """
 from __future__ import annotations
@@ -49,12 +50,22 @@ def uses_features(model) -> bool:
     return hasattr(model.image, "frozen")
 
 
-def cache_key(model, data) -> str:
-    from fusion_node.models.efficientnet import WEIGHTS_SHA256
-
+def frozen_weights_sha256(encoder) -> str:
+    """sha256 over the names and bytes of the frozen part's weights and batch-norm statistics."""
+    frozen = ("_conv_stem.", "_bn0.", *(f"_blocks.{i}." for i in range(encoder.split)))
     h = hashlib.sha256()
-    h.update(json.dumps([FEATURES_VERSION, WEIGHTS_SHA256, model.spec.image_encoder, list(model.spec.image_size),
-                         int(model.image.split), list(data.image.shape)]).encode())
+    for name, tensor in sorted(encoder.backbone.state_dict().items()):
+        if encoder.finetune and not name.startswith(frozen):
+            continue
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def cache_key(model, data) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([FEATURES_VERSION, frozen_weights_sha256(model.image), model.spec.image_encoder,
+                         list(model.spec.image_size), int(model.image.split), list(data.image.shape)]).encode())
     h.update(np.ascontiguousarray(data.image).data)
     return h.hexdigest()[:16]
 

@@ -47,6 +47,9 @@ class TrainConfig:
     seed: int = 0
     modality_dropout: float = 0.2  # per sample and modality, probability of masking it out
     text_noise: float = 0.0  # std of Gaussian noise added to text embeddings (then renormalised)
+    # probability, per sample and epoch, of replacing the instruction by an equivalent one (for
+    # generated world episodes: its training paraphrases, fusion_node.world.language)
+    text_augment: float = 0.0
     # s: each audio window ends up to this much before the frame (uniform), as windows do under
     # the sync buffer's audio slack, so a model trained so is indifferent to the slack setting
     audio_jitter: float = 0.0
@@ -81,6 +84,7 @@ class TrainConfig:
             (self.lr > 0, "lr must be > 0"),
             (0 <= self.modality_dropout < 1, "modality_dropout must be in [0, 1)"),
             (self.text_noise >= 0, "text_noise must be >= 0"),
+            (0 <= self.text_augment <= 1, "text_augment must be in [0, 1]"),
             (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
             (self.stride >= 1, "stride must be >= 1"),
             (set(self.loss_weights) <= {*TASKS, "pointer"},
@@ -131,18 +135,40 @@ def _objective_cls():
 
 # --- data ------------------------------------------------------------------------------------
 
+@dataclass
+class TextAlternatives:
+    """Instructions equivalent to each of a dataset's texts: text i may be replaced by any row
+    `choices[i]` of `embeddings` (empty: no alternative)."""
+
+    embeddings: np.ndarray  # [A, text_dim] float32
+    choices: list[np.ndarray]  # per dataset text, int indices into embeddings
+
+    def draw(self, rng: np.random.Generator, text_index: np.ndarray, p: float) -> tuple[np.ndarray, np.ndarray]:
+        """(rows to replace, their new embeddings) for one batch's text indices."""
+        has = np.array([t >= 0 and len(self.choices[t]) > 0 for t in text_index], bool)
+        pick = has & (rng.random(len(text_index)) < p)
+        rows = np.flatnonzero(pick)
+        alt = [self.choices[text_index[r]][rng.integers(len(self.choices[text_index[r]]))] for r in rows]
+        return rows, self.embeddings[np.asarray(alt, dtype=np.int64)] if len(rows) else \
+            np.zeros((0, self.embeddings.shape[1]), np.float32)
+
+
 def make_batch(data, idx: np.ndarray, keep: np.ndarray, device: str, text_noise: np.ndarray | None = None,
-               features=None, audio_shift: np.ndarray | None = None):
+               features=None, audio_shift: np.ndarray | None = None,
+               text_swap: tuple[np.ndarray, np.ndarray] | None = None):
     """Torch inputs/labels for rows idx with modality dropout `keep` [n,4] (1 keep, 0 drop);
     dropped modalities are zeroed like preprocess zeroes absent ones. `text_noise` [n,384] is
     added to the sentence embeddings, which are then renormalised to unit length. With
     `features` (cached frozen-backbone outputs) they replace the image; `audio_shift` [n]
-    samples ends audio windows early (TrainConfig.audio_jitter)."""
+    samples ends audio windows early (TrainConfig.audio_jitter); `text_swap` (rows, embeddings)
+    replaces those rows' instructions (TrainConfig.text_augment)."""
     import torch
 
     from fusion_node import MODALITIES
 
     inputs = data.inputs(idx, audio_shift=audio_shift, image=features is None)
+    if text_swap is not None and len(text_swap[0]):
+        inputs["text"][text_swap[0]] = text_swap[1]
     if text_noise is not None:
         text = inputs["text"] + text_noise
         norm = np.linalg.norm(text, axis=1, keepdims=True)
@@ -245,12 +271,14 @@ def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
 
 
 def train(cfg: TrainConfig, data, out: str | Path, resume: bool = False, progress: bool = True,
-          export: bool = False, until_epoch: int | None = None, feature_cache: str | Path | None = None) -> dict:
+          export: bool = False, until_epoch: int | None = None, feature_cache: str | Path | None = None,
+          text_alternatives: TextAlternatives | None = None) -> dict:
     """Train on `data` (a SampleSet), write the model dir `out`; returns the final summary.
 
     `until_epoch` stops after that (0-based) epoch, leaving a checkpoint to --resume from:
     long runs can be split without changing the result. A frozen image backbone's features
     are computed once per row (kept under `feature_cache`, see fusion_node.features).
+    `text_alternatives` are the instructions TrainConfig.text_augment draws from.
     """
     import torch
     from tqdm import tqdm
@@ -334,7 +362,11 @@ def train(cfg: TrainConfig, data, out: str | Path, resume: bool = False, progres
                 noise = noise_rng.normal(0.0, cfg.text_noise, shape[1:] + (data.text_emb.shape[1],))
                 noise = noise[dist_info.rank].astype(np.float32)
             shift = shifts[b, dist_info.rank] if shifts is not None else None
-            inputs, labels = make_batch(data, batch_idx, batch_keep, dist_info.device, noise, features, shift)
+            swap = None
+            if cfg.text_augment > 0 and text_alternatives is not None:  # own stream, like the noise
+                swap_rng = np.random.default_rng([cfg.seed, epoch, step, 11])
+                swap = text_alternatives.draw(swap_rng, data.text_index[batch_idx], cfg.text_augment)
+            inputs, labels = make_batch(data, batch_idx, batch_keep, dist_info.device, noise, features, shift, swap)
             loss, parts = runner(inputs, labels, contrastive_only)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

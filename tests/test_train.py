@@ -264,3 +264,18 @@ def test_text_noise_keeps_embeddings_unit_and_absent_text_zero(data):
     clean = data.inputs(idx)["text"]
     cos = (text[has] * clean[has]).sum(1)
     assert cos.min() > 0.5 and cos.max() < 0.99
+
+
+def test_text_alternatives_replace_instructions_at_the_configured_rate() -> None:
+    from fusion_node.train import TextAlternatives
+
+    emb = np.eye(4, 384, dtype=np.float32)
+    alts = TextAlternatives(emb, [np.array([0, 1]), np.array([], np.int64), np.array([2, 3])])
+    text_index = np.tile(np.array([0, 1, 2, -1]), 2500)
+    rows, new = TextAlternatives.draw(alts, np.random.default_rng(0), text_index, 0.3)
+    assert set(text_index[rows]) == {0, 2}  # no alternative, no instruction: never replaced
+    assert abs(len(rows) / 5000 - 0.3) < 0.03
+    chosen = new.argmax(axis=1)
+    assert set(chosen[text_index[rows] == 0]) == {0, 1} and set(chosen[text_index[rows] == 2]) == {2, 3}
+    again, _ = alts.draw(np.random.default_rng(0), text_index, 0.3)
+    np.testing.assert_array_equal(rows, again)

@@ -224,3 +224,28 @@ def test_varied_config_is_seeded_and_valid() -> None:
     assert (a.width, a.height, a.command_hold) == (96, 72, base.command_hold)
     for seed in range(20):
         varied_config(base, seed).validate()
+
+
+def test_training_paraphrases_share_no_frame_string_or_synonym_with_the_evaluation_ones() -> None:
+    from fusion_node.world.language import (
+        COLOUR_SYNONYMS,
+        PARAPHRASES,
+        SHAPE_SYNONYMS,
+        TEMPLATES,
+        TRAIN_COLOUR_SYNONYMS,
+        TRAIN_PARAPHRASES,
+        TRAIN_SHAPE_SYNONYMS,
+        training_paraphrases,
+    )
+
+    assert not set(TRAIN_PARAPHRASES) & (set(PARAPHRASES) | set(TEMPLATES))
+    words = lambda table: {w for names in table.values() for name in names for w in name.split()}  # noqa: E731
+    assert not words(TRAIN_COLOUR_SYNONYMS) & words(COLOUR_SYNONYMS)
+    assert not words(TRAIN_SHAPE_SYNONYMS) & words(SHAPE_SYNONYMS)
+    evaluation = {f.format(colour=c, shape=s) for f in PARAPHRASES for cs in COLOUR_SYNONYMS.values() for c in cs
+                  for ss in SHAPE_SYNONYMS.values() for s in ss}
+    alts = training_paraphrases("touch the blue triangle")
+    assert len(alts) == len(TRAIN_PARAPHRASES) * 9 and "find the sapphire arrowhead" in alts
+    assert all("triangle" in a or "trigon" in a or "arrowhead" in a for a in alts)
+    assert not set(alts) & evaluation
+    assert training_paraphrases("move toward the azure wedge") == [] and training_paraphrases("stop") == []

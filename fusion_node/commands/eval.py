@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
                           args.stride, Path(args.cache), not args.no_naive, progress, parse_overrides(args.world))
     if args.card and not Path(args.card, "config.json").is_file():
         raise FileNotFoundError(f"--card: no model in {args.card}")
-    report = evaluate_models(args.models, sets, progress)
+    report = evaluate_models(args.models, sets, progress, feature_cache=Path(args.cache) / "features")
     print(format_table(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

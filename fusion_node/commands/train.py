@@ -71,12 +71,32 @@ def load_training_data(cfg: TrainConfig, bags: list[str], cache: Path, progress:
     return load_or_build(bags, spec, SyncConfig(), cache / "datasets", stride=cfg.stride, progress=progress)
 
 
+def paraphrase_alternatives(texts, text_encoder: str):
+    """Each template instruction's training paraphrases (fusion_node.world.language), embedded."""
+    import numpy as np
+
+    from fusion_node.text import TextEncoder
+    from fusion_node.train import TextAlternatives
+    from fusion_node.world.language import training_paraphrases
+
+    encoder = TextEncoder(text_encoder)
+    table: dict[str, int] = {}
+    choices = []
+    for text in texts:
+        alts = training_paraphrases(str(text))
+        choices.append(np.array([table.setdefault(a, len(table)) for a in alts], np.int64))
+    embeddings = np.stack([encoder.encode(t) for t in table]).astype(np.float32) if table else np.zeros((0, 384), np.float32)
+    return TextAlternatives(embeddings, choices)
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     progress = not args.no_progress
     data = load_training_data(cfg, args.bags, Path(args.cache), progress)
+    alternatives = paraphrase_alternatives(data.texts, cfg.model_spec().text_encoder) if cfg.text_augment > 0 else None
     summary = train(cfg, data, args.out, resume=args.resume, progress=progress, export=args.export,
-                    until_epoch=args.until_epoch, feature_cache=Path(args.cache) / "features")
+                    until_epoch=args.until_epoch, feature_cache=Path(args.cache) / "features",
+                    text_alternatives=alternatives)
     if int(os.environ.get("RANK", "0")) == 0:
         last = summary["history"][-1] if summary["history"] else {}
         vals = ", ".join(f"{k[4:]} {v:.3f}" for k, v in last.items() if k.startswith("val_"))

@@ -1,11 +1,15 @@
-"""Instructions: training templates, held-out paraphrases, and the sporadic instruction schedule.
+"""Instructions: training templates, held-out paraphrases, training paraphrases, and the sporadic
+instruction schedule.
 
 Templates use the canonical colour and shape words. Paraphrases use other verbs, sentence
 structures and synonyms (crimson box, azure disc, ...) and are used only for evaluation:
 no paraphrase string equals any template string, and no paraphrase sentence frame is a template.
+Training paraphrases (text augmentation) come from a third grammar that shares no sentence frame
+and no synonym with the evaluation paraphrases, so the paraphrase condition stays unseen.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +43,43 @@ SHAPE_SYNONYMS: dict[str, tuple[str, ...]] = {
     "circle": ("disc", "ring", "round piece"),
     "triangle": ("wedge", "pyramid", "three-sided piece"),
 }
+
+
+TRAIN_PARAPHRASES: tuple[str, ...] = (
+    "drive to the {colour} {shape}",
+    "find the {colour} {shape}",
+    "navigate to the {colour} {shape}",
+    "i want you at the {colour} {shape}",
+    "the {colour} {shape} is where to go",
+    "put the hand on the {colour} {shape}",
+    "go near the {colour} {shape}",
+    "select the {colour} {shape} as the goal",
+)
+TRAIN_COLOUR_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "red": ("red", "cherry", "rose"),
+    "green": ("green", "jade", "mint"),
+    "blue": ("blue", "sapphire", "sky blue"),
+    "yellow": ("yellow", "canary", "mustard"),
+}
+TRAIN_SHAPE_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "square": ("square", "cube", "square plate"),
+    "circle": ("circle", "dot", "circular token"),
+    "triangle": ("triangle", "trigon", "arrowhead"),
+}
+_TEMPLATE_RES = tuple(
+    re.compile("^" + re.escape(t).replace(r"\{colour\}", "(?P<colour>[a-z]+)").replace(r"\{shape\}", "(?P<shape>[a-z]+)") + "$")
+    for t in TEMPLATES
+)
+
+
+def training_paraphrases(text: str) -> list[str]:
+    """Every training paraphrase of a template instruction (empty for any other text)."""
+    for pattern in _TEMPLATE_RES:
+        m = pattern.match(text)
+        if m and m["colour"] in TRAIN_COLOUR_SYNONYMS and m["shape"] in TRAIN_SHAPE_SYNONYMS:
+            return [frame.format(colour=c, shape=sh) for frame in TRAIN_PARAPHRASES
+                    for c in TRAIN_COLOUR_SYNONYMS[m["colour"]] for sh in TRAIN_SHAPE_SYNONYMS[m["shape"]]]
+    return []
 
 
 def phrase(rng: np.random.Generator, colour: str, shape: str, paraphrase: bool) -> str:

@@ -437,3 +437,28 @@ def test_frame_stages_add_up_and_name_what_the_frame_waited_for():
     snap = monitor.snapshot(0.0)
     assert snap["stages"]["transport"]["n"] == 0 and snap["stages"]["node"]["n"] == 1
     assert snap["waited_for"] == {"audio": 1}
+
+
+def test_log_bridge_passes_warnings_and_errors_from_one_library_call_site(capfd):
+    """rclpy refuses a second severity from one call site (ValueError, which a log handler must
+    swallow): the bridge gives each severity its own, so an ERROR after a WARNING still shows."""
+    import logging
+
+    from rclpy.logging import get_logger
+
+    from fusion_node.ratelimit import RateLimiter
+    from fusion_node.ros.logbridge import RosLogBridge
+
+    bridge = RosLogBridge(get_logger("bridge_test"), RateLimiter(0.0)).install()
+    lib = logging.getLogger("fusion_node.sync.buffer")
+    try:
+        for level, text in ((logging.WARNING, "first warning"), (logging.ERROR, "then an error"),
+                            (logging.WARNING, "another warning"), (logging.INFO, "and info")):
+            lib.log(level, "%s: %s", "joints", text)
+    finally:
+        bridge.remove()
+    err = capfd.readouterr()
+    out = err.out + err.err
+    for text in ("first warning", "then an error", "another warning", "and info"):
+        assert text in out, out
+    assert "[ERROR]" in out and "[WARN]" in out

@@ -29,11 +29,11 @@ class RosLogBridge(logging.Handler):
         try:
             text = f"[{record.name}] {record.getMessage()}"
             if record.levelno >= logging.ERROR:
-                log = self.ros_logger.error
+                log = self._error
             elif record.levelno >= logging.WARNING:
-                log = self.ros_logger.warning
+                log = self._warning
             else:
-                log = self.ros_logger.info
+                log = self._info
             if record.levelno >= logging.WARNING:
                 args = record.args if isinstance(record.args, tuple) else ()
                 names = tuple(a for a in args if isinstance(a, str))
@@ -42,6 +42,17 @@ class RosLogBridge(logging.Handler):
                 log(text)  # one-off INFO lines (backend choice) are never repeated per message
         except Exception:  # noqa: BLE001 - a log line must never take its caller down
             pass
+
+    # rclpy remembers the severity of each call site (file, function, line) and raises ValueError
+    # when that site logs at another one: every severity gets a call site of its own.
+    def _error(self, text: str) -> None:
+        self.ros_logger.error(text)
+
+    def _warning(self, text: str) -> None:
+        self.ros_logger.warning(text)
+
+    def _info(self, text: str) -> None:
+        self.ros_logger.info(text)
 
     def install(self) -> RosLogBridge:
         logger = logging.getLogger(PACKAGE_LOGGER)

@@ -303,3 +303,25 @@ def test_lifecycle_transitions_parameters_and_reset(require_fusion_msgs, fusion_
     text = log.read_text()
     assert "parameter sync.modalities.audio.max_wait = 0.2 applied" in text
 
+
+
+def test_another_robots_joint_names_are_one_error_not_a_wait(live_node, ros_env, tmp_path):
+    """A 6-joint robot in front of a model trained on joint1..joint3: /diagnostics says ERROR
+    with both sets of names, the log has one ERROR line for it, and frames do not wait for the
+    joints deadline (their stamp-to-publish time stays far below it)."""
+    proc, log = live_node
+    names = ",".join(f"joint_{k}" for k in range(6))
+    player, consumer = _play(ros_env, tmp_path, live_node, "--rate", "30", "--duration", "3", "--joint-names", names)
+    assert proc.poll() is None, log.read_text()[-2000:]
+    joints = _inputs(consumer["diagnostics"])["joints"]
+    assert joints["level"] == 2, joints  # ERROR
+    assert "joint1, joint2, joint3" in joints["values"]["mismatch"] and "joint_5" in joints["values"]["mismatch"]
+    assert float(joints["values"]["sync_unmatched"]) > 500
+    text = log.read_text()
+    assert text.count("which no JointState carries (seen: joint_0") == 1
+    assert "dropped joints sample" not in text.split("joint_0")[-1]
+    # stamps are the player's wall clock (it publishes /clock): stamp to arrival at the consumer
+    delays = sorted(arrival - stamp * 1e-9 for stamp, arrival, _ in consumer["samples"])
+    assert len(delays) > 60
+    # no frame waited the 50 ms joints deadline (audio and joints are published on time)
+    assert delays[len(delays) // 2] < 0.045, delays[len(delays) // 2]

@@ -421,7 +421,8 @@ def test_invalid_input():
     assert buf.add("joints", JointSample(0.0, NAMES, np.zeros(2), np.zeros(3)), 0.0) is False
     assert buf.add("joints", JointSample(0.0, ("other",), np.zeros(1), np.zeros(1)), 0.0) is False
     assert buf.add("image", TextSample(0.0, "not an image"), 0.0) is False
-    assert buf.stats()["joints"]["invalid"] == 3 and buf.stats()["image"]["invalid"] == 1
+    assert buf.stats()["joints"]["invalid"] == 2 and buf.stats()["image"]["invalid"] == 1
+    assert buf.stats()["joints"]["unmatched"] == 1  # well-formed, another robot's names
     with pytest.raises(ValueError, match="not configured"):
         buf.add("lidar", img(0.0), 0.0)
     for bad in ({"reference": "audio"}, {"modalities": {"joints": {"policy": "window"}}},
@@ -639,3 +640,40 @@ def test_a_frame_names_the_input_whose_arrival_completed_it():
     assert frames[0].last_input == "joints" and frames[0].arrival == pytest.approx(0.1301)
     alone = feed(SyncBuffer(cfg), [(0.1005, "image", img(0.1))])  # nothing else: flushed as it is
     assert alone[0].last_input == "image" and alone[0].arrival == 0.1005
+
+
+def test_another_robots_joint_names_are_one_error_and_frames_stop_waiting_for_joints(caplog):
+    """A 6-joint robot (joint_0..joint_5) in front of a model trained on joint1..joint3: its
+    samples cannot be used. The buffer says so once, naming both sets of names, and frames
+    leave without waiting for the joints deadline; a publisher with the right names later
+    brings the joints back."""
+    import logging
+
+    other = tuple(f"joint_{k}" for k in range(6))
+    buf = SyncBuffer(SyncConfig(modalities={"image": ModalitySync("reference", 0.0, 0.0),
+                                            "joints": ModalitySync("interpolate", 0.05, 0.05)}))
+    emitted = []
+    with caplog.at_level(logging.WARNING, logger="fusion_node.sync.buffer"):
+        for k in range(300):  # 1 s of 300 Hz joints and 30 Hz camera, delivered on time
+            t = k / 300
+            buf.add("joints", JointSample(t, other, np.zeros(6), np.zeros(6)), t + 0.001)
+            if k % 10 == 0:
+                buf.add("image", img(t), t + 0.002)
+                emitted += [(f, t + 0.002) for f in buf.poll(t + 0.002)]
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and not [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "joint1, joint2, joint3" in errors[0].getMessage() and "joint_0, joint_1" in errors[0].getMessage()
+    # every frame left when its image arrived: nothing waited the 50 ms joints deadline
+    assert len(emitted) == 30 and all(abs(f.stamp + 0.002 - now) < 1e-9 for f, now in emitted)
+    assert not any(f.present["joints"] for f, _ in emitted)
+    st = buf.stats()["joints"]
+    assert st["unmatched"] == 300 and st["invalid"] == 0
+    assert "joint_5" in buf.mismatch()["joints"] and "joints run absent" in buf.mismatch()["joints"]
+    # the right publisher appears: joints are aligned again and the mismatch is gone for it
+    for k in range(300, 330):
+        t = k / 300
+        buf.add("joints", joints(t), t + 0.001)
+    buf.add("image", img(1.05), 1.051)
+    frames = buf.poll(1.2)
+    assert frames and frames[-1].present["joints"]
+    assert buf.mismatch() == {}

@@ -94,10 +94,12 @@ def run_player(args: argparse.Namespace) -> int:
     rclpy.init()
     node = rclpy.create_node("fusion_bench_player")
     qos = sensor_qos(args.qos_depth, reliable=args.reliable)
+    # --joint-names: another robot, one publisher with its own joint names
+    groups = (tuple(args.joint_names.split(",")),) if args.joint_names else JOINT_GROUPS
     pubs = {
         "image": node.create_publisher(Image, args.image_topic, qos),
         "audio": node.create_publisher(AudioFrame, "/audio", qos),
-        "joints": [node.create_publisher(JointState, "/joint_states", qos) for _ in JOINT_GROUPS],
+        "joints": [node.create_publisher(JointState, "/joint_states", qos) for _ in groups],
         "text": node.create_publisher(String, "/instruction", latched_qos()),
     }
     clock_pub = None
@@ -174,10 +176,13 @@ def run_player(args: argparse.Namespace) -> int:
             sent["audio"] += 1
             next_audio += args.audio_chunk
         else:
-            q = np.sin(np.arange(3) + now) * 0.5
-            dq = np.cos(np.arange(3) + now) * 0.5
-            for pub, names in zip(pubs["joints"], JOINT_GROUPS):
-                idx = [int(n[-1]) - 1 for n in names]
+            width = sum(len(g) for g in groups)
+            q = np.sin(np.arange(width) + now) * 0.5
+            dq = np.cos(np.arange(width) + now) * 0.5
+            first = 0
+            for pub, names in zip(pubs["joints"], groups):
+                idx = list(range(first, first + len(names)))
+                first += len(names)
                 msg = JointState(name=list(names), position=q[idx].tolist(), velocity=dq[idx].tolist())
                 msg.header.stamp = _time_msg(now + ctx.shift)
                 pub.publish(msg)
@@ -287,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-topic", default="/camera/image_raw")
     p.add_argument("--audio-chunk", type=float, default=0.02, help="seconds per audio message")
     p.add_argument("--joint-rate", type=float, default=500.0)
+    p.add_argument("--joint-names", metavar="A,B,...", help="one joint publisher with these names "
+                   "(default: joint1, joint2 and joint3 from two publishers)")
     p.add_argument("--instruction", default="go to the red square")
     p.add_argument("--malformed", action="store_true", help="also send one broken message per input type")
     p.add_argument("--fault", choices=sorted(FAULTS), help="inject this fault at a third of the run "

@@ -79,8 +79,12 @@ def health(
     backend: str,
     model_id: str,
     max_loss: float = 0.02,
+    mismatch: dict[str, str] | None = None,
 ) -> list[Status]:
     """Statuses for one diagnostics period: one per input, one for inference.
+
+    `mismatch` (SyncBuffer.mismatch()): inputs that arrive but that the model cannot use (a
+    robot's joint names the model does not know) are ERROR, with the reason, while it lasts.
 
     `previous` is the snapshot of the last period, so counts that grew since then (malformed,
     skipped, errors) degrade the level for one period instead of forever.
@@ -119,6 +123,10 @@ def health(
         if bad or late or lost:
             level = max(level, WARN)
             msg += f"; this period: {bad} refused at the door, {late} rejected (late/duplicate), {lost} lost in transport"
+        if (mismatch or {}).get(m):
+            level = ERROR
+            msg = f"unusable by the model: {mismatch[m]}; " + msg
+            values["mismatch"] = mismatch[m]
         statuses.append(Status(level, f"{node}: input {m}", msg, values))
 
     inf, lat = snapshot["inference"], snapshot["latency"]

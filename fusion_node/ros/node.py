@@ -637,6 +637,7 @@ class FusionNode(LifecycleNode):
         snapshot = self.monitor.snapshot(time.monotonic())
         with self._sync_lock:
             sync_stats = pipeline.stats()
+            mismatch = pipeline.sync.mismatch()
         snapshot["sync_resets"] = int(sync_stats["frames"]["resets"])
         snapshot["cleaned"] = sum(pipeline.preprocess.cleaned.values())
         s = self.settings
@@ -646,7 +647,7 @@ class FusionNode(LifecycleNode):
             snapshot, self._previous_snapshot, sync_stats, node=self.get_fully_qualified_name(), topics=topics,
             reference=self.cfg.sync.reference, stale_after=s.diagnostics.stale_after,
             max_latency=s.diagnostics.max_latency, backend=pipeline.backend.name, model_id=pipeline.model_id,
-            max_loss=s.diagnostics.max_loss,
+            max_loss=s.diagnostics.max_loss, mismatch=mismatch,
         )
         self._previous_snapshot = snapshot
         for status in statuses:

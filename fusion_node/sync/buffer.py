@@ -30,7 +30,7 @@ from fusion_node import MODALITIES
 from fusion_node.config import ModalitySync, SyncConfig
 from fusion_node.frames import AlignedFrame
 from fusion_node.sync.joints import JointPolicy
-from fusion_node.sync.policies import DUPLICATE, Policy, ReferencePolicy, SamplePolicy
+from fusion_node.sync.policies import DUPLICATE, UNMATCHED, Policy, ReferencePolicy, SamplePolicy
 from fusion_node.sync.ring import Ring
 from fusion_node.sync.stats import ModalityStats
 from fusion_node.sync.window import WindowPolicy
@@ -99,6 +99,7 @@ class SyncBuffer:
         self._reset_logged = -INF  # monotonic time of the last reset log line
         self._resets_unlogged = 0
         self._last_log: dict[tuple[str, str], float] = {}
+        self._mismatch_logged: set[str] = set()
         self._start_epoch()
 
     @staticmethod
@@ -160,6 +161,8 @@ class SyncBuffer:
         except (AttributeError, TypeError, ValueError, IndexError):
             code = -1
         if code:
+            if code == UNMATCHED:
+                return self._unmatched(pol)
             return self._drop(pol, "duplicate" if code == DUPLICATE else "invalid", arrival)
         if skew > self._max_skew:
             if self._carried:  # the first sample of a new epoch: latched inputs rejoin before it
@@ -218,6 +221,24 @@ class SyncBuffer:
             self._last_log[key] = arrival
             log.warning("sync: dropped %s sample (%s); %d dropped so far", pol.name, reason, st.dropped)
         return False
+
+    def _unmatched(self, pol: Policy) -> bool:
+        """Samples the model cannot use (another robot's joint names) are one ERROR per distinct
+        mismatch, not a warning per sample: counted, and described by mismatch()."""
+        st = pol.stats
+        st.dropped += 1
+        st.unmatched += 1
+        if st.unmatched % 256 != 1:  # the first, then every 256th: a publisher's names change rarely
+            return False
+        text = pol.mismatch()
+        if text and text not in self._mismatch_logged and len(self._mismatch_logged) < 16:
+            self._mismatch_logged.add(text)
+            log.error("sync: %s: %s", pol.name, text)
+        return False
+
+    def mismatch(self) -> dict[str, str]:
+        """modality -> why its arriving samples are unusable for this model (only modalities with a problem)."""
+        return {name: text for name, pol in self._policies.items() if (text := pol.mismatch())}
 
     def _suspect(self, modality: str, sample: Any, arrival: float) -> bool:
         """Hold a sample whose clock looks wrong; reset when enough suspects prove a jump."""

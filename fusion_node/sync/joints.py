@@ -14,7 +14,7 @@ import numpy as np
 
 from fusion_node.config import ModalitySync, SyncConfig
 from fusion_node.frames import AlignedFrame
-from fusion_node.sync.policies import DUPLICATE, EXACT_EPS, INF, INVALID, MAX_JOINT_GROUPS, NAN, OK, Policy
+from fusion_node.sync.policies import DUPLICATE, EXACT_EPS, INF, INVALID, MAX_JOINT_GROUPS, NAN, OK, UNMATCHED, Policy
 from fusion_node.sync.ring import Ring
 from fusion_node.sync.stats import ModalityStats
 
@@ -35,9 +35,10 @@ def _row(sample: Any, width: int) -> list[float]:
 class JointGroup:
     """Samples of one publisher (one joint-name tuple) and where its joints go in config order."""
 
-    __slots__ = ("ring", "index", "select", "width", "newest", "identity")  # newest: ring.stamps[-1]
+    __slots__ = ("names", "ring", "index", "select", "width", "newest", "identity")  # newest: ring.stamps[-1]
 
     def __init__(self, names: tuple[str, ...], order: dict[str, int]) -> None:
+        self.names = names
         known = [(k, order[n]) for k, n in enumerate(names) if n in order]
         self.ring = Ring()
         self.width = len(names)
@@ -76,13 +77,16 @@ class JointPolicy(Policy):
         self.groups: dict[tuple[str, ...], JointGroup] = {}
         self.group_list: list[JointGroup] = []
         self.single = False  # exactly one publisher: coverage is simply its newest stamp
+        # joint-name tuples that name none of the model's joints, with their sample counts
+        self.unmatched: dict[tuple[str, ...], int] = {}
+        self.unmatched_newest = -INF
 
     def insert(self, stamp: float, sample: Any, arrival: float) -> int:
         g = self.groups.get(sample.names)
         if g is None:
             g = self._new_group(sample.names)
             if g is None:
-                return INVALID
+                return self._unmatched(sample.names, stamp)
         if len(sample.position) != g.width:  # velocity length is checked where it is read
             return INVALID
         ring = g.ring
@@ -116,10 +120,45 @@ class JointPolicy(Policy):
         self.single = len(self.group_list) == 1
         return g
 
+    def _unmatched(self, names: Any, stamp: float) -> int:
+        """A sample with none of the model's joints: counted per name tuple (bounded). While no
+        publisher carries the model's joints, frames stop waiting for joints: they run absent."""
+        if not isinstance(names, tuple) or len(set(names)) != len(names) or not names:
+            return INVALID
+        if names in self.unmatched or len(self.unmatched) < MAX_JOINT_GROUPS:
+            self.unmatched[names] = self.unmatched.get(names, 0) + 1
+        if stamp > self.unmatched_newest:
+            self.unmatched_newest = stamp
+        if not self._live_groups():
+            self.coverage = INF
+        return UNMATCHED
+
+    def _live_groups(self) -> list[JointGroup]:
+        """Publishers heard within the horizon of the newest joint sample of any publisher."""
+        since = max(self.newest, self.unmatched_newest) - self.horizon
+        return [g for g in self.group_list if g.newest >= since]
+
+    def mismatch(self) -> str:
+        live = self._live_groups()
+        seen: dict[str, None] = {}
+        for names in [*self.unmatched, *(g.names for g in live)]:
+            seen.update(dict.fromkeys(names))
+        if not seen:
+            return ""
+        covered = {n for g in live for n in g.names}
+        missing = [n for n in self.order if n not in covered]
+        if not missing:
+            return ""
+        shown = list(seen)[:16]
+        more = f" and {len(seen) - len(shown)} more" if len(seen) > len(shown) else ""
+        effect = "joints run absent" if not live else "those joints are absent (zero, masked)"
+        return (f"the model needs joints {', '.join(missing)}, which no JointState carries (seen: "
+                f"{', '.join(shown)}{more}); {effect}: train the model on this robot's joint_names or remap")
+
     def _update_coverage(self) -> None:
         # A publisher silent for longer than the horizon no longer holds frames back.
         live = [g.newest for g in self.group_list if g.newest >= self.newest - self.horizon]
-        self.coverage = min(live) if live else -INF
+        self.coverage = min(live) if live else INF if self.unmatched else -INF
 
     def evict(self, cutoff: float) -> None:
         lo = cutoff - self.lookback
@@ -144,6 +183,8 @@ class JointPolicy(Policy):
         super().clear()
         self.groups.clear()
         self.group_list.clear()
+        self.unmatched.clear()
+        self.unmatched_newest = -INF
         self.single = False
 
     def _pick(self, ring: Ring, t: float) -> tuple[int, int, float, float] | None:

@@ -20,7 +20,8 @@ from fusion_node.frames import AlignedFrame
 from fusion_node.sync.ring import Ring
 from fusion_node.sync.stats import ModalityStats
 
-OK, DUPLICATE, INVALID = 0, 1, 2
+# UNMATCHED: a well-formed sample that names none of the model's joints (another robot's names)
+OK, DUPLICATE, INVALID, UNMATCHED = 0, 1, 2, 3
 
 # Stamps converted from integer nanoseconds to float differ only by rounding, far below this.
 EXACT_EPS = 1e-6
@@ -88,6 +89,10 @@ class Policy(ABC):
 
     def size(self) -> int:
         return len(self.ring)
+
+    def mismatch(self) -> str:
+        """Why the model cannot use this modality's samples although they arrive ("" when it can)."""
+        return ""
 
     def clear(self) -> None:
         self.ring.clear()

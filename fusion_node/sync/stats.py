@@ -10,8 +10,8 @@ import numpy as np
 WINDOW = 1024
 
 # Counted here; `received` lives on the policy (hot path) and `accepted` is derived.
-COUNTERS = ("late", "dropped", "duplicates", "future", "invalid", "evicted", "resets", "missing", "frames",
-            "failed")
+COUNTERS = ("late", "dropped", "duplicates", "future", "invalid", "unmatched", "evicted", "resets", "missing",
+            "frames", "failed")
 
 
 @dataclass
@@ -22,7 +22,8 @@ class ModalityStats:
     suspect); size: entries held now. late: stamp behind the emitted watermark;
     dropped: rejected for any reason (late and useless, duplicate, future, invalid);
     duplicates: stamp already held; future: stamp ahead of the clock by more than
-    future_tolerance; invalid: malformed sample; evicted: removed by horizon or entry cap;
+    future_tolerance; invalid: malformed sample; unmatched: well-formed but naming none of the
+    model's joints (see mismatch()); evicted: removed by horizon or entry cap;
     resets: buffer resets (clock jumps); missing: frames emitted without this modality;
     frames: frames emitted with it present; failed: frames for which its policy raised (the
     modality is then absent and its buffer cleared, the frame still leaves).
@@ -38,6 +39,7 @@ class ModalityStats:
     duplicates: int = 0
     future: int = 0
     invalid: int = 0
+    unmatched: int = 0
     evicted: int = 0
     resets: int = 0
     missing: int = 0

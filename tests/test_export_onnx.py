@@ -186,4 +186,11 @@ def test_efficientnet_lite0_models_match_torch_on_random_and_real_frames(tmp_pat
         assert r.cosine > 0.99999, r
     graph = check_onnx(path)
     assert graph.graph.input[0].type.tensor_type.shape.dim[2].dim_value == 120
+    # The backbone adds no operator the tiny encoder's graph (which the TensorRT path builds)
+    # lacks but Clip (ReLU6, an activation for TensorRT's ONNX parser); TF "same" padding
+    # folds into the convolutions' own (asymmetric) pads, with no Pad nodes.
+    tiny_spec = ModelSpec(fusion=fusion)
+    tiny = check_onnx(export_onnx(build_model(tiny_spec).eval(), tiny_spec, tmp_path / "tiny.onnx"))
+    new_ops = {n.op_type for n in graph.graph.node} - {n.op_type for n in tiny.graph.node}
+    assert new_ops <= {"Clip"}, new_ops
 

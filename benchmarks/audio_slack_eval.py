@@ -20,7 +20,7 @@ import numpy as np
 
 from fusion_node.config import SyncConfig
 from fusion_node.dataset import load_or_build
-from fusion_node.evaluate import evaluate_arrays
+from fusion_node.evaluate import predict, task_metrics
 from fusion_node.features import image_features
 from fusion_node.models import load_model
 from fusion_node.text import TextEncoder
@@ -57,12 +57,19 @@ def main() -> int:
         for name, sync in (("slack_0", SyncConfig()), (f"slack_{args.slack:g}", with_audio_slack(SyncConfig(), args.slack))):
             data = load_or_build(bags, spec, sync, cache / "datasets", text_encoder=encoder, progress=False)
             features = image_features(model, data, cache / "features", progress=False)
-            row[name] = {"frames": len(data), **evaluate_arrays(model, data, features=features)}
+            out = predict(model, data, np.arange(len(data)), features=features)
+            # onset: the first frame of a new command (its sound began since the previous frame),
+            # where a window ending up to `slack` early may not yet hold the sound
+            onset = np.r_[False, (data.command[1:] != data.command[:-1]) & (data.episode[1:] == data.episode[:-1])]
+            hit = out["command"].argmax(axis=1) == data.command
+            row[name] = {"frames": len(data), **task_metrics(out, data.labels(slice(None))),
+                         "onset_frames": int(onset.sum()), "cmd_acc_onset": float(hit[onset].mean()),
+                         "cmd_acc_steady": float(hit[~onset].mean())}
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
     names = [n for n in rows[0] if n.startswith("slack_")]
     summary = {}
-    for metric in ("cmd_acc", "xy_err", "dir_err_deg"):
+    for metric in ("cmd_acc", "cmd_acc_steady", "cmd_acc_onset", "xy_err", "dir_err_deg"):
         per = {n: np.array([r[n][metric] for r in rows]) for n in names}
         diff = per[names[1]] - per[names[0]]
         summary[metric] = {**{n: [round(float(v), 4) for v in per[n]] for n in names},

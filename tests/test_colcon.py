@@ -197,10 +197,13 @@ def test_repository_cloned_into_a_workspace_src_builds_both_packages(tmp_path):
     script = (f"source {install}/setup.bash && {install}/fusion_node/lib/fusion_node/fusion --help >/dev/null && "
               f"{sys.executable} -c 'import fusion_node, fusion_msgs.msg as m; "
               "from fusion_node.ros.params import package_share; "
-              "type(m.FusedState).__import_type_support__(); print(fusion_node.__file__); print(package_share())'")
+              "from fusion_node.models.efficientnet import imagenet_labels; "
+              "type(m.FusedState).__import_type_support__(); print(fusion_node.__file__); print(package_share()); "
+              "print(len(imagenet_labels()))'")
     ran = subprocess.run(["bash", "-c", script], env=clean, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert ran.returncode == 0, ran.stderr[-3000:]
-    module, found_share = ran.stdout.strip().splitlines()
+    module, found_share, labels = ran.stdout.strip().splitlines()
+    assert labels == "1000"  # package data (the ImageNet class names) is installed with the modules
     # The installed copy, not this checkout (which the venv also has as an editable install).
     assert Path(module).is_relative_to(install / "fusion_node"), module
     assert Path(found_share) == share

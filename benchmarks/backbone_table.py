@@ -105,12 +105,15 @@ def markdown(table: dict[str, dict], conditions: list[str]) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--eval", nargs="+", required=True, metavar="JSON", help="`fusion eval --json` reports")
+    p.add_argument("--label", nargs="*", default=[], metavar="CONFIG=TEXT", help="row names for configurations")
     p.add_argument("--no-latency", action="store_true")
     p.add_argument("--json", metavar="FILE")
     p.add_argument("--markdown", metavar="FILE")
     args = p.parse_args()
     reports = [Path(x) for x in args.eval]
     table = collect(reports)
+    labels = dict(item.split("=", 1) for item in args.label)
+    table = {labels.get(k, k): v for k, v in table.items()}
     conditions = list(json.loads(reports[0].read_text())["conditions"])
     if not args.no_latency:
         for entry in table.values():

@@ -33,6 +33,15 @@ def input_shapes(spec: ModelSpec, batch: int = 1) -> dict[str, tuple[int, ...]]:
     }
 
 
+def image_grid(spec: ModelSpec) -> tuple[int, int]:
+    """(rows, columns) of the image token grid that `image_attention` points over: stride 8 for the
+    tiny encoder, stride 16 (TF "same" padding: rounded up) for EfficientNet-Lite0."""
+    h, w = spec.image_size
+    if spec.image_encoder == "efficientnet_lite0":
+        return -(-h // 16), -(-w // 16)
+    return h // 8, w // 8
+
+
 def random_inputs(spec: ModelSpec, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
     """Fresh inputs within each input's documented range (not all-zero, mixed presence; the
     reference camera always present)."""

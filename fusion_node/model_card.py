@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fusion_node.contract import image_grid
 from fusion_node.evaluate import format_table
 
 
@@ -23,7 +24,9 @@ def write_model_card(model_dir: str | Path, report: dict[str, Any], command: str
         f"model_id: `{model_id(d)}` — fusion: `{spec.fusion}` — state width {spec.dim} — "
         f"commands: {', '.join(spec.commands)}", "",
         "## Inputs and outputs", "",
-        f"- image float32 [1,3,{spec.image_size[0]},{spec.image_size[1]}] RGB in [0,1]",
+        f"- image float32 [1,3,{spec.image_size[0]},{spec.image_size[1]}] RGB in [0,1]; encoder "
+        + ("EfficientNet-Lite0 (ImageNet weights, frozen; normalisation inside the graph)"
+           if spec.image_encoder == "efficientnet_lite0" else "tiny CNN trained from scratch"),
         f"- audio float32 [1,{spec.audio_samples}] mono in [-1,1] at {spec.audio_rate} Hz (log-mel inside the graph)",
         f"- joints float32 [1,{2 * len(spec.joint_names)}] positions then velocities of "
         f"{', '.join(spec.joint_names)} (normalised inside the graph)",
@@ -31,7 +34,8 @@ def write_model_card(model_dir: str | Path, report: dict[str, Any], command: str
         "- present float32 [1,4] image, audio, joints, text",
         "- outputs: state, weights (per-modality contribution), target_xy (normalised image coordinates), "
         "direction (unit vector effector -> target), command (logits)"
-        + (", image_attention (pointer over the 8x8 image grid)" if spec.fusion == "attention" else ""),
+        + (", image_attention (pointer over the {}x{} image grid)".format(*image_grid(spec))
+           if spec.fusion == "attention" else ""),
         "", "## Training", "", f"```\n{command}\n```", "",
     ]
     if trained:

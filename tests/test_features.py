@@ -126,3 +126,13 @@ def test_bad_settings_fail_with_the_key() -> None:
         TrainConfig(image_encoder="resnet").validate()
     with pytest.raises(ValueError, match="image_finetune_blocks"):
         build_model(lite0_spec(image_finetune_blocks=40))
+
+
+def test_the_contract_knows_each_encoders_token_grid() -> None:
+    from fusion_node.contract import image_grid
+
+    for spec in (lite0_spec(), ModelSpec(fusion="attention", image_encoder="efficientnet_lite0", image_size=(120, 160)),
+                 ModelSpec(fusion="attention"), ModelSpec(fusion="attention", image_size=(96, 128))):
+        model = build_model(spec, pretrained=False)
+        assert image_grid(spec) == tuple(model.image.grid), spec
+        assert model.image.num_tokens == image_grid(spec)[0] * image_grid(spec)[1]

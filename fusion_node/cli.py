@@ -59,11 +59,24 @@ def _unavailable(name: str, exc: Exception):
     return run
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record is emitted, not the stream of the moment
+    main() ran: an in-process caller (tests) may replace and close that stream later."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def _setup_logging() -> None:
     """Show the package's own INFO lines (e.g. why `auto` chose a backend), not every library's."""
     logger = logging.getLogger("fusion_node")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("[%(levelname)s] [%(name)s] %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

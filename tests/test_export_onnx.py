@@ -190,7 +190,8 @@ def test_efficientnet_lite0_models_match_torch_on_random_and_real_frames(tmp_pat
     # lacks but Clip (ReLU6, an activation for TensorRT's ONNX parser); TF "same" padding
     # folds into the convolutions' own (asymmetric) pads, with no Pad nodes.
     tiny_spec = ModelSpec(fusion=fusion)
-    tiny = check_onnx(export_onnx(build_model(tiny_spec).eval(), tiny_spec, tmp_path / "tiny.onnx"))
+    tiny = check_onnx(export_onnx(build_model(tiny_spec).eval(), tiny_spec, tmp_path / "tiny.onnx",
+                                  dynamic_batch=dynamic))
     new_ops = {n.op_type for n in graph.graph.node} - {n.op_type for n in tiny.graph.node}
     assert new_ops <= {"Clip"}, new_ops
 

@@ -10,6 +10,7 @@ exchanged, i.e. bgr8 data labelled rgb8 or the reverse).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -44,6 +45,15 @@ class FrameReport:
         r, g, b = self.channel_means
         return (f"{self.width}x{self.height} {self.encoding}: brightness {self.brightness:.0f}/255, "
                 f"RGB means {r:.0f}/{g:.0f}/{b:.0f}, blur {self.blur:.0f}; top-5: {labels}")
+
+
+def camera_frame(msgtype: str, msg: Any, arrival: float) -> tuple[np.ndarray, str]:
+    """(RGB uint8 frame, its encoding or compressed format) of an Image or CompressedImage,
+    through the node's converters; BadMessage when it does not convert."""
+    from fusion_node.convert import CONVERTERS
+
+    sample = CONVERTERS[msgtype][1](msg, arrival)
+    return sample.image, str(getattr(msg, "encoding", "") or getattr(msg, "format", ""))
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:

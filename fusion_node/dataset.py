@@ -82,7 +82,7 @@ class SampleSet:
         else:
             if np.any((audio_shift < 0) | (audio_shift > self.audio_margin)):
                 raise ValueError(f"audio_shift must be within [0, {self.audio_margin}] samples")
-            cols = (audio.shape[1] - width - audio_shift)[:, None] + np.arange(width)
+            cols = (self.audio_margin - audio_shift)[:, None] + np.arange(width)
             audio = np.take_along_axis(audio, cols, axis=1)
         return {
             **({"image": self.image[idx].astype(np.float32) * np.float32(1.0 / 255.0)} if image else {}),

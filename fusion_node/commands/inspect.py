@@ -42,7 +42,8 @@ def _file_frames(path: Path) -> list[tuple[np.ndarray, str]]:
 def _bag_frames(path: Path, topic: str | None, count: int) -> list[tuple[np.ndarray, str]]:
     from fusion_node.bag.reader import BagReader
     from fusion_node.bag.source import modality_of
-    from fusion_node.convert import CONVERTERS, BadMessage
+    from fusion_node.camera_check import camera_frame
+    from fusion_node.convert import BadMessage
 
     with BagReader(path) as bag:
         images = sorted(t for t, i in bag.topics.items() if modality_of(i.msgtype) == "image")
@@ -60,13 +61,10 @@ def _bag_frames(path: Path, topic: str | None, count: int) -> list[tuple[np.ndar
         for i, m in enumerate(bag.messages([topic])):
             if i not in picks:
                 continue
-            msg = bag.decode(m)
             try:
-                sample = CONVERTERS[m.msgtype][1](msg, m.time)
+                frames.append(camera_frame(m.msgtype, bag.decode(m), m.time))
             except BadMessage as exc:
                 print(f"frame {i}: not converted: {exc}")
-                continue
-            frames.append((sample.image, str(getattr(msg, "encoding", "") or getattr(msg, "format", ""))))
         return frames
 
 

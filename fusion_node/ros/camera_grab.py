@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fusion_node.convert import CONVERTERS, BadMessage
+from fusion_node.camera_check import camera_frame
+from fusion_node.convert import BadMessage
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
@@ -45,7 +46,6 @@ def grab(topic: str, count: int, timeout: float, discovery: float = 5.0) -> Grab
             raise UsageError(f"{topic} is {', '.join(types)}, not a camera image")
         package, _, name = msgtype.split("/")
         msg_cls = getattr(__import__(f"{package}.msg", fromlist=[name]), name)
-        convert = CONVERTERS[msgtype][1]
         result = Grabbed([], msgtype, [])
         received = 0
 
@@ -57,11 +57,9 @@ def grab(topic: str, count: int, timeout: float, discovery: float = 5.0) -> Grab
             if len(result.frames) >= count or (received - 1) % 10:
                 return
             try:
-                sample = convert(msg, time.time())
+                result.frames.append(camera_frame(msgtype, msg, time.time()))
             except BadMessage as exc:
                 result.refused.append(str(exc))
-                return
-            result.frames.append((sample.image, str(getattr(msg, "encoding", "") or getattr(msg, "format", ""))))
 
         node.create_subscription(msg_cls, topic, on_msg, qos_profile_sensor_data)
         end = time.monotonic() + timeout

@@ -120,6 +120,12 @@ def health(
             msg += (f"; {100.0 * loss:.0f}% lost in transport this period (stamp gaps): see docs/node.md, "
                     "'Fast DDS and large images'")
         bad, late, lost = (_delta(s, prev, k) for k in ("malformed", "rejected", "lost"))
+        # samples naming none of the model's joints (another publisher's) are ignored, not rejected:
+        # the sync buffer's mismatch() says when that leaves the model without joints
+        ignored = max(0, _delta(s, prev, "unmatched"))
+        late = max(0, late - ignored)
+        if ignored:
+            msg += f"; {ignored} ignored (joint names the model does not use)"
         if bad or late or lost:
             level = max(level, WARN)
             msg += f"; this period: {bad} refused at the door, {late} rejected (late/duplicate), {lost} lost in transport"

@@ -639,6 +639,8 @@ class FusionNode(LifecycleNode):
             sync_stats = pipeline.stats()
             mismatch = pipeline.sync.mismatch()
         snapshot["sync_resets"] = int(sync_stats["frames"]["resets"])
+        for name, counters in snapshot["inputs"].items():  # for health(): ignored, not rejected
+            counters["unmatched"] = sync_stats.get(name, {}).get("unmatched", 0.0)
         snapshot["cleaned"] = sum(pipeline.preprocess.cleaned.values())
         s = self.settings
         topics = {"image": s.topics.image + ("/compressed" if s.image_transport == "compressed" else ""),

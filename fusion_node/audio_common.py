@@ -15,6 +15,14 @@ from fusion_node.config import InputLimits
 from fusion_node.convert import LIMITS, BadMessage, audio_samples, check_audio_format, check_audio_length, header_stamp
 from fusion_node.frames import AudioChunk
 
+# ros-drivers/audio_common 0.4.0's definitions, as its bags store them (writers of such bags use them)
+ROS_DRIVERS_MSGS: dict[str, str] = {
+    "audio_common_msgs/msg/AudioData": "uint8[] data\n",
+    "audio_common_msgs/msg/AudioDataStamped": "std_msgs/Header header\nAudioData audio\n",
+    "audio_common_msgs/msg/AudioInfo": "uint8 channels\nuint32 sample_rate\nstring sample_format\n"
+                                       "uint32 bitrate\nstring coding_format\n",
+}
+
 # PortAudio sample formats (portaudio.h) -> (AudioData field, scale to [-1, 1], offset)
 _PORTAUDIO: dict[int, tuple[str, float, float]] = {
     1: ("float32_data", 1.0, 0.0),  # paFloat32

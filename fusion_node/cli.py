@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "record": "fusion_node.commands.record",
     "replay": "fusion_node.commands.replay",
     "sample-bag": "fusion_node.commands.sample_bag",
+    "init": "fusion_node.commands.init",
     "train": "fusion_node.commands.train",
     "eval": "fusion_node.commands.eval",
     "inspect": "fusion_node.commands.inspect",

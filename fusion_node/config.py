@@ -52,6 +52,34 @@ class SyncConfig:
     )
 
 
+HEAD_KINDS: tuple[str, ...] = ("class", "regress", "action_chunk")
+
+
+@dataclass
+class HeadSpec:
+    """A task head declared in a model contract (fusion_node.contract): what it predicts and where
+    its labels come from. `source` is /topic.field.path (an index is a number or, for
+    JointState-like messages, a joint name). class: logits over `classes`; regress: `size`
+    values; action_chunk: the source's `size` values at each of `offsets` seconds after the
+    frame, flattened offset-major ([o0 v0..vK, o1 v0..vK, ...]). `size` is learnt from the
+    labels when training starts (0 in a contract until then)."""
+
+    name: str
+    kind: str  # class | regress | action_chunk
+    source: str
+    classes: tuple[str, ...] = ()
+    offsets: tuple[float, ...] = ()  # s after the frame's stamp, increasing (action_chunk)
+    size: int = 0  # values per time step (regress, action_chunk)
+    weight: float = 1.0  # loss weight
+
+    @property
+    def output_size(self) -> int:
+        """Width of this head's model output."""
+        if self.kind == "class":
+            return len(self.classes)
+        return self.size * (len(self.offsets) if self.kind == "action_chunk" else 1)
+
+
 @dataclass
 class ModelSpec:
     """Input/output contract of a fusion model; stored as config.json beside its weights."""
@@ -68,6 +96,8 @@ class ModelSpec:
     dim: int = 128  # fused state width
     commands: tuple[str, ...] = ("none", "stop", "go", "slower")
     extra: dict[str, Any] = field(default_factory=dict)  # head-specific hyper-parameters
+    # task heads declared by a contract; empty: the simulated world's target_xy/direction/command
+    heads: tuple[HeadSpec, ...] = ()
 
 
 @dataclass
@@ -136,6 +166,10 @@ def _coerce(type_name: Any, value: Any, where: str) -> Any:
             else:
                 merged[k] = from_dict(ModalitySync, v)
         return merged
+    if t.startswith("tuple[HeadSpec"):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list of heads")
+        return tuple(v if isinstance(v, HeadSpec) else from_dict(HeadSpec, v) for v in value)
     if t.startswith("tuple"):
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{where}: expected a list")
@@ -147,7 +181,7 @@ def _coerce(type_name: Any, value: Any, where: str) -> Any:
     return value
 
 
-for _cls in (ModalitySync, SyncConfig, ModelSpec, InputLimits, PipelineConfig):
+for _cls in (ModalitySync, SyncConfig, HeadSpec, ModelSpec, InputLimits, PipelineConfig):
     _DATACLASSES[_cls.__name__] = _cls
 
 

@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,17 +31,21 @@ from fusion_node import MODALITIES
 from fusion_node.bag.reader import BagReader
 from fusion_node.bag.source import BagSource
 from fusion_node.config import ModalitySync, ModelSpec, SyncConfig, to_dict
-from fusion_node.convert import stamp_to_sec
+from fusion_node.contract import RobotContract, contract_to_dict, read_value
+from fusion_node.contract.bagcheck import check_bag
+from fusion_node.contract.labels import Track, head_labels, hold_current
+from fusion_node.convert import header_stamp, stamp_to_sec
 from fusion_node.frames import AlignedFrame, Sample
 from fusion_node.frontend import Frontend
 
 log = logging.getLogger(__name__)
 
 # 2: bags read through BagSource (one topic per modality, ground truth by type, audio_common
-# audio); audio stored as float32. 3: audio margin, images at any model size.
-CACHE_VERSION = 3
+# audio); audio stored as float32. 3: audio margin, images at any model size. 4: contract heads.
+CACHE_VERSION = 4
 AUDIO_MARGIN_S = 0.05
 LABELS = ("target_xy", "direction", "command", "has_target")
+_HEAD_PREFIX = "head__"
 
 
 @dataclass
@@ -62,6 +66,10 @@ class SampleSet:
     texts: np.ndarray  # [T] str
     text_emb: np.ndarray  # [T,384] float32
     audio_margin: int = 0  # samples of audio kept before the model's window
+    # contract heads (fusion_node.contract): per head NAME the labels ("NAME", [N] int64 or [N,k]
+    # float32), which rows have one ("NAME.mask", [N] bool) and, for action chunks, the
+    # hold-current-value baseline ("NAME.hold", [N,k])
+    heads: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.stamp.shape[0])
@@ -74,7 +82,10 @@ class SampleSet:
         a window with sync slack ends; `image=False` leaves the image out (training on cached
         backbone features)."""
         ti = self.text_index[idx]
-        text = np.where((ti >= 0)[:, None], self.text_emb[np.maximum(ti, 0)], 0.0).astype(np.float32)
+        if len(self.text_emb):
+            text = np.where((ti >= 0)[:, None], self.text_emb[np.maximum(ti, 0)], 0.0).astype(np.float32)
+        else:  # no instruction in any of these bags
+            text = np.zeros((len(ti), self.text_emb.shape[1]), np.float32)
         audio = self.audio[idx]
         width = audio.shape[1] - self.audio_margin
         if audio_shift is None:
@@ -93,7 +104,7 @@ class SampleSet:
         }
 
     def labels(self, idx: np.ndarray | slice) -> dict[str, np.ndarray]:
-        return {k: getattr(self, k)[idx] for k in LABELS}
+        return {**{k: getattr(self, k)[idx] for k in LABELS}, **{k: v[idx] for k, v in self.heads.items()}}
 
     def with_texts(self, texts: np.ndarray, text_emb: np.ndarray, text_index: np.ndarray) -> SampleSet:
         return dataclasses.replace(self, texts=texts, text_emb=text_emb, text_index=text_index)
@@ -101,7 +112,8 @@ class SampleSet:
     def save(self, path: str | Path, meta: dict) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        arrays = {f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "heads"}
+        arrays.update({_HEAD_PREFIX + k: v for k, v in self.heads.items()})
         arrays["texts"] = np.asarray(self.texts, dtype=np.str_)
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez(tmp, meta=np.asarray(json.dumps(meta)), **arrays)
@@ -115,8 +127,9 @@ class SampleSet:
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
-                data = {f.name: z[f.name] for f in dataclasses.fields(SampleSet)}
+                data = {f.name: z[f.name] for f in dataclasses.fields(SampleSet) if f.name != "heads"}
                 data["audio_margin"] = int(data["audio_margin"])
+                data["heads"] = {k[len(_HEAD_PREFIX):]: z[k] for k in z.files if k.startswith(_HEAD_PREFIX)}
         except (OSError, ValueError, KeyError) as exc:
             raise ValueError(f"{path}: not a fusion dataset file: {exc}") from None
         return SampleSet(**data), meta
@@ -131,7 +144,11 @@ class SampleSet:
             raise ValueError(f"datasets keep different audio margins {sorted(margins)}: rebuild them from their bags")
         texts: dict[str, int] = {}
         embs: list[np.ndarray] = []
-        cols: dict[str, list[np.ndarray]] = {f.name: [] for f in dataclasses.fields(SampleSet)}
+        head_keys = {tuple(sorted(s.heads)) for s in sets}
+        if len(head_keys) > 1:
+            raise ValueError("datasets were built for different heads: rebuild them with one contract")
+        cols: dict[str, list[np.ndarray]] = {f.name: [] for f in dataclasses.fields(SampleSet) if f.name != "heads"}
+        cols.update({_HEAD_PREFIX + k: [] for k in sets[0].heads})
         episode_base = 0
         for s in sets:
             remap = np.empty(len(s.texts), np.int32)
@@ -143,17 +160,19 @@ class SampleSet:
             for name in cols:
                 if name in ("texts", "text_emb", "audio_margin"):
                     continue
-                value = getattr(s, name)
+                value = s.heads[name[len(_HEAD_PREFIX):]] if name.startswith(_HEAD_PREFIX) else getattr(s, name)
                 if name == "text_index":
-                    value = np.where(value >= 0, remap[np.maximum(value, 0)], -1).astype(np.int32)
+                    mapped = remap[np.maximum(value, 0)] if len(remap) else np.full_like(value, -1)
+                    value = np.where(value >= 0, mapped, -1).astype(np.int32)
                 elif name == "episode":
                     value = value + episode_base
                 cols[name].append(value)
             episode_base += int(s.episode.max()) + 1 if len(s) else 0
         out = {k: np.concatenate(v) for k, v in cols.items() if k not in ("texts", "text_emb", "audio_margin")}
+        heads = {k[len(_HEAD_PREFIX):]: out.pop(k) for k in list(out) if k.startswith(_HEAD_PREFIX)}
         emb = np.stack(embs) if embs else np.zeros((0, sets[0].text_emb.shape[1]), np.float32)
         return SampleSet(**out, texts=np.asarray(list(texts), dtype=np.str_), text_emb=emb.astype(np.float32),
-                         audio_margin=margins.pop())
+                         audio_margin=margins.pop(), heads=heads)
 
 
 def naive_sync(sync: SyncConfig) -> SyncConfig:
@@ -168,12 +187,14 @@ def _restamp(sample: Sample, arrival: float) -> Sample:
 
 
 def build_from_bag(path: str | Path, spec: ModelSpec, sync: SyncConfig, text_encoder, stride: int = 1,
-                   naive: bool = False, topics: dict[str, str] | None = None) -> SampleSet:
-    """Samples of one bag: every `stride`-th emitted frame that has a ground-truth message.
+                   naive: bool = False, topics: dict[str, str] | None = None,
+                   contract: RobotContract | None = None) -> SampleSet:
+    """Samples of one bag: every `stride`-th emitted frame that has a ground-truth message, or
+    with a `contract` every `stride`-th frame, labelled by the contract's heads.
 
     The bag is read by BagSource (the topics replay would choose; `topics` overrides as replay's
-    --topic) and aligned and preprocessed by the Frontend, as replay and the node do; its audio
-    window is AUDIO_MARGIN_S longer, ending at the same time."""
+    --topic, a contract's inputs override them all) and aligned and preprocessed by the Frontend,
+    as replay and the node do; its audio window is AUDIO_MARGIN_S longer, ending at the same time."""
     margin = int(round(AUDIO_MARGIN_S * spec.audio_rate))
     spec = dataclasses.replace(spec, audio_samples=spec.audio_samples + margin)
     front = Frontend(spec, naive_sync(sync) if naive else sync, text_encoder.encode)
@@ -181,6 +202,8 @@ def build_from_bag(path: str | Path, spec: ModelSpec, sync: SyncConfig, text_enc
     frames: list[tuple[float, dict[str, np.ndarray], str | None]] = []
     capture: dict[int, float] = {}  # naive: arrival-stamped image -> its real capture stamp
     refused = 0
+    sources = contract.sources() if contract else {}
+    tracks = {name: Track() for name in sources}
 
     def take(emitted: list[AlignedFrame]) -> None:
         for f in emitted:
@@ -188,7 +211,20 @@ def build_from_bag(path: str | Path, spec: ModelSpec, sync: SyncConfig, text_enc
             frames.append((stamp, front.inputs(f), f.text))
 
     with BagReader(path) as reader:
-        for event in BagSource(reader, topics, sync.reference).events():
+        if contract:
+            check_bag(contract, reader)
+            topics = contract.topics()
+        source = BagSource(reader, topics, sync.reference, tuple(s.topic for s in sources.values()))
+        for event in source.events():
+            if event.kind == "label":
+                label_stamp = header_stamp(event.decoded) if hasattr(event.decoded, "header") else event.arrival
+                for k, (name, src) in enumerate(sources.items()):
+                    if src.topic == event.message.topic:
+                        try:
+                            tracks[name].add(label_stamp, read_value(event.decoded, src, f"heads[{k}].source"))
+                        except KeyError:
+                            pass  # this message does not carry the indexed element (another publisher)
+                continue
             if event.kind == "truth":
                 truths[_key(stamp_to_sec(event.decoded.header.stamp))] = event.decoded
                 continue
@@ -209,8 +245,28 @@ def build_from_bag(path: str | Path, spec: ModelSpec, sync: SyncConfig, text_enc
     take(front.flush_frames())
     if refused:
         log.warning("%s: %d message(s) could not be converted", path, refused)
-    data = _assemble(frames[::stride] if stride > 1 else frames, truths, text_encoder, spec)
+    frames = frames[::stride] if stride > 1 else frames
+    data = _assemble(frames, None if contract else truths, text_encoder, spec)
+    if contract:
+        data = dataclasses.replace(data, heads=_head_columns(contract, tracks, data.stamp, path))
     return dataclasses.replace(data, audio_margin=margin)
+
+
+def _head_columns(contract: RobotContract, tracks: dict[str, Track], stamps: np.ndarray,
+                  path: str | Path) -> dict[str, np.ndarray]:
+    """Each head's labels at the frames, with their mask (and the hold baseline of action chunks)."""
+    rules = contract.labels
+    out: dict[str, np.ndarray] = {}
+    for k, head in enumerate(contract.heads):
+        key = f"heads[{k}].source"
+        if not tracks[head.name].stamps:
+            log.warning("%s: %s: no message of %s carries this label", path, key, head.source)
+        y, mask = head_labels(head, tracks[head.name], stamps, rules.tolerance, rules.max_gap, rules.ttl, key)
+        out[head.name], out[head.name + ".mask"] = y, mask
+        if head.kind == "action_chunk":
+            out[head.name + ".hold"] = hold_current(head, tracks[head.name], stamps, rules.tolerance,
+                                                    rules.max_gap, key)
+    return out
 
 
 def _key(t: float) -> int:
@@ -218,11 +274,14 @@ def _key(t: float) -> int:
 
 
 def _assemble(frames, truths, text_encoder, spec: ModelSpec) -> SampleSet:
-    rows = [(stamp, inputs, text, truths.get(_key(stamp))) for stamp, inputs, text in frames]
-    missing = sum(1 for r in rows if r[3] is None)
-    if missing:
-        log.warning("%d frame(s) without ground truth skipped", missing)
-    rows = [r for r in rows if r[3] is not None]
+    """Frames as columns; with `truths` (the simulated world) only frames with ground truth."""
+    rows = [(stamp, inputs, text, truths.get(_key(stamp)) if truths is not None else None)
+            for stamp, inputs, text in frames]
+    if truths is not None:
+        missing = sum(1 for r in rows if r[3] is None)
+        if missing:
+            log.warning("%d frame(s) without ground truth skipped", missing)
+        rows = [r for r in rows if r[3] is not None]
     texts = sorted({r[2] for r in rows if r[2]})
     index = {t: i for i, t in enumerate(texts)}
     emb = np.stack([text_encoder.encode(t) for t in texts]) if texts else np.zeros((0, spec.text_dim), np.float32)
@@ -250,26 +309,33 @@ def _assemble(frames, truths, text_encoder, spec: ModelSpec) -> SampleSet:
         out.present[i] = x["present"][0]
         if text and x["present"][0, MODALITIES.index("text")] > 0:
             out.text_index[i] = index[text]
+        out.stamp[i] = stamp
+        if truth is None:
+            continue
         out.target_xy[i] = truth.target_xy
         out.direction[i] = truth.direction
         out.command[i] = int(truth.command)
         out.has_target[i] = bool(truth.instruction)
-        out.stamp[i] = stamp
     return out
 
 
-def cache_key(path: Path, spec: ModelSpec, sync: SyncConfig, stride: int, naive: bool) -> str:
-    """Changes when the bag, the model's input contract or the alignment settings change."""
+def cache_key(path: Path, spec: ModelSpec, sync: SyncConfig, stride: int, naive: bool,
+              contract: RobotContract | None = None) -> str:
+    """Changes when the bag (names, sizes, mtimes), the model's input contract, the alignment
+    settings, or the robot contract (topics, heads, label rules) change."""
     stat = [(str(p.relative_to(path)) if path.is_dir() else p.name, p.stat().st_size, int(p.stat().st_mtime))
             for p in (sorted(path.rglob("*")) if path.is_dir() else [path]) if p.is_file()]
     inputs = {k: v for k, v in to_dict(spec).items() if k not in ("name", "fusion", "dim", "extra")}
-    blob = json.dumps([CACHE_VERSION, stat, inputs, to_dict(sync), stride, naive], sort_keys=True)
+    robot = contract_to_dict(contract) if contract else None
+    blob = json.dumps([CACHE_VERSION, stat, inputs, to_dict(sync), stride, naive, robot], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def load_or_build(paths: Iterable[str | Path], spec: ModelSpec, sync: SyncConfig, cache_dir: str | Path,
-                  text_encoder=None, stride: int = 1, naive: bool = False, progress: bool = True) -> SampleSet:
-    """One SampleSet from dataset files (.npz) and/or bags (built once, then read from cache_dir)."""
+                  text_encoder=None, stride: int = 1, naive: bool = False, progress: bool = True,
+                  contract: RobotContract | None = None) -> SampleSet:
+    """One SampleSet from dataset files (.npz) and/or bags (built once, then read from cache_dir);
+    with a `contract`, its topics and heads."""
     from tqdm import tqdm
 
     paths = [Path(p) for p in paths]
@@ -283,7 +349,7 @@ def load_or_build(paths: Iterable[str | Path], spec: ModelSpec, sync: SyncConfig
         if p.suffix == ".npz":
             sets.append(SampleSet.load(p)[0])
             continue
-        cached = Path(cache_dir) / f"{p.name}-{cache_key(p, spec, sync, stride, naive)}.npz"
+        cached = Path(cache_dir) / f"{p.name}-{cache_key(p, spec, sync, stride, naive, contract)}.npz"
         if cached.is_file():
             sets.append(SampleSet.load(cached)[0])
             continue
@@ -291,9 +357,10 @@ def load_or_build(paths: Iterable[str | Path], spec: ModelSpec, sync: SyncConfig
             from fusion_node.text import TextEncoder
 
             text_encoder = TextEncoder(spec.text_encoder)
-        built = build_from_bag(p, spec, sync, text_encoder, stride=stride, naive=naive)
+        built = build_from_bag(p, spec, sync, text_encoder, stride=stride, naive=naive, contract=contract)
         if not len(built):
-            raise ValueError(f"{p}: no camera frame with a fusion_msgs/GroundTruth message: nothing to train or score on")
+            raise ValueError(f"{p}: no camera frame" + ("" if contract else " with a fusion_msgs/GroundTruth message")
+                             + ": nothing to train or score on")
         built.save(cached, {"bag": str(p), "stride": stride, "naive": naive, "version": CACHE_VERSION})
         sets.append(built)
     return SampleSet.concat(sets)

@@ -13,3 +13,8 @@ class ModelVerificationError(ValueError):
 
 class NonFiniteOutput(ValueError):
     """The model produced NaN or inf: the result must not be published as if valid."""
+
+
+class ContractError(ValueError):
+    """A model contract that cannot work with its bags or model: one line naming the key (as
+    `heads[1].source`) and the fix."""

@@ -74,7 +74,52 @@ def predict(model, data, idx: np.ndarray, drop: str | None = None, batch: int = 
 def evaluate_arrays(model, data, idx: np.ndarray | None = None, drop: str | None = None,
                     features=None) -> dict[str, float]:
     idx = np.arange(len(data)) if idx is None else idx
-    return task_metrics(predict(model, data, idx, drop, features=features), data.labels(idx))
+    outputs = predict(model, data, idx, drop, features=features)
+    if model.spec.heads:
+        return {f"{h}_{k}": v for h, r in head_metrics(outputs, data.labels(idx), model.spec.heads).items()
+                for k, v in r.items() if k in ("model", "baseline")}
+    return task_metrics(outputs, data.labels(idx))
+
+
+HEAD_METRICS = {"class": ("accuracy", "majority class", True), "regress": ("mean abs error", "mean value", False),
+                "action_chunk": ("mean abs error", "hold current value", False)}
+"""kind -> (metric, trivial baseline measured on the same frames, higher is better)."""
+
+
+def head_metrics(outputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], heads) -> dict[str, dict]:
+    """Each contract head's metric and its trivial baseline on the frames that have its label:
+    {name: {kind, metric, model, baseline, baseline_name, frames}}. Errors are in the label's
+    own units (averaged over its values and offsets)."""
+    out = {}
+    for h in heads:
+        m = labels[h.name + ".mask"].astype(bool)
+        metric, baseline_name, _ = HEAD_METRICS[h.kind]
+        y, pred = labels[h.name][m], outputs[h.name][m]
+        if not m.any():
+            model_v = base_v = float("nan")
+        elif h.kind == "class":
+            model_v = float((pred.argmax(axis=1) == y).mean())
+            base_v = float((y == np.bincount(y, minlength=len(h.classes)).argmax()).mean())
+        else:
+            model_v = float(np.abs(pred - y).mean())
+            guess = labels[h.name + ".hold"][m] if h.kind == "action_chunk" else y.mean(axis=0, keepdims=True)
+            base_v = float(np.abs(guess - y).mean())
+        out[h.name] = {"kind": h.kind, "metric": metric, "model": model_v, "baseline": base_v,
+                       "baseline_name": baseline_name, "frames": int(m.sum())}
+    return out
+
+
+def format_heads_table(results: dict[str, dict], heads) -> str:
+    """Markdown: head, kind, metric, model, baseline, and whether the model beats it."""
+    lines = ["| head | kind | metric | model | baseline | frames |", "|---|---|---|---|---|---|"]
+    for h in heads:
+        r = results[h.name]
+        higher = HEAD_METRICS[h.kind][2]
+        better = (r["model"] > r["baseline"]) if higher else (r["model"] < r["baseline"])
+        mark = "" if better else " (not better)"
+        lines.append(f"| {h.name} | {h.kind} | {r['metric']} | {r['model']:.3f}{mark} | {r['baseline']:.3f} "
+                     f"({r['baseline_name']}) | {r['frames']} |")
+    return "\n".join(lines)
 
 
 def constant_baseline(data) -> dict[str, float]:

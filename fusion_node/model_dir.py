@@ -1,7 +1,9 @@
 """Model directory layout: where a model's spec, weights and ONNX live, their manifest and identity.
 
 Torch-free so ONNX Runtime and TensorRT deployments can read a model directory without torch.
-Layout: config.json (ModelSpec), model.safetensors, model.onnx, manifest.json, MODEL_CARD.md.
+Layout: config.json (ModelSpec), model.safetensors, model.onnx, manifest.json, MODEL_CARD.md, and
+for a model trained from a robot's contract, contract.yaml (its topics and label sources: what
+eval and replay read bags with).
 
 manifest.json lists the sha256 of every artifact that can run (spec, weights, ONNX graph).
 `verify` checks each present file against it before anything loads it, so a flipped byte, a
@@ -25,6 +27,7 @@ WEIGHTS_FILE = "model.safetensors"
 ONNX_FILE = "model.onnx"
 CARD_FILE = "MODEL_CARD.md"
 MANIFEST_FILE = "manifest.json"
+CONTRACT_FILE = "contract.yaml"
 ARTIFACTS = (SPEC_FILE, WEIGHTS_FILE, ONNX_FILE)  # what the manifest covers: everything that runs
 REWRITE_HINT = "`fusion export onnx --model-dir DIR` re-exports the graph and rewrites the manifest"
 

@@ -102,7 +102,7 @@ def _objective_cls():
     import torch
     from torch import nn
 
-    from fusion_node.models.losses import task_losses
+    from fusion_node.models.losses import declared_losses, task_losses
 
     class Objective(nn.Module):
         """Model + optional contrastive aligner; forward returns (total loss, parts): one DDP unit."""
@@ -123,17 +123,52 @@ def _objective_cls():
             total = parts["contrastive"] * (1.0 if contrastive_only else self.cfg.contrastive_weight) \
                 if "contrastive" in parts else enc.vectors.sum() * 0.0
             if not contrastive_only:
-                named = self.model.named_outputs(self.model.forward_encoded(enc))
-                losses = task_losses(named, labels, self.model.image.grid, inputs["present"])
+                heads = self.model.spec.heads
+                if heads:
+                    head_input = self.model.head_input(self.model.head(enc), enc)
+                    losses = declared_losses(self.model.tasks.parts(head_input), labels, self.model.tasks)
+                    weights = {h.name: h.weight for h in heads}
+                else:
+                    named = self.model.named_outputs(self.model.forward_encoded(enc))
+                    losses = task_losses(named, labels, self.model.image.grid, inputs["present"])
+                    weights = self.cfg.loss_weights
                 for k, v in losses.items():
                     parts[k] = v
-                    total = total + self.cfg.loss_weights.get(k, 1.0) * v
+                    total = total + weights.get(k, 1.0) * v
             return total, {k: float(v.detach()) for k, v in parts.items()}
 
     return Objective
 
 
 # --- data ------------------------------------------------------------------------------------
+
+def _raw_head_targets(model, data, head, rows: np.ndarray):
+    """(normalised joints, the head's standardised targets) of `rows`, for DeclaredHeads.fit_linear."""
+    import torch
+
+    tasks = model.tasks
+    proprio = model.joints.normalised(torch.from_numpy(data.joints[rows]))
+    y = torch.from_numpy(data.heads[head.name][rows]).double()
+    if head.kind == "regress":
+        return proprio, (y - getattr(tasks, f"offset_{head.name}")) / getattr(tasks, f"scale_{head.name}")
+    hold = torch.from_numpy(data.heads[head.name + ".hold"][rows]).double()
+    now = (hold[:, : head.size] - getattr(tasks, f"now_offset_{head.name}")) / getattr(tasks, f"now_scale_{head.name}")
+    change = (y - hold - getattr(tasks, f"offset_{head.name}")) / getattr(tasks, f"scale_{head.name}")
+    return proprio, torch.cat([now, change], dim=1)
+
+
+def with_label_sizes(spec: ModelSpec, data) -> ModelSpec:
+    """`spec` with each regress/action_chunk head's `size` read from its labels in `data`."""
+    import dataclasses
+
+    heads = []
+    for h in spec.heads:
+        if h.kind != "class":
+            width = int(data.heads[h.name].shape[1])
+            h = dataclasses.replace(h, size=width // len(h.offsets) if h.kind == "action_chunk" else width)
+        heads.append(h)
+    return dataclasses.replace(spec, heads=tuple(heads))
+
 
 @dataclass
 class TextAlternatives:
@@ -272,13 +307,15 @@ def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
 
 def train(cfg: TrainConfig, data, out: str | Path, resume: bool = False, progress: bool = True,
           export: bool = False, until_epoch: int | None = None, feature_cache: str | Path | None = None,
-          text_alternatives: TextAlternatives | None = None) -> dict:
+          text_alternatives: TextAlternatives | None = None, spec: ModelSpec | None = None) -> dict:
     """Train on `data` (a SampleSet), write the model dir `out`; returns the final summary.
 
     `until_epoch` stops after that (0-based) epoch, leaving a checkpoint to --resume from:
     long runs can be split without changing the result. A frozen image backbone's features
     are computed once per row (kept under `feature_cache`, see fusion_node.features).
-    `text_alternatives` are the instructions TrainConfig.text_augment draws from.
+    `text_alternatives` are the instructions TrainConfig.text_augment draws from. `spec` (a
+    contract's model, fusion_node.contract) replaces the recipe's own; its heads' sizes come from
+    the labels in `data`.
     """
     import torch
     from tqdm import tqdm
@@ -299,7 +336,7 @@ def train(cfg: TrainConfig, data, out: str | Path, resume: bool = False, progres
         out.mkdir(parents=True, exist_ok=True)
         # the effective recipe: `fusion train --config OUT/train.yaml --out OUT` reproduces the run
         (out / TRAIN_YAML).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    spec = cfg.model_spec()
+    spec = with_label_sizes(spec, data) if spec is not None else cfg.model_spec()
     torch.manual_seed(cfg.seed)
     model = build_model(spec)
     train_idx, val_idx = split_episodes(data.episode, cfg.val_fraction, cfg.seed)
@@ -308,6 +345,21 @@ def train(cfg: TrainConfig, data, out: str | Path, resume: bool = False, progres
     joints = data.joints[train_idx][data.present[train_idx, 2] > 0]
     if len(joints):
         model.joints.set_stats(torch.from_numpy(joints.mean(0)), torch.from_numpy(joints.std(0)))
+    for h in spec.heads:
+        if h.kind != "class":
+            rows = train_idx[data.heads[h.name + ".mask"][train_idx]]
+            if not len(rows):
+                raise ValueError(f"head {h.name}: no training frame has a label from {h.source}")
+            y = data.heads[h.name][rows]
+            if h.kind == "action_chunk":
+                now = data.heads[h.name + ".hold"][rows]
+                model.tasks.set_stats(h.name, torch.from_numpy(now[:, : h.size].mean(0)),
+                                      torch.from_numpy(now[:, : h.size].std(0)), prefix="now_")
+                y = y - now
+            model.tasks.set_stats(h.name, torch.from_numpy(y.mean(0)), torch.from_numpy(y.std(0)))
+            with_joints = rows[data.present[rows, 2] > 0]
+            if model.tasks.linear is not None and len(with_joints) > 2 * data.joints.shape[1]:
+                model.tasks.fit_linear(h.name, *_raw_head_targets(model, data, h, with_joints))
     features = image_features(model, data, feature_cache, progress=progress and dist_info.main)
     max_shift = int(round(cfg.audio_jitter * spec.audio_rate))
     if max_shift > data.audio_margin:

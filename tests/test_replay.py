@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fusion_node import MODALITIES
+from fusion_node.audio_common import ROS_DRIVERS_MSGS
 from fusion_node.bag.reader import BagError, BagReader
 from fusion_node.cli import main
 from fusion_node.config import ModelSpec, PipelineConfig
@@ -267,12 +268,7 @@ AUDIO_LAYOUTS = {
         "audio_common_msgs/msg/Audio": "AudioData audio\nAudioInfo info\n",
         "audio_common_msgs/msg/AudioStamped": "std_msgs/Header header\nAudio audio\n",
     },
-    "ros-drivers": {
-        "audio_common_msgs/msg/AudioData": "uint8[] data\n",
-        "audio_common_msgs/msg/AudioDataStamped": "std_msgs/Header header\nAudioData audio\n",
-        "audio_common_msgs/msg/AudioInfo": "uint8 channels\nuint32 sample_rate\nstring sample_format\n"
-                                           "uint32 bitrate\nstring coding_format\n",
-    },
+    "ros-drivers": ROS_DRIVERS_MSGS,
 }
 
 

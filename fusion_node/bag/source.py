@@ -37,10 +37,12 @@ def modality_of(msgtype: str) -> str:
 
 
 def select_topics(bag: BagReader, overrides: Mapping[str, str]) -> dict[str, str]:
-    """modality -> topic: overrides first, else the one topic whose type converts to it (a raw
-    Image wins over its CompressedImage twin)."""
+    """modality -> topic: overrides first ("" leaves the modality out), else the one topic whose
+    type converts to it (a raw Image wins over its CompressedImage twin)."""
     chosen: dict[str, str] = {}
     for modality in MODALITIES:
+        if overrides.get(modality) == "":
+            continue
         if modality in overrides:
             topic = overrides[modality]
             bag.require_topics([topic])
@@ -81,8 +83,9 @@ def plan(bag: BagReader, overrides: Mapping[str, str], reference: str) -> tuple[
 @dataclass(frozen=True)
 class BagEvent:
     """One message of a chosen topic. kind "sample": `sample` is the converted modality sample;
-    "truth": a ground-truth message (`decoded`); "format": an AudioInfo, already applied to the
-    audio that follows; "refused": it did not convert, `reason` says why."""
+    "truth": a ground-truth message (`decoded`); "label": a message of a label topic (`decoded`);
+    "format": an AudioInfo, already applied to the audio that follows; "refused": it did not
+    convert, `reason` says why."""
 
     kind: str
     message: BagMessage
@@ -100,16 +103,19 @@ class BagEvent:
 class BagSource:
     """The messages of one open bag that the pipeline consumes, converted; see the module doc."""
 
-    def __init__(self, bag: BagReader, overrides: Mapping[str, str] | None = None, reference: str = "image") -> None:
+    def __init__(self, bag: BagReader, overrides: Mapping[str, str] | None = None, reference: str = "image",
+                 label_topics: tuple[str, ...] = ()) -> None:
         self.bag = bag
         self.topics, self.truth_topics = plan(bag, overrides or {}, reference)
+        bag.require_topics(label_topics)
+        self.label_topics = list(dict.fromkeys(label_topics))
         self.info_topics = bag.topics_of_type(AUDIO_INFO) if "audio" in self.topics else []
         self._modality = {t: m for m, t in self.topics.items()}
         self._audio_info: Any = None
 
     @property
     def wanted(self) -> list[str]:
-        return [*self.topics.values(), *self.truth_topics, *self.info_topics]
+        return list(dict.fromkeys([*self.topics.values(), *self.truth_topics, *self.info_topics, *self.label_topics]))
 
     def message_count(self) -> int | None:
         """Messages events() will read (None when the bag has no index)."""
@@ -127,6 +133,11 @@ class BagSource:
         unreadable record, after yielding everything before it."""
         for m in self.bag.messages(self.wanted):
             msg = self.bag.decode(m)
+            if m.topic in self.label_topics:
+                # a label topic may also be an input (joint positions as a label): both see it
+                yield BagEvent("label", m, msg)
+                if m.topic not in self._modality:
+                    continue
             if m.topic in self.truth_topics:
                 yield BagEvent("truth", m, msg)
                 continue

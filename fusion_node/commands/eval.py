@@ -14,7 +14,10 @@ DESCRIPTION = """\
 Evaluate fusion models: for each model, each head's metric under each condition (all present,
 each modality missing, paraphrased instructions, naive latest-arrival alignment), with
 parameter count and batch-1 latency. Test data: --bags (and --paraphrase-bags) or --generate N
-episodes from world seeds disjoint from training. Prints a markdown table; --json writes it all."""
+episodes from world seeds disjoint from training. Prints a markdown table; --json writes it all.
+A model trained from a robot's contract (fusion train --contract) prints each declared head's
+metric beside its trivial baseline on the same frames of --bags (majority class, mean value,
+holding the current value for action chunks)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -100,6 +103,38 @@ def table_command(args: argparse.Namespace) -> str:
     return " ".join(parts)
 
 
+def run_contract_models(args: argparse.Namespace) -> int:
+    """Models trained from a robot's contract: each head's metric beside its trivial baseline on
+    the frames of --bags (read with the model's contract.yaml)."""
+    import numpy as np
+
+    from fusion_node.contract import load_contract
+    from fusion_node.dataset import load_or_build
+    from fusion_node.evaluate import format_heads_table, head_metrics, predict
+    from fusion_node.features import image_features
+    from fusion_node.model_dir import CONTRACT_FILE
+    from fusion_node.models import load_model, model_id
+
+    if not args.bags:
+        raise ValueError("give --bags PATH...: held-out bags of your robot")
+    report = {}
+    for d in args.models:
+        contract = load_contract(Path(d) / CONTRACT_FILE)
+        spec, model = load_model(d)
+        data = load_or_build(args.bags, contract.model_spec(spec), contract.sync_config(),
+                             Path(args.cache) / "datasets", stride=args.stride,
+                             progress=not args.no_progress, contract=contract)
+        features = image_features(model, data, Path(args.cache) / "features", progress=False)
+        outputs = predict(model, data, np.arange(len(data)), features=features)
+        results = head_metrics(outputs, data.labels(slice(None)), spec.heads)
+        print(f"{model_id(d)}: {len(data)} frames from {len(args.bags)} bag(s)\n")
+        print(format_heads_table(results, spec.heads) + "\n")
+        report[str(d)] = {"model_id": model_id(d), "frames": len(data), "bags": list(args.bags), "heads": results}
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -108,6 +143,11 @@ def run(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     specs = [load_spec(d) for d in args.models]
+    if any(s.heads for s in specs):
+        if not all(s.heads for s in specs) or args.card or args.generate:
+            raise ValueError("models trained from a contract are evaluated on their robot's --bags, "
+                             "apart from simulated-world models (no --generate, no --card)")
+        return run_contract_models(args)
     inputs = {(tuple(s.image_size), s.audio_samples, s.audio_rate, tuple(s.joint_names)) for s in specs}
     if len(inputs) > 1:
         raise ValueError("models disagree on their input contract (image size, audio window, joints); "

@@ -13,7 +13,9 @@ from fusion_node.world.episodes import DEFAULT_CACHE, TRAIN_SEED_BASE, generated
 DESCRIPTION = """\
 Train a fusion model. Data: --bags (rosbag2 bags and/or .npz dataset files; bags are turned
 into samples through the pipeline's SyncBuffer and preprocessing once and cached under
---cache) or --generate N simulated world episodes. Settings: --config YAML with TrainConfig
+--cache) or --generate N simulated world episodes. With --contract (written by `fusion init`)
+the model's topics, input sizes and heads come from that YAML and its labels from the bags;
+bags are split into training and validation by bag, never by frame. Settings: --config YAML with TrainConfig
 keys, overridden by flags. Writes OUT/config.json, OUT/model.safetensors (+ model.onnx with
 --export), OUT/train_log.json and a checkpoint after every epoch (--resume continues it).
 Under torchrun with several processes training is data-parallel (DDP)."""
@@ -23,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="train a fusion model on bags or simulated episodes",
                               description=DESCRIPTION)
     p.add_argument("--config", help="YAML file with TrainConfig keys")
+    p.add_argument("--contract", metavar="YAML", help="your robot's model contract (fusion init); needs --bags")
     p.add_argument("--bags", nargs="+", default=[], metavar="PATH", help="bags and/or dataset .npz files")
     p.add_argument("--generate", type=int, metavar="N", help="generate N world episodes (ignored with --bags)")
     p.add_argument("--episode-seconds", type=float, help="length of generated episodes (default 20)")
@@ -50,8 +53,14 @@ _FLAG_FIELDS = {"fusion": "fusion", "image_encoder": "image_encoder",
                 "generate": "episodes", "episode_seconds": "episode_seconds"}
 
 
+# A robot's camera needs the pretrained backbone; the simulated world's defaults stay as they were.
+CONTRACT_DEFAULTS = {"fusion": "attention", "image_encoder": "efficientnet_lite0", "extra": {"pointer": False}}
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     data = load_yaml(args.config) if args.config else {}
+    if getattr(args, "contract", None):
+        data = {**CONTRACT_DEFAULTS, **data}
     cfg = from_dict(TrainConfig, data)
     overrides = {f: getattr(args, a) for a, f in _FLAG_FIELDS.items() if getattr(args, a, None) is not None}
     cfg = dataclasses.replace(cfg, **overrides)
@@ -89,14 +98,40 @@ def paraphrase_alternatives(texts, text_encoder: str):
     return TextAlternatives(embeddings, choices)
 
 
+def load_contract_data(contract_path: str, cfg: TrainConfig, bags: list[str], cache: Path, progress: bool):
+    """(contract, its model spec, samples with its heads' labels) for `fusion train --contract`."""
+    from fusion_node.contract import load_contract
+    from fusion_node.dataset import load_or_build
+
+    contract = load_contract(contract_path)
+    if not bags:
+        raise ValueError("--contract needs --bags: the bags that carry its topics and labels")
+    spec = contract.model_spec(cfg.model_spec() if cfg.name else
+                               dataclasses.replace(cfg.model_spec(), name=f"{contract.name}-{cfg.fusion}"))
+    data = load_or_build(bags, spec, contract.sync_config(), cache / "datasets", stride=cfg.stride,
+                         progress=progress, contract=contract)
+    return contract, spec, data
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     progress = not args.no_progress
-    data = load_training_data(cfg, args.bags, Path(args.cache), progress)
+    contract = spec = None
+    if args.contract:
+        contract, spec, data = load_contract_data(args.contract, cfg, args.bags, Path(args.cache), progress)
+    else:
+        data = load_training_data(cfg, args.bags, Path(args.cache), progress)
     alternatives = paraphrase_alternatives(data.texts, cfg.model_spec().text_encoder) if cfg.text_augment > 0 else None
     summary = train(cfg, data, args.out, resume=args.resume, progress=progress, export=args.export,
                     until_epoch=args.until_epoch, feature_cache=Path(args.cache) / "features",
-                    text_alternatives=alternatives)
+                    text_alternatives=alternatives, spec=spec)
+    if contract is not None and int(os.environ.get("RANK", "0")) == 0:
+        import yaml
+
+        from fusion_node.contract import contract_to_dict
+        from fusion_node.model_dir import CONTRACT_FILE
+
+        (Path(args.out) / CONTRACT_FILE).write_text(yaml.safe_dump(contract_to_dict(contract), sort_keys=False))
     if int(os.environ.get("RANK", "0")) == 0:
         last = summary["history"][-1] if summary["history"] else {}
         vals = ", ".join(f"{k[4:]} {v:.3f}" for k, v in last.items() if k.startswith("val_"))

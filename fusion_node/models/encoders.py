@@ -220,6 +220,11 @@ class JointEncoder(nn.Module):
         self.mean.copy_(mean.to(self.mean))
         self.std.copy_(std.to(self.std).clamp_min(1e-3))
 
+    def normalised(self, joints: torch.Tensor) -> torch.Tensor:
+        """(joints - mean) / std, non-finite entries as 0 before normalising."""
+        joints = torch.where(torch.isfinite(joints), joints, torch.zeros_like(joints))
+        return (joints - self.mean) / self.std
+
     def forward(self, joints: torch.Tensor) -> torch.Tensor:
         joints = torch.where(torch.isfinite(joints), joints, torch.zeros_like(joints))
         pos = joints[:, : self.num_joints]

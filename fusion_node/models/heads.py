@@ -25,6 +25,7 @@ class Encoded:
     image_tokens: torch.Tensor  # [B, G, d]
     vectors: torch.Tensor  # [B, 4, d] pooled image, audio, joints, text
     present: torch.Tensor  # [B, 4] 1/0
+    proprio: torch.Tensor | None = None  # [B, 2J] normalised joints, 0 when absent (declared heads read it)
 
 
 @dataclass
@@ -75,6 +76,86 @@ class TaskHeads(nn.Module):
             "direction": unit(self.axis_scale * (target_xy - self.origin(state))),
             "command": self.command(state),
         }
+
+
+class DeclaredHeads(nn.Module):
+    """[state, proprio] [B,D+2J] -> one output per head a contract declares (config.HeadSpec), by name.
+
+    The normalised joints reach the heads beside the fused state, as robot policies feed
+    proprioception to their action heads, and also through a linear path of their own: a
+    head that needs a joint value precisely (where the arm will be) should not have to squeeze
+    it through the fused state, and the linear path generalises across episodes where an
+    MLP over image features memorises them.
+
+    class heads give logits; regress heads values in the label's own units: the MLP predicts
+    standardised values and `scale`/`offset` (the training labels' std and mean, saved with the
+    weights) map them back, so every head trains at one scale. An action_chunk head predicts
+    the source's value now and, per offset, the change from it (each standardised the same
+    way): chunk = now + change. Its anchor is the "hold the current value" guess, so the head
+    learns motion on top of it rather than positions from scratch.
+    """
+
+    def __init__(self, dim: int, proprio: int, heads: tuple, hidden: int = 64) -> None:
+        super().__init__()
+        self.specs = tuple(heads)
+        self.proprio = proprio
+        widths = {h.name: h.output_size + (h.size if h.kind == "action_chunk" else 0) for h in self.specs}
+        self.nets = nn.ModuleDict({h.name: mlp(dim + proprio, hidden, widths[h.name]) for h in self.specs})
+        self.linear = nn.ModuleDict({h.name: nn.Linear(proprio, widths[h.name]) for h in self.specs}) if proprio \
+            else None
+        for h in self.specs:
+            if h.kind != "class":
+                self.register_buffer(f"scale_{h.name}", torch.ones(h.output_size))
+                self.register_buffer(f"offset_{h.name}", torch.zeros(h.output_size))
+            if h.kind == "action_chunk":
+                self.register_buffer(f"now_scale_{h.name}", torch.ones(h.size))
+                self.register_buffer(f"now_offset_{h.name}", torch.zeros(h.size))
+
+    def fit_linear(self, name: str, proprio: torch.Tensor, target: torch.Tensor, ridge: float = 1e-2) -> None:
+        """Start head `name`'s linear path at the ridge-regression fit of its raw (standardised)
+        target on the normalised joints, and its MLP's last layer at zero: training begins from
+        the best linear guess and the MLP learns what joints alone do not explain."""
+        x = torch.cat([proprio, torch.ones_like(proprio[:, :1])], dim=1).double()
+        gram = x.T @ x + ridge * len(x) * torch.eye(x.shape[1], dtype=x.dtype)
+        w = torch.linalg.solve(gram, x.T @ target.double())
+        layer = self.linear[name]
+        with torch.no_grad():
+            layer.weight.copy_(w[:-1].T.to(layer.weight))
+            layer.bias.copy_(w[-1].to(layer.bias))
+            last = self.nets[name][-1]
+            last.weight.zero_()
+            last.bias.zero_()
+
+    def set_stats(self, name: str, mean: torch.Tensor, std: torch.Tensor, prefix: str = "") -> None:
+        """Label statistics of head `name` (prefix "now_": an action chunk's current value;
+        an action chunk's own are those of its changes)."""
+        getattr(self, f"{prefix}offset_{name}").copy_(mean)
+        getattr(self, f"{prefix}scale_{name}").copy_(torch.clamp(std, min=1e-3))
+
+    def parts(self, state: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per head its output in label units, and for action chunks also NAME.now (the current
+        value) and NAME.change (per offset, the change from it)."""
+        out = {}
+        proprio = state[:, state.shape[1] - self.proprio :]
+        for h in self.specs:
+            raw = self.nets[h.name](state)
+            if self.linear is not None:
+                raw = raw + self.linear[h.name](proprio)
+            if h.kind == "class":
+                out[h.name] = raw
+                continue
+            if h.kind == "regress":
+                out[h.name] = raw * getattr(self, f"scale_{h.name}") + getattr(self, f"offset_{h.name}")
+                continue
+            now = raw[:, : h.size] * getattr(self, f"now_scale_{h.name}") + getattr(self, f"now_offset_{h.name}")
+            change = raw[:, h.size :] * getattr(self, f"scale_{h.name}") + getattr(self, f"offset_{h.name}")
+            out[h.name] = now.repeat(1, len(h.offsets)) + change
+            out[h.name + ".now"], out[h.name + ".change"] = now, change
+        return out
+
+    def forward(self, state: torch.Tensor) -> dict[str, torch.Tensor]:
+        parts = self.parts(state)
+        return {h.name: parts[h.name] for h in self.specs}
 
 
 def unit(v: torch.Tensor) -> torch.Tensor:

@@ -34,3 +34,39 @@ def task_losses(outputs: dict, labels: dict, grid: tuple[int, int] | None = None
         rows = has * (present[:, 0] if present is not None else 1.0)
         losses["pointer"] = (nll * rows).sum() / n
     return losses
+
+
+def declared_losses(parts: dict, labels: dict, tasks: Any) -> dict:
+    """Losses of a contract's heads (models.heads.DeclaredHeads.parts), each over the rows that
+    have its label: cross-entropy for class heads; mean squared error in standardised units
+    (the error divided by the training labels' std) for regress heads. An action chunk's two
+    parts are scored apart: its changes ("NAME.change") against the label's changes from the
+    value at the frame, and its current value ("NAME.now") against that value, both in units
+    of the changes' std, the current value with a Huber loss: where it cannot be known (joints
+    absent) its large error grows linearly instead of drowning every other loss. Like
+    task_losses, sums are divided by the batch size."""
+    import torch
+    import torch.nn.functional as F
+
+    def standardised_mse(pred, target, scale):
+        z = (pred - target) / scale
+        return (z * z).mean(dim=1)
+
+    losses = {}
+    for h in tasks.specs:
+        mask = labels[h.name + ".mask"].float()
+        n = float(mask.shape[0])
+        if h.kind == "class":
+            per_row = F.cross_entropy(parts[h.name], labels[h.name], reduction="none")
+        elif h.kind == "regress":
+            per_row = standardised_mse(parts[h.name], labels[h.name], getattr(tasks, f"scale_{h.name}"))
+        else:
+            hold = labels[h.name + ".hold"]
+            scale = getattr(tasks, f"scale_{h.name}")
+            # the current value in the changes' units too (it is as much of the chunk's error), but
+            # robustly: where it cannot be known (joints absent) it must not swamp the changes
+            z_now = (parts[h.name + ".now"] - hold[:, : h.size]) / scale.view(len(h.offsets), h.size).mean(dim=0)
+            per_row = F.smooth_l1_loss(z_now, torch.zeros_like(z_now), reduction="none").mean(dim=1) \
+                + standardised_mse(parts[h.name + ".change"], labels[h.name] - hold, scale)
+        losses[h.name] = (per_row * mask).sum() / n
+    return losses

@@ -1,7 +1,8 @@
 """FusionModel: encoders + a fusion head + task heads, with the model I/O contract.
 
 forward(image, audio, joints, text, present) -> tuple in `output_names` order:
-state [B,D], weights [B,4], target_xy [B,2], direction [B,2], command [B,C]
+state [B,D], weights [B,4], then the task heads: the simulated world's target_xy [B,2],
+direction [B,2], command [B,C], or each head a contract declares (ModelSpec.heads, by name)
 (+ image_attention [B,G] for attention heads). Shapes are static for a given ModelSpec.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from fusion_node.models.encoders import (
     PretrainedImageEncoder,
     TextProjection,
 )
-from fusion_node.models.heads import Encoded, TaskHeads, build_head
+from fusion_node.models.heads import DeclaredHeads, Encoded, Fused, TaskHeads, build_head
 
 TASKS: tuple[str, ...] = ("target_xy", "direction", "command")
 IMAGE_ENCODERS: tuple[str, ...] = ("tiny", "efficientnet_lite0")
@@ -47,10 +48,19 @@ class FusionModel(nn.Module):
         self.text = TextProjection(spec.text_dim, d)
         self.head = build_head(spec.fusion, d, spec.dim, len(spec.commands), self.image.token_xy, spec.extra)
         pointer = spec.fusion == "attention" and bool(spec.extra.get("pointer", True))
-        self.tasks = None if spec.fusion == "late" else TaskHeads(spec.dim, len(spec.commands),
-                                                                 regress_target=not pointer)
+        if spec.heads and spec.fusion == "late":
+            raise ValueError("late fusion predicts the simulated world's heads itself; a contract's heads "
+                             "need concat, gated, static or attention fusion")
+        self.tasks: nn.Module | None
+        if spec.heads:
+            self.tasks = DeclaredHeads(spec.dim, 2 * len(spec.joint_names), spec.heads)
+            task_names = tuple(h.name for h in spec.heads)
+        else:
+            self.tasks = None if spec.fusion == "late" else TaskHeads(spec.dim, len(spec.commands),
+                                                                     regress_target=not pointer)
+            task_names = BASE_OUTPUT_NAMES[2:]
         self.token_dim = d
-        self.output_names: tuple[str, ...] = BASE_OUTPUT_NAMES + (
+        self.output_names: tuple[str, ...] = BASE_OUTPUT_NAMES[:2] + task_names + (
             ("image_attention",) if spec.fusion == "attention" else ()
         )
 
@@ -60,7 +70,12 @@ class FusionModel(nn.Module):
         output, cached once per frame."""
         tokens, pooled = self.image(image) if image_features is None else self.image.from_frozen(*image_features)
         vectors = torch.stack([pooled, self.audio(audio), self.joints(joints), self.text(text)], dim=1)
-        return Encoded(tokens, vectors, present)
+        proprio = self.joints.normalised(joints) * present[:, 2:3] if self.spec.heads else None
+        return Encoded(tokens, vectors, present, proprio)
+
+    def head_input(self, fused: Fused, enc: Encoded) -> torch.Tensor:
+        """What declared heads read: the fused state and the (masked) normalised joints."""
+        return torch.cat([fused.state, enc.proprio], dim=1)
 
     def forward(self, image: torch.Tensor, audio: torch.Tensor, joints: torch.Tensor, text: torch.Tensor,
                 present: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -70,9 +85,12 @@ class FusionModel(nn.Module):
         fused = self.head(enc)
         if self.tasks is None:
             outputs = fused.outputs
+        elif self.spec.heads:
+            outputs = self.tasks(self.head_input(fused, enc))
         else:
             outputs = self.tasks(fused.state, (fused.outputs or {}).get("target_xy"))
-        result = (fused.state, fused.weights, outputs["target_xy"], outputs["direction"], outputs["command"])
+        names = self.output_names[2 : len(self.output_names) - (fused.image_attention is not None)]
+        result = (fused.state, fused.weights, *(outputs[n] for n in names))
         if fused.image_attention is not None:
             result = result + (fused.image_attention,)
         return result

@@ -1,4 +1,4 @@
-"""The model contract as data, without torch: modality order, input and output names, input
+"""The model I/O contract as data, without torch: modality order, input and output names, input
 shapes, the fused-state topic, and random inputs that honour the contract.
 
 The preprocessor produces these inputs, the models and every backend consume them, and the

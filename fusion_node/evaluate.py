@@ -109,16 +109,21 @@ def head_metrics(outputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], 
     return out
 
 
-def format_heads_table(results: dict[str, dict], heads) -> str:
-    """Markdown: head, kind, metric, model, baseline, and whether the model beats it."""
-    lines = ["| head | kind | metric | model | baseline | frames |", "|---|---|---|---|---|---|"]
+def format_heads_table(results: dict[str, dict], heads, missing: dict[str, dict[str, dict]] | None = None) -> str:
+    """Markdown: head, kind, metric, model, baseline (marking a model that does not beat it), and
+    the model's metric with each input masked as absent (`missing`: modality -> head_metrics)."""
+    missing = missing or {}
+    extra = [f"without {m}" for m in missing]
+    lines = ["| head | kind | metric | model | baseline | frames |" + "".join(f" {c} |" for c in extra),
+             "|---|---|---|---|---|---|" + "---|" * len(extra)]
     for h in heads:
         r = results[h.name]
         higher = HEAD_METRICS[h.kind][2]
         better = (r["model"] > r["baseline"]) if higher else (r["model"] < r["baseline"])
         mark = "" if better else " (not better)"
         lines.append(f"| {h.name} | {h.kind} | {r['metric']} | {r['model']:.3f}{mark} | {r['baseline']:.3f} "
-                     f"({r['baseline_name']}) | {r['frames']} |")
+                     f"({r['baseline_name']}) | {r['frames']} |"
+                     + "".join(f" {m[h.name]['model']:.3f} |" for m in missing.values()))
     return "\n".join(lines)
 
 

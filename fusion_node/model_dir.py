@@ -3,7 +3,7 @@
 Torch-free so ONNX Runtime and TensorRT deployments can read a model directory without torch.
 Layout: config.json (ModelSpec), model.safetensors, model.onnx, manifest.json, MODEL_CARD.md, and
 for a model trained from a robot's contract, contract.yaml (its topics and label sources: what
-eval and replay read bags with).
+eval reads bags with) and node.yaml (the live node's parameters for those topics).
 
 manifest.json lists the sha256 of every artifact that can run (spec, weights, ONNX graph).
 `verify` checks each present file against it before anything loads it, so a flipped byte, a
@@ -28,6 +28,7 @@ ONNX_FILE = "model.onnx"
 CARD_FILE = "MODEL_CARD.md"
 MANIFEST_FILE = "manifest.json"
 CONTRACT_FILE = "contract.yaml"
+NODE_PARAMS_FILE = "node.yaml"  # the live node's parameters for the contract's topics
 ARTIFACTS = (SPEC_FILE, WEIGHTS_FILE, ONNX_FILE)  # what the manifest covers: everything that runs
 REWRITE_HINT = "`fusion export onnx --model-dir DIR` re-exports the graph and rewrites the manifest"
 

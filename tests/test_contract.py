@@ -175,6 +175,13 @@ def test_a_contract_the_bags_contradict_fails_with_one_line(robot, capsys, name,
     assert re.search(error, lines[0]), lines[0]
 
 
+def test_a_contract_without_heads_is_refused_not_trained_on_empty_labels(robot, capsys):
+    root, train, _ = robot
+    code, _, err = _cli(capsys, "train", "--contract", root / "init.yaml", "--bags", train[0], "--out",
+                        root / "m_none", "--no-progress")
+    assert code == 1 and "heads: none declared; add at least one" in err and not (root / "m_none").exists()
+
+
 def test_the_second_robot_trains_evaluates_and_replays_by_cli(robot, capsys):
     root, train, test = robot
     contract = _contract(root, "contract")
@@ -187,6 +194,16 @@ def test_the_second_robot_trains_evaluates_and_replays_by_cli(robot, capsys):
     chunk = next(h for h in spec["heads"] if h["name"] == "next_joints")
     assert chunk["offsets"] == [0.1, 0.2, 0.3, 0.4, 0.5] and chunk["size"] == 5
     assert spec["joint_names"] == [*second_robot.ARM_JOINTS, second_robot.FINGER]
+
+    # the live node's parameters for this robot: its topics, transports and microphone preset
+    from fusion_node.ros.params import load, read_params_file
+
+    pipe, node = load(read_params_file(root / "model" / "node.yaml"))
+    assert Path(pipe.model_dir) == (root / "model").resolve()
+    assert (node.topics.image, node.image_transport) == ("/wrist_cam/image", "compressed")
+    assert (node.audio_source, node.topics.audio, node.topics.audio_info) == \
+        ("audio_capture", second_robot.TOPICS["audio"], second_robot.TOPICS["audio_info"])
+    assert node.topics.joints == ("/joint_states",) and node.topics.text == "instruction"  # left out: default
 
     code, out, err = _cli(capsys, "eval", root / "model", "--bags", *test, "--cache", root / "cache",
                           "--json", root / "eval.json", "--no-progress")

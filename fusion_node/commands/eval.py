@@ -125,11 +125,16 @@ def run_contract_models(args: argparse.Namespace) -> int:
                              Path(args.cache) / "datasets", stride=args.stride,
                              progress=not args.no_progress, contract=contract)
         features = image_features(model, data, Path(args.cache) / "features", progress=False)
-        outputs = predict(model, data, np.arange(len(data)), features=features)
-        results = head_metrics(outputs, data.labels(slice(None)), spec.heads)
+        rows, labels = np.arange(len(data)), data.labels(slice(None))
+        results = head_metrics(predict(model, data, rows, features=features), labels, spec.heads)
+        # each input the contract feeds, masked as the pipeline masks an absent one: what the model leans on
+        fed = [m for m, topic in contract.topics().items() if topic]
+        missing = {m: head_metrics(predict(model, data, rows, drop=m, features=features), labels, spec.heads)
+                   for m in fed}
         print(f"{model_id(d)}: {len(data)} frames from {len(args.bags)} bag(s)\n")
-        print(format_heads_table(results, spec.heads) + "\n")
-        report[str(d)] = {"model_id": model_id(d), "frames": len(data), "bags": list(args.bags), "heads": results}
+        print(format_heads_table(results, spec.heads, missing) + "\n")
+        report[str(d)] = {"model_id": model_id(d), "frames": len(data), "bags": list(args.bags), "heads": results,
+                          "missing": missing}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0

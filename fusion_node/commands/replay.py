@@ -54,13 +54,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fusion_node.contract import load_contract
     from fusion_node.golden import compare_golden, write_golden
+    from fusion_node.model_dir import CONTRACT_FILE
     from fusion_node.pipeline import Pipeline
+    from fusion_node.ros.params import resolve_model_dir
 
     bag = Path(args.bag)
     out = Path(args.out) if args.out else bag.with_name(bag.name + ".replay")
     overrides = _topic_overrides(args.topic)
     cfg = pipeline_config(args.config, args.model, args.backend, args.device)
+    contract_file = resolve_model_dir(cfg.model_dir) / CONTRACT_FILE
+    if contract_file.is_file():  # a model of the user's robot reads the topics it was trained on
+        overrides = {**load_contract(contract_file).topics(), **overrides}
     if args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
     # Check the bag and the output before spending seconds loading the model.

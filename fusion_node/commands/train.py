@@ -102,8 +102,14 @@ def load_contract_data(contract_path: str, cfg: TrainConfig, bags: list[str], ca
     """(contract, its model spec, samples with its heads' labels) for `fusion train --contract`."""
     from fusion_node.contract import load_contract
     from fusion_node.dataset import load_or_build
+    from fusion_node.errors import ContractError
 
     contract = load_contract(contract_path)
+    if not contract.heads:
+        # a fused state without labels (self-supervised) is not trained yet: say so, never train the
+        # simulated world's heads on zeros
+        raise ContractError(f"{contract_path}: heads: none declared; add at least one (fusion init lists "
+                            "the topics that look like label sources as comments)")
     if not bags:
         raise ValueError("--contract needs --bags: the bags that carry its topics and labels")
     spec = contract.model_spec(cfg.model_spec() if cfg.name else
@@ -111,6 +117,23 @@ def load_contract_data(contract_path: str, cfg: TrainConfig, bags: list[str], ca
     data = load_or_build(bags, spec, contract.sync_config(), cache / "datasets", stride=cfg.stride,
                          progress=progress, contract=contract)
     return contract, spec, data
+
+
+def write_node_params(contract, bags: list[str], out: Path) -> Path:
+    """OUT/node.yaml: the live node's parameters for this robot's topics (types from the first bag)."""
+    import yaml
+
+    from fusion_node.bag.reader import BagReader
+    from fusion_node.model_dir import NODE_PARAMS_FILE
+    from fusion_node.ros.params import contract_params
+
+    bag = next(b for b in bags if not str(b).endswith(".npz"))
+    with BagReader(bag) as reader:
+        types = {t: i.msgtype for t, i in reader.topics.items()}
+    path = out / NODE_PARAMS_FILE
+    path.write_text(f"# `fusion node --params-file {path}` runs this model on {contract.name}'s topics\n"
+                    + yaml.safe_dump(contract_params(contract, types, out), sort_keys=False))
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         from fusion_node.model_dir import CONTRACT_FILE
 
         (Path(args.out) / CONTRACT_FILE).write_text(yaml.safe_dump(contract_to_dict(contract), sort_keys=False))
+        write_node_params(contract, args.bags, Path(args.out))
     if int(os.environ.get("RANK", "0")) == 0:
         last = summary["history"][-1] if summary["history"] else {}
         vals = ", ".join(f"{k[4:]} {v:.3f}" for k, v in last.items() if k.startswith("val_"))

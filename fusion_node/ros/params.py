@@ -403,3 +403,35 @@ def ros_value(value: Any) -> Any:
     """A default in the form rclpy declares (lists, not tuples)."""
     return list(value) if isinstance(value, tuple) else value
 
+
+
+_AUDIO_SOURCE_OF_TYPE = {"audio_common_msgs/msg/AudioDataStamped": "audio_capture",
+                         "audio_common_msgs/msg/AudioStamped": "audio_capturer",
+                         "fusion_msgs/msg/AudioFrame": "fusion_msgs"}
+
+
+def contract_params(contract, msgtypes: Mapping[str, str], model_dir: str | Path) -> dict[str, Any]:
+    """The node's parameters (nested, for a params file) that subscribe to a contract's topics
+    with the transports and microphone preset their recorded types (`msgtypes`: topic -> type)
+    call for, running the model in `model_dir`. Topics stay absolute, as recorded."""
+    topics = contract.topics()
+    params: dict[str, Any] = {"model_dir": str(Path(model_dir).resolve()), "topics": {}}
+    image = topics["image"]
+    if msgtypes.get(image) == "sensor_msgs/msg/CompressedImage":
+        if not image.endswith("/compressed"):
+            raise ValueError(f"inputs.camera.topic: {image} is a CompressedImage not named <base>/compressed, "
+                             "which image_transport cannot subscribe to; remap it on the robot")
+        params["image_transport"] = "compressed"
+        image = image[: -len("/compressed")]
+    params["topics"]["image"] = image
+    if topics["audio"]:
+        params["audio_source"] = _AUDIO_SOURCE_OF_TYPE.get(msgtypes.get(topics["audio"], ""), "audio_capture")
+        params["topics"]["audio"] = topics["audio"]
+        info = [t for t, m in msgtypes.items() if m == "audio_common_msgs/msg/AudioInfo"]
+        if info:
+            params["topics"]["audio_info"] = info[0]
+    if topics["joints"]:
+        params["topics"]["joints"] = [topics["joints"]]
+    if topics["text"]:
+        params["topics"]["text"] = topics["text"]
+    return {"/**": {"ros__parameters": params}}

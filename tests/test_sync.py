@@ -165,6 +165,33 @@ def test_long_gap_emits_at_deadline_then_recovers():
     assert buf.stats()["joints"]["missing"] == len([f for f, _ in frames if not f.present["joints"]])
 
 
+def test_a_forgone_modality_is_absent_at_once_and_stays_forgone_across_a_retune():
+    """Audio the node cannot subscribe to: frames leave with the joints that complete them, not
+    at the audio deadline (80 ms), and a retuned buffer keeps it forgone."""
+    msgs = stream(1.0, audio=False)
+    buf = SyncBuffer(SyncConfig())
+    buf.forgo("audio")
+    buf.forgo("image")  # the reference cannot be forgone: ignored
+    out = []
+    for arrival, m, sample in msgs:
+        buf.add(m, sample, arrival)
+        out += [(f, arrival) for f in buf.poll(arrival)]
+    assert len(out) == 30
+    assert all(not f.present["audio"] and f.present["joints"] and f.present["image"] for f, _ in out)
+    # each emitted when the joints reached its stamp: within 2 ms of its arrival (1 ms after capture)
+    assert all(a - f.stamp <= 0.004 for f, a in out), max(a - f.stamp for f, a in out)
+    retuned = buf.retuned(SyncConfig())
+    for arrival, m, sample in stream(0.5, audio=False, t0=2.0):
+        retuned.add(m, sample, arrival)
+        assert all(not f.present["audio"] for f in retuned.poll(arrival))
+    waiting = SyncBuffer(SyncConfig())  # the same stream without forgo: every frame sits out max_wait
+    late = []
+    for arrival, m, sample in msgs:
+        waiting.add(m, sample, arrival)
+        late += [(f, arrival) for f in waiting.poll(arrival)]
+    assert len(late) >= 25 and all(a - f.stamp >= 0.08 for f, a in late)
+
+
 def test_future_stamp_is_counted_and_dropped():
     msgs = stream(1.0, audio=False)
     msgs.insert(200, (msgs[200][0], "joints", joints(500.0)))  # a publisher's broken clock

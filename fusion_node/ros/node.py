@@ -415,6 +415,8 @@ class FusionNode(LifecycleNode):
                    "package), or set audio_source to the driver you run; running without audio")
             self.get_logger().error(why)
             self.monitor.unavailable("audio", why)
+            if self.pipeline is not None:  # no audio can come: frames must not wait out its max_wait
+                self.pipeline.sync.forgo("audio")
             return []
         if source.msgtype == "audio_common_msgs/AudioStamped":
             return [self._subscribe(msg_type, source.topic, "audio",

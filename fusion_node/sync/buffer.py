@@ -82,6 +82,7 @@ class SyncBuffer:
             self._ref = self._ref_policy.ring
         self._others = [p for n, p in self._policies.items() if p is not self._ref_policy]
         self._unsynced = [m for m in MODALITIES if m not in self._policies]  # always absent
+        self._forgone: list[str] = []  # configured, but no stream can come (forgo)
         self._future_tol = cfg.future_tolerance
         self._jump = cfg.jump_threshold
         self._horizon = cfg.horizon
@@ -452,10 +453,24 @@ class SyncBuffer:
 
     def retuned(self, cfg: SyncConfig) -> SyncBuffer:
         """A new buffer with other timing settings that keeps the latched inputs in force (what
-        else this one held is dropped: at most the frames of one max_wait)."""
+        else this one held is dropped: at most the frames of one max_wait) and what is forgone."""
         new = SyncBuffer(cfg)
         new._carried = self._latched(set())
+        for modality in self._forgone:
+            new.forgo(modality)
         return new
+
+    def forgo(self, modality: str) -> None:
+        """Neither wait for nor fill `modality` any more: it is absent from every frame, as if not
+        configured. For a stream that cannot come (the node could not subscribe to it), whose
+        max_wait every frame would otherwise sit out."""
+        pol = self._policies.get(modality)
+        if pol is None or pol is self._ref_policy or modality in self._forgone:
+            return
+        self._others.remove(pol)
+        self._unsynced.append(modality)
+        self._forgone.append(modality)
+        self._wake = -INF  # the head frame may be complete now
 
     def pending(self) -> int:
         """Reference times waiting for data or deadlines."""

@@ -33,7 +33,7 @@ from fusion_node.bag.source import BagSource
 from fusion_node.config import ModalitySync, ModelSpec, SyncConfig, to_dict
 from fusion_node.contract import RobotContract, contract_to_dict, read_value
 from fusion_node.contract.bagcheck import check_bag
-from fusion_node.contract.labels import Track, head_labels, hold_current
+from fusion_node.contract.labels import Track, head_labels, hold_current, next_state_labels
 from fusion_node.convert import header_stamp, stamp_to_sec
 from fusion_node.frames import AlignedFrame, Sample
 from fusion_node.frontend import Frontend
@@ -173,6 +173,32 @@ class SampleSet:
         emb = np.stack(embs) if embs else np.zeros((0, sets[0].text_emb.shape[1]), np.float32)
         return SampleSet(**out, texts=np.asarray(list(texts), dtype=np.str_), text_emb=emb.astype(np.float32),
                          audio_margin=margins.pop(), heads=heads)
+
+
+NEXT_STATE = "next_state"
+NEXT_STATE_OFFSETS = (0.2, 0.4)  # s: a few frames ahead at robot camera rates
+
+
+def self_supervised(contract: RobotContract, spec: ModelSpec, data: SampleSet) -> tuple[ModelSpec, SampleSet]:
+    """A contract without heads trains a fused state by itself: `spec` gets the next-state head
+    (the joints NEXT_STATE_OFFSETS ahead, predicted from the fused state) and `data` its labels,
+    taken from the frames' own joint inputs. ContractError without a joints input."""
+    from fusion_node.config import HeadSpec
+    from fusion_node.errors import ContractError
+
+    joints = contract.inputs.joints
+    if joints is None:
+        raise ContractError("heads: none declared and inputs.joints is null: a fused state is trained without "
+                            "labels from the joints ahead of each frame; add the joints input or a head")
+    j = len(joints.names)
+    rules = contract.labels
+    y, mask, hold = next_state_labels(data.stamp, data.episode, data.joints[:, :j], data.present[:, 2] > 0,
+                                      NEXT_STATE_OFFSETS, rules.tolerance, rules.max_gap)
+    head = HeadSpec(NEXT_STATE, "action_chunk", f"{joints.topic}.position", offsets=NEXT_STATE_OFFSETS, size=j)
+    heads = {**data.heads, NEXT_STATE: y, NEXT_STATE + ".mask": mask, NEXT_STATE + ".hold": hold}
+    # the head reads the fused state alone: a shortcut from the joint inputs would leave the state untrained
+    spec = dataclasses.replace(spec, heads=(head,), extra={**spec.extra, "head_proprio": False})
+    return spec, dataclasses.replace(data, heads=heads)
 
 
 def naive_sync(sync: SyncConfig) -> SyncConfig:

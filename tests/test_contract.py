@@ -14,7 +14,14 @@ import yaml
 from fusion_node.cli import main
 from fusion_node.config import HeadSpec
 from fusion_node.contract import contract_from_dict, load_contract, parse_source, read_value
-from fusion_node.contract.labels import Track, align_class, align_numeric, class_index, head_labels
+from fusion_node.contract.labels import (
+    Track,
+    align_class,
+    align_numeric,
+    class_index,
+    head_labels,
+    next_state_labels,
+)
 from fusion_node.errors import ContractError
 from fusion_node.golden import read_stream
 from fusion_node.world import second_robot
@@ -175,11 +182,43 @@ def test_a_contract_the_bags_contradict_fails_with_one_line(robot, capsys, name,
     assert re.search(error, lines[0]), lines[0]
 
 
-def test_a_contract_without_heads_is_refused_not_trained_on_empty_labels(robot, capsys):
+def test_next_state_labels_are_each_frames_joints_ahead_within_its_own_bag():
+    stamps = np.array([0.0, 0.1, 0.2, 0.3, 0.0, 0.1])
+    episode = np.array([0, 0, 0, 0, 1, 1])
+    positions = np.array([[0.0], [1.0], [2.0], [3.0], [10.0], [11.0]])
+    present = np.array([True, True, False, True, True, True])  # frame 2 had no joints
+    y, mask, hold = next_state_labels(stamps, episode, positions, present, (0.1, 0.2), 0.01, 0.5)
+    # frame 0: 1.0 at +0.1, and at +0.2 the gap 0.1..0.3 interpolated (2.0); bag 1 never crosses into bag 0
+    assert mask.tolist() == [True, True, False, False, False, False]
+    np.testing.assert_allclose(y[0], [1.0, 2.0]) and np.testing.assert_allclose(y[1], [2.0, 3.0])
+    np.testing.assert_allclose(hold[1], [1.0, 1.0])
+
+
+def test_a_contract_without_heads_or_joints_is_one_line(robot, capsys):
     root, train, _ = robot
-    code, _, err = _cli(capsys, "train", "--contract", root / "init.yaml", "--bags", train[0], "--out",
-                        root / "m_none", "--no-progress")
-    assert code == 1 and "heads: none declared; add at least one" in err and not (root / "m_none").exists()
+    path = _contract(root, "no_heads_no_joints", lambda d: d.update(heads=[]) or d["inputs"].update(joints=None))
+    code, _, err = _cli(capsys, "train", "--contract", path, "--bags", train[0], "--out", root / "m_none",
+                        "--cache", root / "cache", "--no-progress")
+    assert code == 1 and "error: heads: none declared and inputs.joints is null" in err
+    assert not (root / "m_none" / "config.json").exists()
+
+
+def test_a_contract_without_heads_trains_the_fused_state_on_the_joints_ahead(robot, capsys):
+    root, train, test = robot
+    path = _contract(root, "self_supervised", lambda d: d.update(heads=[]))
+    (root / "short.yaml").write_text("epochs: 3\n")
+    code, _, err = _cli(capsys, "train", "--contract", path, "--config", root / "short.yaml", "--bags", *train[:4],
+                        "--out", root / "m_self", "--cache", root / "cache", "--no-progress")
+    assert code == 0, err
+    recipe = yaml.safe_load((root / "m_self" / "train.yaml").read_text())
+    assert recipe["contrastive_weight"] == 1.0 and ["image", "audio"] in recipe["contrastive_pairs"]
+    (head,) = json.loads((root / "m_self" / "config.json").read_text())["heads"]
+    assert (head["name"], head["kind"], head["offsets"], head["size"]) == ("next_state", "action_chunk", [0.2, 0.4], 6)
+    code, out, err = _cli(capsys, "eval", root / "m_self", "--bags", test[0], "--cache", root / "cache",
+                          "--json", root / "self.json", "--no-progress")
+    assert code == 0, err
+    r = json.loads((root / "self.json").read_text())[str(root / "m_self")]["heads"]["next_state"]
+    assert r["baseline_name"] == "hold current value" and r["frames"] > 40 and np.isfinite(r["model"])
 
 
 def test_the_second_robot_trains_evaluates_and_replays_by_cli(robot, capsys):

@@ -109,7 +109,7 @@ def run_contract_models(args: argparse.Namespace) -> int:
     import numpy as np
 
     from fusion_node.contract import load_contract
-    from fusion_node.dataset import load_or_build
+    from fusion_node.dataset import load_or_build, self_supervised
     from fusion_node.evaluate import format_heads_table, head_metrics, predict
     from fusion_node.features import image_features
     from fusion_node.model_dir import CONTRACT_FILE
@@ -124,6 +124,8 @@ def run_contract_models(args: argparse.Namespace) -> int:
         data = load_or_build(args.bags, contract.model_spec(spec), contract.sync_config(),
                              Path(args.cache) / "datasets", stride=args.stride,
                              progress=not args.no_progress, contract=contract)
+        if not contract.heads:  # a self-supervised model: its next-state head, scored the same way
+            data = self_supervised(contract, spec, data)[1]
         features = image_features(model, data, Path(args.cache) / "features", progress=False)
         rows, labels = np.arange(len(data)), data.labels(slice(None))
         results = head_metrics(predict(model, data, rows, features=features), labels, spec.heads)

@@ -98,25 +98,28 @@ def paraphrase_alternatives(texts, text_encoder: str):
     return TextAlternatives(embeddings, choices)
 
 
+SELF_SUPERVISED_PAIRS = (("image", "joints"), ("image", "audio"), ("image", "text"))
+
+
 def load_contract_data(contract_path: str, cfg: TrainConfig, bags: list[str], cache: Path, progress: bool):
-    """(contract, its model spec, samples with its heads' labels) for `fusion train --contract`."""
+    """(contract, recipe, its model spec, samples with its heads' labels) for `fusion train
+    --contract`. A contract without heads trains self-supervised: the contrastive objective
+    between the image and each other input, and the joints ahead of each frame (NEXT_STATE)."""
     from fusion_node.contract import load_contract
-    from fusion_node.dataset import load_or_build
-    from fusion_node.errors import ContractError
+    from fusion_node.dataset import load_or_build, self_supervised
 
     contract = load_contract(contract_path)
-    if not contract.heads:
-        # a fused state without labels (self-supervised) is not trained yet: say so, never train the
-        # simulated world's heads on zeros
-        raise ContractError(f"{contract_path}: heads: none declared; add at least one (fusion init lists "
-                            "the topics that look like label sources as comments)")
     if not bags:
         raise ValueError("--contract needs --bags: the bags that carry its topics and labels")
     spec = contract.model_spec(cfg.model_spec() if cfg.name else
                                dataclasses.replace(cfg.model_spec(), name=f"{contract.name}-{cfg.fusion}"))
     data = load_or_build(bags, spec, contract.sync_config(), cache / "datasets", stride=cfg.stride,
                          progress=progress, contract=contract)
-    return contract, spec, data
+    if not contract.heads:
+        spec, data = self_supervised(contract, spec, data)
+        if cfg.contrastive_weight == 0:
+            cfg = dataclasses.replace(cfg, contrastive_weight=1.0, contrastive_pairs=SELF_SUPERVISED_PAIRS)
+    return contract, cfg, spec, data
 
 
 def write_node_params(contract, bags: list[str], out: Path) -> Path:
@@ -141,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     contract = spec = None
     if args.contract:
-        contract, spec, data = load_contract_data(args.contract, cfg, args.bags, Path(args.cache), progress)
+        contract, cfg, spec, data = load_contract_data(args.contract, cfg, args.bags, Path(args.cache), progress)
     else:
         data = load_training_data(cfg, args.bags, Path(args.cache), progress)
     alternatives = paraphrase_alternatives(data.texts, cfg.model_spec().text_encoder) if cfg.text_augment > 0 else None

@@ -124,3 +124,29 @@ def hold_current(head: HeadSpec, track: Track, t: np.ndarray, tolerance: float, 
     now, _ = align_numeric(np.asarray(track.stamps, np.float64), numeric_matrix(track, head, key), t,
                            tolerance, max_gap)
     return np.tile(now, (1, len(head.offsets)))
+
+
+def next_state_labels(stamps: np.ndarray, episode: np.ndarray, positions: np.ndarray, present: np.ndarray,
+                      offsets: tuple[float, ...], tolerance: float, max_gap: float
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The self-supervised next-state target: each frame's joint positions (the model's own joint
+    input) at its stamp + each offset, read from the later frames of the same bag (interpolated,
+    only frames that had joints). Returns ([N, O*J] chunk, [N] mask, [N, O*J] hold-now)."""
+    n, j = positions.shape
+    y = np.zeros((n, len(offsets) * j), np.float32)
+    hold = np.zeros_like(y)
+    mask = np.zeros(n, bool)
+    for ep in np.unique(episode):
+        rows = np.flatnonzero(episode == ep)
+        rows = rows[np.argsort(stamps[rows], kind="stable")]
+        known = rows[present[rows]]
+        if len(known) < 2:
+            continue
+        now, m = align_numeric(stamps[known], positions[known], stamps[rows], tolerance, max_gap)
+        parts = []
+        for offset in offsets:
+            v, mo = align_numeric(stamps[known], positions[known], stamps[rows] + offset, tolerance, max_gap)
+            parts.append(v)
+            m &= mo
+        y[rows], mask[rows], hold[rows] = np.concatenate(parts, axis=1), m, np.tile(now, (1, len(offsets)))
+    return y, mask, hold

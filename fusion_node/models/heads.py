@@ -136,7 +136,7 @@ class DeclaredHeads(nn.Module):
         """Per head its output in label units, and for action chunks also NAME.now (the current
         value) and NAME.change (per offset, the change from it)."""
         out = {}
-        proprio = state[:, state.shape[1] - self.proprio :]
+        proprio = state[:, state.shape[1] - self.proprio :] if self.proprio else None
         for h in self.specs:
             raw = self.nets[h.name](state)
             if self.linear is not None:

@@ -48,12 +48,15 @@ class FusionModel(nn.Module):
         self.text = TextProjection(spec.text_dim, d)
         self.head = build_head(spec.fusion, d, spec.dim, len(spec.commands), self.image.token_xy, spec.extra)
         pointer = spec.fusion == "attention" and bool(spec.extra.get("pointer", True))
+        # declared heads read the joints beside the fused state, unless the heads exist to shape
+        # that state (self-supervised training): then the state alone must carry what they need
+        self.head_proprio = bool(spec.extra.get("head_proprio", True)) and len(spec.joint_names) > 0
         if spec.heads and spec.fusion == "late":
             raise ValueError("late fusion predicts the simulated world's heads itself; a contract's heads "
                              "need concat, gated, static or attention fusion")
         self.tasks: nn.Module | None
         if spec.heads:
-            self.tasks = DeclaredHeads(spec.dim, 2 * len(spec.joint_names), spec.heads)
+            self.tasks = DeclaredHeads(spec.dim, 2 * len(spec.joint_names) if self.head_proprio else 0, spec.heads)
             task_names = tuple(h.name for h in spec.heads)
         else:
             self.tasks = None if spec.fusion == "late" else TaskHeads(spec.dim, len(spec.commands),
@@ -70,12 +73,12 @@ class FusionModel(nn.Module):
         output, cached once per frame."""
         tokens, pooled = self.image(image) if image_features is None else self.image.from_frozen(*image_features)
         vectors = torch.stack([pooled, self.audio(audio), self.joints(joints), self.text(text)], dim=1)
-        proprio = self.joints.normalised(joints) * present[:, 2:3] if self.spec.heads else None
+        proprio = self.joints.normalised(joints) * present[:, 2:3] if self.spec.heads and self.head_proprio else None
         return Encoded(tokens, vectors, present, proprio)
 
     def head_input(self, fused: Fused, enc: Encoded) -> torch.Tensor:
         """What declared heads read: the fused state and the (masked) normalised joints."""
-        return torch.cat([fused.state, enc.proprio], dim=1)
+        return fused.state if enc.proprio is None else torch.cat([fused.state, enc.proprio], dim=1)
 
     def forward(self, image: torch.Tensor, audio: torch.Tensor, joints: torch.Tensor, text: torch.Tensor,
                 present: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -115,6 +115,12 @@ def test_health_levels_follow_inputs_and_inference():
     by_name = {s.name.split(": ")[1]: s for s in health(first, None, {}, **kw)}
     assert by_name["input image"].level == ERROR  # reference never seen
     assert by_name["input audio"].level == WARN and by_name["input text"].level == OK
+    assert by_name["input audio"].message == "no messages received"
+    # a stream the node could not subscribe to: ERROR with the reason, not a quiet WARN
+    gone = NodeMonitor(MODALITIES)
+    gone.unavailable("audio", "audio_source audio_capture needs audio_common_msgs/AudioDataStamped, which does not load")
+    audio = {s.name.split(": ")[1]: s for s in health(_snapshot(gone, 10.0), None, {}, **kw)}["input audio"]
+    assert audio.level == ERROR and audio.message.startswith("not subscribed: audio_source audio_capture needs")
     for i in range(30):
         for m in ("image", "audio", "joints"):
             mon.arrived(m, 10.0 + i / 30, True)

@@ -102,7 +102,10 @@ def health(
         if s["last_error"]:
             values["last_error"] = s["last_error"]
         sporadic = m == "text"
-        if s["received"] == 0:
+        if s["received"] == 0 and s["last_error"]:
+            # nothing received and already an error: the node could not subscribe (monitor.unavailable)
+            level, msg = ERROR, f"not subscribed: {s['last_error']}"
+        elif s["received"] == 0:
             level = OK if sporadic else ERROR if m == reference else WARN
             msg = "no instruction yet" if sporadic else "no messages received"
         elif s["age"] > stale_after and not sporadic:

@@ -32,7 +32,7 @@ COLCON_STAMP := $(WS)/install$(SUFFIX)/.fusion-built
 WS_INPUTS    := $(wildcard $(WS)/src/fusion_msgs/msg/*.msg) $(WS)/src/fusion_msgs/CMakeLists.txt \
                 $(WS)/src/fusion_msgs/package.xml $(WS)/cmake/prune_missing_include_dirs.cmake \
                 $(addprefix $(WS)/src/fusion_node/,package.xml setup.py setup.cfg) \
-                $(wildcard launch/*.launch.py config/*.yaml)
+                $(wildcard launch/*.launch.py config/*.yaml config/contracts/*.yaml)
 
 .PHONY: setup demo test lint bench clean
 

@@ -113,6 +113,29 @@ def test_a_malformed_contract_is_one_line_naming_the_key(change, error):
     assert "\n" not in str(info.value)
 
 
+def test_the_simulated_world_is_one_contract_among_others(tmp_path):
+    """config/contracts/tabletop.yaml declares the world's heads like a user's; it fits the sample
+    bag's topics and types, and its labels align to every camera frame."""
+    from fusion_node.bag.reader import BagReader
+    from fusion_node.contract.bagcheck import check_bag
+    from fusion_node.world.bag import write_bag
+
+    contract = load_contract(Path(__file__).resolve().parents[1] / "config" / "contracts" / "tabletop.yaml")
+    assert [h.name for h in contract.heads] == ["target_xy", "direction", "command"]
+    write_bag(tmp_path / "world", seed=3, duration=2.0)
+    with BagReader(tmp_path / "world") as bag:
+        check_bag(contract, bag)
+        src = contract.sources()["command"]
+        track = Track()
+        for m in bag.messages([src.topic]):
+            msg = bag.decode(m)
+            track.add(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, read_value(msg, src, "k"))
+        frames = [bag.decode(m).header.stamp for m in bag.messages(["/camera/image_raw"])]
+    t = np.array([f.sec + f.nanosec * 1e-9 for f in frames])
+    y, mask = head_labels(contract.heads[2], track, t, 0.1, 1.0, 2.0, "k")
+    assert mask.all() and set(y.tolist()) <= {0, 1, 2, 3} and len(t) >= 55
+
+
 # --- the second robot, by CLI ----------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import yaml
 
 from fusion_node.audio_common import audio_data_stamped_from_msg, audio_stamped_from_msg
 from fusion_node.bag.reader import BagReader
-from fusion_node.bag.source import AUDIO_DATA_STAMPED, AUDIO_INFO, AUDIO_STAMPED, IMAGE_TYPE, TRUTH_TYPE, modality_of
+from fusion_node.bag.source import AUDIO_DATA_STAMPED, AUDIO_INFO, AUDIO_STAMPED, IMAGE_TYPE, modality_of
 from fusion_node.contract.robot import (
     AudioInput,
     CameraInput,
@@ -32,7 +32,7 @@ from fusion_node.contract.robot import (
 from fusion_node.convert import BadMessage, audio_from_msg, encoded_image_size
 
 # Topics that are infrastructure, not inputs or labels.
-_SKIP_TYPES = {AUDIO_INFO, TRUTH_TYPE, "rosgraph_msgs/msg/Clock", "rcl_interfaces/msg/Log", "tf2_msgs/msg/TFMessage",
+_SKIP_TYPES = {AUDIO_INFO, "rosgraph_msgs/msg/Clock", "rcl_interfaces/msg/Log", "tf2_msgs/msg/TFMessage",
                "diagnostic_msgs/msg/DiagnosticArray", "fusion_msgs/msg/FusedState", "sensor_msgs/msg/CameraInfo"}
 _SCAN = 3000  # messages per topic read for joint names and label values (bounded work per bag)
 _MAX_VALUES = 16  # distinct text values listed per field

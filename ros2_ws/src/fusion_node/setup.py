@@ -37,6 +37,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", sorted(glob("launch/*.launch.py"))),
         (f"share/{PACKAGE}/config", sorted(glob("config/*.yaml") + glob("config/*.xml"))),
+        (f"share/{PACKAGE}/config/contracts", sorted(glob("config/contracts/*.yaml"))),
         # The shipped model, so an installed node runs with no model argument (model_dir
         # resolves against share/fusion_node first).
         (f"share/{PACKAGE}/models/default", sorted(glob("models/default/*"))),

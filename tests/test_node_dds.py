@@ -322,10 +322,12 @@ def test_another_robots_joint_names_are_one_error_not_a_wait(live_node, ros_env,
     # no per-sample line for them (the stream's first samples may still be dropped as late or
     # future against the previous test's clock: those are other reasons)
     assert "dropped joints sample (invalid)" not in text.split("which no JointState carries")[-1]
-    # stamps are the player's wall clock (it publishes /clock): stamp to arrival at the consumer
-    delays = sorted(arrival - stamp * 1e-9 for stamp, arrival, _ in consumer["samples"])
-    # enough frames for a median; the first second may go to the clock-jump reset from the
-    # previous test's bag time (module-scoped node), so not all 90 are required
-    assert len(delays) >= 20
+    # stamps are the player's wall clock (it publishes /clock): stamp to arrival at the consumer.
+    # The module's node heard the previous test's joint1..joint3 publisher: frames wait for it
+    # (by design) until it has been silent for the sync horizon (2 s), so only the last second
+    # of this 3 s run is sure to be past it.
+    last = max(stamp for stamp, _, _ in consumer["samples"]) * 1e-9
+    delays = sorted(arrival - stamp * 1e-9 for stamp, arrival, _ in consumer["samples"] if stamp * 1e-9 > last - 0.8)
+    assert len(delays) >= 15
     # no frame waited the 50 ms joints deadline (audio and joints are published on time)
     assert delays[len(delays) // 2] < 0.045, delays[len(delays) // 2]

@@ -192,6 +192,34 @@ def test_a_forgone_modality_is_absent_at_once_and_stays_forgone_across_a_retune(
     assert len(late) >= 25 and all(a - f.stamp >= 0.08 for f, a in late)
 
 
+def test_a_silent_stream_is_waited_for_a_horizon_then_absent_at_once_until_it_speaks():
+    """A microphone that is not there: frames sit out its max_wait (80 ms) only while it could
+    still be starting (the first 2 s horizon), then leave at once without it; when it starts
+    publishing (at 3 s) frames wait for it again and carry it."""
+    msgs = stream(4.0, audio=False)
+    for k in range(150, 210):  # audio from 3.0 s
+        c = chunk(320 * k)
+        msgs.append((c.end + 0.001, "audio", c))
+    msgs.sort(key=lambda m: m[0])
+    buf = SyncBuffer(SyncConfig())
+    out = []
+    for arrival, m, sample in msgs:
+        buf.add(m, sample, arrival)
+        out += [(f, arrival) for f in buf.poll(arrival)]
+    out += [(f, math.inf) for f in buf.flush()]
+    delay = {round(f.stamp, 4): a - f.stamp for f, a in out}
+    first = msgs[0][2].stamp  # a joint sample at 0 s opens the epoch
+    starting = [d for t, d in delay.items() if t < first + 2.0]
+    # from 2.1 s: 2.0-2.1 s holds the frames queued behind the last one that waited
+    silent = [d for t, d in delay.items() if first + 2.1 < t < 3.0]
+    speaking = [(f, a) for f, a in out if 3.6 < f.stamp < 3.9]
+    assert len(starting) == 57 and min(starting) >= 0.08  # waited out the audio deadline
+    assert len(silent) == 26 and max(silent) <= 0.004  # released with the joints, 1-2 ms after arrival
+    assert all(not f.present["audio"] for f, a in out if f.stamp < 3.0)
+    # speaking again: a window ending at the stamp, complete when the chunk covering it arrives
+    assert len(speaking) == 8 and all(f.present["audio"] and a - f.stamp <= 0.025 for f, a in speaking)
+
+
 def test_future_stamp_is_counted_and_dropped():
     msgs = stream(1.0, audio=False)
     msgs.insert(200, (msgs[200][0], "joints", joints(500.0)))  # a publisher's broken clock

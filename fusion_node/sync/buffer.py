@@ -4,7 +4,11 @@ Inputs arrive in any order through add(); poll(now) emits an AlignedFrame per re
 (each camera frame, or each tick of a fixed-rate clock) once every modality has data at or
 after it (so interpolation and windows are complete; a window with `slack`, from that much
 before it) or once that modality's max_wait has passed since the reference arrived. Frames
-leave in reference-time order, each once.
+leave in reference-time order, each once. A stream with no sample within `horizon` of a
+reference time (a sensor that is missing or stopped) is not waited for: it is absent at once,
+so one dead sensor costs the frames its data, not its max_wait each; frames wait for it again
+from its next sample. Until the epoch's first sample is a horizon old, a stream not heard yet
+is waited for (sensors start in any order).
 
 Clock sanity uses the skew stamp - arrival: a sample whose skew leads the largest accepted one
 by more than future_tolerance, or whose stamp falls more than jump_threshold behind its own
@@ -118,6 +122,7 @@ class SyncBuffer:
 
     def _start_epoch(self) -> None:
         self._watermark = -INF  # stamp of the last emitted reference
+        self._first = INF  # stamp of the epoch's first accepted sample: silence counts from it
         # Largest skew (stamp - arrival) accepted: the lowest-latency stream's clock offset. Stamps
         # cannot run ahead of it, slower streams (latency, long audio chunks) only fall behind.
         self._max_skew = -INF
@@ -166,7 +171,9 @@ class SyncBuffer:
                 return self._unmatched(pol)
             return self._drop(pol, "duplicate" if code == DUPLICATE else "invalid", arrival)
         if skew > self._max_skew:
-            if self._carried:  # the first sample of a new epoch: latched inputs rejoin before it
+            if self._first == INF:  # the first sample of a new epoch (max_skew starts at -INF)
+                self._first = stamp
+            if self._carried:  # latched inputs rejoin before the epoch's first sample
                 self._restore_carried(stamp, arrival)
             self._max_skew = skew
             self._future_limit = skew + self._future_tol
@@ -341,7 +348,8 @@ class SyncBuffer:
             t = stamps[ref.head]
             arr = arrivals[ref.head]
             for pol in self._others:
-                if pol.coverage < t - pol.slack and now < arr + pol.max_wait:
+                if (pol.coverage < t - pol.slack and now < arr + pol.max_wait
+                        and max(pol.newest, self._first) >= t - self._horizon):
                     pol.wakes = True
                     self._waiting = pol
                     self._wake = arr + pol.max_wait

@@ -98,6 +98,9 @@ class ModelSpec:
     extra: dict[str, Any] = field(default_factory=dict)  # head-specific hyper-parameters
     # task heads declared by a contract; empty: the simulated world's target_xy/direction/command
     heads: tuple[HeadSpec, ...] = ()
+    # what the model reads; the others are absent in every frame, never waited for nor subscribed
+    # to (a robot's contract may leave any input but the camera out)
+    inputs: tuple[str, ...] = ("image", "audio", "joints", "text")
 
 
 @dataclass

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from fusion_node import MODALITIES
 from fusion_node.config import ModelSpec, SyncConfig
 from fusion_node.frames import AlignedFrame, Sample
 from fusion_node.preprocess import Preprocessor
@@ -20,12 +21,18 @@ from fusion_node.sync import SyncBuffer
 
 
 def sync_config_for(spec: ModelSpec, sync: SyncConfig) -> SyncConfig:
-    """The sync settings a model needs: its joint order and its audio window and rate."""
+    """The sync settings a model needs: its joint order, its audio window and rate, and only the
+    inputs it reads (a modality it leaves out is absent in every frame, never waited for)."""
+    unknown = sorted(set(spec.inputs) - set(MODALITIES))
+    if unknown or "image" not in spec.inputs:
+        raise ValueError(f"model spec inputs {list(spec.inputs)}: must include image and name only "
+                         f"{', '.join(MODALITIES)}")
     return dataclasses.replace(
         sync,
         joint_names=tuple(spec.joint_names),
         audio_rate=spec.audio_rate,
         audio_window=spec.audio_samples / spec.audio_rate,
+        modalities={m: ms for m, ms in sync.modalities.items() if m in spec.inputs},
     )
 
 

@@ -256,6 +256,7 @@ def test_the_second_robot_trains_evaluates_and_replays_by_cli(robot, capsys):
     chunk = next(h for h in spec["heads"] if h["name"] == "next_joints")
     assert chunk["offsets"] == [0.1, 0.2, 0.3, 0.4, 0.5] and chunk["size"] == 5
     assert spec["joint_names"] == [*second_robot.ARM_JOINTS, second_robot.FINGER]
+    assert spec["inputs"] == ["image", "audio", "joints"]  # no instruction: never subscribed to nor waited for
 
     # the live node's parameters for this robot: its topics, transports and microphone preset
     from fusion_node.ros.params import load, read_params_file
@@ -265,7 +266,7 @@ def test_the_second_robot_trains_evaluates_and_replays_by_cli(robot, capsys):
     assert (node.topics.image, node.image_transport) == ("/wrist_cam/image", "compressed")
     assert (node.audio_source, node.topics.audio, node.topics.audio_info) == \
         ("audio_capture", second_robot.TOPICS["audio"], second_robot.TOPICS["audio_info"])
-    assert node.topics.joints == ("/joint_states",) and node.topics.text == "instruction"  # left out: default
+    assert node.topics.joints == ("/joint_states",) and node.topics.text == "instruction"  # left out: the default, unused
 
     code, out, err = _cli(capsys, "eval", root / "model", "--bags", *test, "--cache", root / "cache",
                           "--json", root / "eval.json", "--no-progress")

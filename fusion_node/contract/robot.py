@@ -87,7 +87,8 @@ class RobotContract:
         joints = self.inputs.joints.names if self.inputs.joints else ()
         return dataclasses.replace(base, name=base.name, image_size=tuple(self.inputs.camera.size),
                                    audio_rate=audio.rate, audio_samples=int(round(audio.window * audio.rate)),
-                                   joint_names=tuple(joints), heads=tuple(self.heads))
+                                   joint_names=tuple(joints), heads=tuple(self.heads),
+                                   inputs=tuple(m for m, topic in self.topics().items() if topic))
 
     def sync_config(self) -> SyncConfig:
         audio = self.inputs.audio or AudioInput()

@@ -15,6 +15,7 @@ from fusion_node.audio_common import audio_data_stamped_from_msg, audio_stamped_
 from fusion_node.config import PipelineConfig, to_dict
 from fusion_node.convert import BadMessage
 from fusion_node.ros import params
+from fusion_node.ros.inputs import Expected, problems, ros_type_name
 from fusion_node.ros.launch_support import apply_dds, dds_env, node_overrides, parse_bool, player_command
 from fusion_node.ros.messages import ERROR, OK, WARN, health
 from fusion_node.ros.monitor import NodeMonitor, Window
@@ -103,6 +104,28 @@ def test_resolve_model_dir_names_where_it_looked(tmp_path):
     assert params.resolve_model_dir(str(tmp_path / "m")) == tmp_path / "m"
 
 
+def test_input_problems_name_the_topic_the_type_and_the_fix():
+    expected = [Expected("image", "/cam/image_raw", "sensor_msgs/msg/Image"),
+                Expected("audio", "/audio_stamped", "audio_common_msgs/msg/AudioDataStamped"),
+                Expected("audio", "/audio_info", "audio_common_msgs/msg/AudioInfo"),
+                Expected("joints", "/arm/joint_states", "sensor_msgs/msg/JointState"),
+                Expected("joints", "/hand/joint_states", "sensor_msgs/msg/JointState"),
+                Expected("text", "/instruction", "std_msgs/msg/String", required=False)]
+    offered = {"/cam/image_raw": ["sensor_msgs/msg/CompressedImage"], "/audio_stamped": [],
+               "/audio_info": ["audio_common_msgs/msg/AudioInfo"],
+               "/arm/joint_states": ["sensor_msgs/msg/JointState", "sensor_msgs/msg/JointState"]}
+    assert problems(expected, offered) == {
+        "image": ["/cam/image_raw is published as sensor_msgs/msg/CompressedImage, not sensor_msgs/msg/Image: "
+                  "set image_transport: compressed and topics.image to the topic without /compressed"],
+        "audio": ["no publisher on /audio_stamped (audio_common_msgs/msg/AudioDataStamped)"],
+        "joints": ["no publisher on /hand/joint_states (sensor_msgs/msg/JointState)"],
+    }  # the instruction is not required: a planner publishes one when it has a task
+    offered.update({"/cam/image_raw": ["sensor_msgs/msg/Image"], "/audio_stamped": ["audio_common_msgs/msg/AudioDataStamped"],
+                    "/hand/joint_states": ["sensor_msgs/msg/JointState"]})
+    assert problems(expected, offered) == {}
+    assert ros_type_name(SimpleNamespace) == "types/msg/SimpleNamespace"  # pkg/msg/Name from the module
+
+
 def _snapshot(monitor: NodeMonitor, now: float) -> dict:
     return monitor.snapshot(now)
 
@@ -121,6 +144,16 @@ def test_health_levels_follow_inputs_and_inference():
     gone.unavailable("audio", "audio_source audio_capture needs audio_common_msgs/AudioDataStamped, which does not load")
     audio = {s.name.split(": ")[1]: s for s in health(_snapshot(gone, 10.0), None, {}, **kw)}["input audio"]
     assert audio.level == ERROR and audio.message.startswith("not subscribed: audio_source audio_capture needs")
+    # no publisher at activation (missing_input: run): ERROR until its messages come; an input the
+    # model's contract leaves out: OK, it is not wanted
+    gone.missing("joints", "no publisher on /joint_states (sensor_msgs/msg/JointState)")
+    gone.unused("text")
+    by = {s.name.split(": ")[1]: s for s in health(_snapshot(gone, 10.0), None, {}, **kw)}
+    assert by["input joints"].level == ERROR and by["input joints"].message == (
+        "missing: no publisher on /joint_states (sensor_msgs/msg/JointState)")
+    assert by["input text"].level == OK and by["input text"].message.startswith("not used by the model")
+    gone.arrived("joints", 10.5, True)
+    assert {s.name.split(": ")[1]: s for s in health(_snapshot(gone, 10.6), None, {}, **kw)}["input joints"].level == OK
     for i in range(30):
         for m in ("image", "audio", "joints"):
             mon.arrived(m, 10.0 + i / 30, True)

@@ -92,6 +92,10 @@ def health(
     statuses = []
     for m in MODALITIES:
         s = snapshot["inputs"][m]
+        if s.get("unused"):
+            statuses.append(Status(OK, f"{node}: input {m}", "not used by the model (its contract leaves it out)",
+                                   {"topic": ""}))
+            continue
         prev = (previous or {}).get("inputs", {}).get(m)
         sync = sync_stats.get(m, {})
         values = {"topic": topics.get(m, ""), "rate_hz": _fmt(s["rate_hz"]), "age_s": _fmt(s["age"]),
@@ -105,6 +109,9 @@ def health(
         if s["received"] == 0 and s["last_error"]:
             # nothing received and already an error: the node could not subscribe (monitor.unavailable)
             level, msg = ERROR, f"not subscribed: {s['last_error']}"
+        elif s["received"] == 0 and s.get("missing"):
+            # activation found no publisher of its type: the model runs without it (missing_input: run)
+            level, msg = ERROR, f"missing: {s['missing']}"
         elif s["received"] == 0:
             level = OK if sporadic else ERROR if m == reference else WARN
             msg = "no instruction yet" if sporadic else "no messages received"

@@ -136,6 +136,8 @@ class InputCounter:
         self.lost = 0  # lost in transport, as reported by the middleware
         self.gaps = StampGaps()  # lost in transport, as the stamps tell
         self.last_error = ""
+        self.missing = ""  # why no publisher offers it (the activation check), while nothing arrives
+        self.unused = False  # the model does not read it: not subscribed, by design
 
     def arrived(self, now: float) -> None:
         self.received += 1
@@ -158,6 +160,8 @@ class InputCounter:
             "rate_hz": rate,
             "age": (now - last) if last is not None else float("inf"),
             "last_error": self.last_error,
+            "missing": self.missing,
+            "unused": self.unused,
         }
 
 
@@ -202,6 +206,16 @@ class NodeMonitor:
         as its last error while it receives nothing."""
         with self._lock:
             self.inputs[name].last_error = text
+
+    def missing(self, name: str, text: str) -> None:
+        """Input `name` had no publisher of its type when activation checked the graph."""
+        with self._lock:
+            self.inputs[name].missing = text
+
+    def unused(self, name: str) -> None:
+        """The model does not read input `name` (its contract leaves it out)."""
+        with self._lock:
+            self.inputs[name].unused = True
 
     def lost(self, name: str, count: int) -> None:
         with self._lock:

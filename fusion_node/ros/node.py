@@ -47,6 +47,7 @@ from fusion_node.errors import NonFiniteOutput
 from fusion_node.frames import AlignedFrame
 from fusion_node.ratelimit import RateLimiter
 from fusion_node.ros import messages, params
+from fusion_node.ros.inputs import Expected, problems, ros_type_name
 from fusion_node.ros.logbridge import RosLogBridge
 from fusion_node.ros.monitor import NodeMonitor, frame_stages
 from fusion_node.stamps import StampBook
@@ -113,6 +114,8 @@ class FusionNode(LifecycleNode):
         self._state_pub = None
         self._diag_pub = None
         self._diag_timer = None
+        self._inputs_timer = None  # one-shot: the input topics' check, discovery_wait after activation
+        self._expected: list[Expected] = []  # what each subscription expects of the graph
         self._reset_srv = None
         self._audio_info = None  # latest audio_common AudioInfo (AudioDataStamped input)
         self._unstamped_text = None  # instruction received before a simulated clock started
@@ -270,10 +273,16 @@ class FusionNode(LifecycleNode):
             self._state_pub = self.create_lifecycle_publisher(FusedState, s.topics.state, output_qos())
             self._diag_pub = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", output_qos())
             self._subs = self._create_subscriptions()
-        except Exception as exc:  # noqa: BLE001 - e.g. a missing audio_common_msgs package
+            if s.missing_input == "refuse":
+                self._refuse_missing_inputs(time.monotonic() + s.discovery_wait)
+        except Exception as exc:  # noqa: BLE001 - e.g. a missing audio_common_msgs package, or an input (refuse)
             self.get_logger().error(f"activate failed: {exc}")
             self.release_active()
             return FAILURE
+        if s.missing_input == "run":
+            # Publishers take a moment to show in the graph: checked once, discovery_wait from now.
+            self._inputs_timer = self.create_timer(max(s.discovery_wait, 0.01), self._report_missing_inputs,
+                                                   clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._stop.clear()
         self._text_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fusion-text")
         self._start_worker()
@@ -316,9 +325,11 @@ class FusionNode(LifecycleNode):
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
-        if self._diag_timer is not None:
-            self.destroy_timer(self._diag_timer)
-            self._diag_timer = None
+        for timer in (self._diag_timer, self._inputs_timer):
+            if timer is not None:
+                self.destroy_timer(timer)
+        self._diag_timer = self._inputs_timer = None
+        self._expected = []
         for pub in (self._state_pub, self._diag_pub):
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
@@ -331,12 +342,45 @@ class FusionNode(LifecycleNode):
         self.pipeline = None
 
     # -- inputs ------------------------------------------------------------------------------
+    def _input_problems(self) -> dict[str, list[str]]:
+        """modality -> what the graph lacks for it now (no publisher, another type)."""
+        offered = {e.topic: [i.topic_type for i in self.get_publishers_info_by_topic(e.topic)] for e in self._expected}
+        return problems(self._expected, offered)
+
+    def _refuse_missing_inputs(self, deadline: float) -> None:
+        """missing_input: refuse. Raises, naming every problem, unless each input the model reads
+        has a publisher of its type by `deadline` (discovery takes a moment)."""
+        found = self._input_problems()
+        while found and time.monotonic() < deadline:
+            time.sleep(0.05)
+            found = self._input_problems()
+        if found:
+            raise RuntimeError("missing_input is refuse and " + "; ".join(
+                f"input {m}: {', '.join(texts)}" for m, texts in found.items()) +
+                " (missing_input: run runs without them)")
+
+    def _report_missing_inputs(self) -> None:
+        """missing_input: run. One ERROR per input without a publisher of its type; /diagnostics
+        says ERROR "missing: ..." until its messages arrive."""
+        if self._inputs_timer is not None:
+            self.destroy_timer(self._inputs_timer)
+            self._inputs_timer = None
+        for modality, texts in self._input_problems().items():
+            text = ", ".join(texts)
+            self.monitor.missing(modality, text)
+            self.get_logger().error(f"input {modality}: {text}; running without it until it comes "
+                                    "(missing_input: refuse fails the activation instead)")
+
     def _create_subscriptions(self) -> list:
         from sensor_msgs.msg import CompressedImage, Image, JointState
         from std_msgs.msg import String
 
         s = self.settings
         limits = self.cfg.limits
+        used = self.pipeline.spec.inputs
+        for modality in MODALITIES:
+            if modality not in used:
+                self.monitor.unused(modality)
         image_topic = s.topics.image + ("/compressed" if s.image_transport == "compressed" else "")
         qos = self._sensor_qos(image_topic, s.sensor_qos_depth)
         if s.image_transport == "compressed":
@@ -345,15 +389,18 @@ class FusionNode(LifecycleNode):
         else:
             subs = [self._subscribe(Image, s.topics.image, "image",
                                     self._handler("image", convert.image_from_msg, limits), qos)]
-        subs.extend(self._audio_subscriptions(self._sensor_qos(s.audio.topic, s.audio_qos_depth)))
-        subs.extend(self._subscribe(JointState, topic, "joints",
-                                    self._handler("joints", convert.joints_from_msg, limits),
-                                    self._sensor_qos(topic, s.joints_qos_depth))
-                    for topic in s.topics.joints)
-        # A volatile instruction publisher (`ros2 topic pub`, a bag without QoS metadata) cannot
-        # match the transient-local request: it gets a volatile subscription of its own.
-        subs.append(self._subscribe(String, s.topics.text, "text", self._on_text, latched_qos(),
-                                    fallback=_volatile(latched_qos())))
+        if "audio" in used:
+            subs.extend(self._audio_subscriptions(self._sensor_qos(s.audio.topic, s.audio_qos_depth)))
+        if "joints" in used:
+            subs.extend(self._subscribe(JointState, topic, "joints",
+                                        self._handler("joints", convert.joints_from_msg, limits),
+                                        self._sensor_qos(topic, s.joints_qos_depth))
+                        for topic in s.topics.joints)
+        if "text" in used:
+            # A volatile instruction publisher (`ros2 topic pub`, a bag without QoS metadata) cannot
+            # match the transient-local request: it gets a volatile subscription of its own.
+            subs.append(self._subscribe(String, s.topics.text, "text", self._on_text, latched_qos(),
+                                        fallback=_volatile(latched_qos())))
         return subs
 
     def _sensor_qos(self, topic: str, depth: int) -> QoSProfile:
@@ -393,6 +440,9 @@ class FusionNode(LifecycleNode):
             # A best-effort publisher that appears later still gets heard, on a second subscription.
             fallback = sensor_qos(qos.depth)
         events = SubscriptionEventCallbacks(message_lost=lost, incompatible_qos=incompatible)
+        # the instruction is not required: a planner publishes one when it has a task
+        self._expected.append(Expected(modality, self.resolve_topic_name(topic), ros_type_name(msg_type),
+                                       required=modality != "text"))
         return self.create_subscription(msg_type, topic, callback, qos, event_callbacks=events)
 
     def _audio_subscriptions(self, qos: QoSProfile) -> list:
@@ -409,10 +459,13 @@ class FusionNode(LifecycleNode):
             acm = importlib.import_module(f"{package}.msg")
             msg_type = getattr(acm, name)
         except (ImportError, AttributeError) as exc:
-            # Not fatal: the node runs without audio (absent in every frame), as without a microphone.
             why = (f"audio_source {s.audio_source} ({source.publisher}) needs {source.msgtype}, which does not "
                    f"load here ({exc}): install ros-$ROS_DISTRO-audio-common-msgs (or build the driver's own "
-                   "package), or set audio_source to the driver you run; running without audio")
+                   "package), or set audio_source to the driver you run")
+            if s.missing_input == "refuse":
+                raise RuntimeError(f"missing_input is refuse and {why}") from exc
+            # Not fatal: the node runs without audio (absent in every frame), as without a microphone.
+            why += "; running without audio"
             self.get_logger().error(why)
             self.monitor.unavailable("audio", why)
             if self.pipeline is not None:  # no audio can come: frames must not wait out its max_wait

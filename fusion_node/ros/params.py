@@ -17,6 +17,7 @@ from typing import Any
 
 from fusion_node import MODALITIES
 from fusion_node.config import PipelineConfig, SyncConfig, from_dict, load_yaml, to_dict
+from fusion_node.ros.inputs import MISSING_INPUT
 
 NODE_NAME = "fusion_node"
 
@@ -77,6 +78,8 @@ class NodeSettings:
     joints_qos_depth: int = 200  # 0.2 s at 1 kHz: a stalled executor must not overwrite joint states
     frame_id: str = ""  # FusedState header frame; empty copies the camera's frame_id
     auto_activate: bool = True
+    missing_input: str = "run"  # an input with no publisher of its type at activation: run without it, or refuse
+    discovery_wait: float = 2.0  # s activation gives the graph to show the inputs' publishers
     warmup_runs: int = 3
     log_throttle: float = 5.0  # s between repeated warnings of one kind
     diagnostics: Diagnostics = field(default_factory=Diagnostics)
@@ -167,6 +170,12 @@ META: dict[str, ParamMeta] = {
                                   range=(1, 100000)),
     "frame_id": ParamMeta("FusedState header frame_id; empty copies the camera's"),
     "auto_activate": ParamMeta("Configure and activate on start instead of waiting for a lifecycle manager"),
+    "missing_input": ParamMeta("An input the model reads with no publisher of its type once the graph had "
+                               "discovery_wait to show it (or whose message package does not load): run with it "
+                               "absent and report it as ERROR in /diagnostics, or refuse to activate",
+                               choices=MISSING_INPUT),
+    "discovery_wait": ParamMeta("Seconds after activation before the input topics are checked for publishers "
+                                "(refuse: activation waits up to this long for them)", range=(0.0, 60.0)),
     "warmup_runs": ParamMeta("Inference runs on a blank frame during configure", range=(0, 100)),
     "log_throttle": ParamMeta("Seconds between repeated warnings of one kind", range=(0.1, 3600.0), runtime=True),
     "diagnostics.period": ParamMeta("Seconds between /diagnostics messages", range=(0.1, 60.0)),

@@ -333,3 +333,23 @@ def test_another_robots_joint_names_are_one_error_not_a_wait(live_node, ros_env,
     # a frame that waited it arrives at least 50 ms after its stamp. The fastest frame is the
     # measure: a loaded machine's backlog delays the later ones, but it does not make every frame wait.
     assert delays[0] < 0.045, delays
+
+
+def test_a_missing_microphone_costs_frames_their_audio_not_its_deadline(live_node, ros_env, tmp_path):
+    """A robot without a microphone: once the audio has been silent for the 2 s sync horizon, frames
+    go out without it at once instead of sitting out its 80 ms deadline each."""
+    proc, log = live_node
+    player, consumer = _play(ros_env, tmp_path, live_node, "--rate", "30", "--duration", "4", "--without", "audio")
+    assert proc.poll() is None, log.read_text()[-2000:]
+    assert player["sent"]["audio"] == 0 and player["sent"]["image"] >= 110
+    assert consumer["state"]["present"] == [True, False, True, True]
+    last = max(stamp for stamp, _, _ in consumer["samples"]) * 1e-9
+    delays = sorted(arrival - stamp * 1e-9 for stamp, arrival, _ in consumer["samples"] if stamp * 1e-9 > last - 1.5)
+    assert len(delays) >= 12
+    # a frame that waited the audio deadline arrives at least 80 ms after its stamp; the fastest
+    # frame is the measure (a loaded machine's backlog delays later ones, it makes no frame wait)
+    assert delays[0] < 0.045, delays
+    audio = _inputs(consumer["diagnostics"])["audio"]
+    # WARN "stale" when earlier tests' players published audio to this node; ERROR "missing" when
+    # none had by the activation check
+    assert (audio["level"], audio["message"].split(":")[0]) in ((1, "stale"), (2, "missing")), audio

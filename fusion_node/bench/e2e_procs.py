@@ -126,6 +126,10 @@ def run_player(args: argparse.Namespace) -> int:
     # frame waits for its audio and joints until their max_wait deadlines.
     end = camera_end + 0.25
     next_cam, next_audio, next_joint = t0, t0 + args.audio_chunk, t0
+    if "audio" in args.without:
+        next_audio = float("inf")
+    if "joints" in args.without:
+        next_joint = float("inf")
     next_clock = t0 if clock_pub is not None else float("inf")
     audio_index = 0
     stamps: list[int] = []
@@ -295,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--joint-names", metavar="A,B,...", help="one joint publisher with these names "
                    "(default: joint1, joint2 and joint3 from two publishers)")
     p.add_argument("--instruction", default="go to the red square")
+    p.add_argument("--without", action="append", default=[], choices=("audio", "joints"),
+                   help="publish nothing on this input (a missing sensor); repeatable")
     p.add_argument("--malformed", action="store_true", help="also send one broken message per input type")
     p.add_argument("--fault", choices=sorted(FAULTS), help="inject this fault at a third of the run "
                    "(see fusion_node.bench.faults)")

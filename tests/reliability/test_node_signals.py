@@ -64,8 +64,9 @@ def test_signals_end_the_node_cleanly_in_every_state(sig, require_fusion_msgs, f
         finally:
             if proc.poll() is None:
                 proc.kill()
-            if player is not None:
-                player.wait(120)
+            if player is not None:  # its remaining seconds would only be waited out
+                player.terminate()
+                player.wait(30)
             if consumer is not None:
                 consumer.send_signal(signal.SIGINT)
                 consumer.wait(30)

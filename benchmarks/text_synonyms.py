@@ -1,0 +1,107 @@
+"""Does the shipped sentence encoder know the evaluation paraphrases' synonyms?
+
+The paraphrase condition names each object with words no training instruction uses ("crimson
+box" for the red square). The fusion model reads the instruction only through the frozen
+sentence encoder's 384-d vector. So if that vector puts "crimson box" nearer another object's
+training instructions than the red square's, no fusion head can recover the object. This script
+measures that, with no model in the loop:
+
+- sentences: for each of the 648 evaluation paraphrases, the nearest training instruction
+  (templates plus training paraphrases: 936 sentences) by cosine. The score is how often it names
+  the same object, colour and shape. Chance is 1/12 for the object.
+- words: each evaluation synonym alone ("crimson"; also in "the crimson one"), against the
+  training words for each colour and shape. The score is how often its nearest training word
+  belongs to the right colour or shape.
+
+    .venv/bin/python benchmarks/text_synonyms.py --json benchmarks/text_synonyms.json
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fusion_node.text import DEFAULT_ENCODER, TextEncoder
+from fusion_node.world import language
+
+Obj = tuple[str, str]  # (colour, shape) in the canonical words
+
+
+def _unit(rows: list[np.ndarray]) -> np.ndarray:
+    m = np.stack(rows).astype(np.float64)
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+
+def training_sentences() -> dict[str, Obj]:
+    out: dict[str, Obj] = {}
+    for colour, shape in itertools.product(language.TRAIN_COLOUR_SYNONYMS, language.TRAIN_SHAPE_SYNONYMS):
+        for frame in language.TEMPLATES:
+            text = frame.format(colour=colour, shape=shape)
+            out[text] = (colour, shape)
+            out.update(dict.fromkeys(language.training_paraphrases(text), (colour, shape)))
+    return out
+
+
+def evaluation_sentences() -> dict[str, Obj]:
+    out: dict[str, Obj] = {}
+    for colour, shape in itertools.product(language.COLOUR_SYNONYMS, language.SHAPE_SYNONYMS):
+        for frame in language.PARAPHRASES:
+            for c, s in itertools.product(language.COLOUR_SYNONYMS[colour], language.SHAPE_SYNONYMS[shape]):
+                out[frame.format(colour=c, shape=s)] = (colour, shape)
+    return out
+
+
+def sentence_scores(encode, train: dict[str, Obj], evaluation: dict[str, Obj]) -> dict[str, float]:
+    a = _unit([encode(t) for t in train])
+    b = _unit([encode(t) for t in evaluation])
+    labels = list(train.values())
+    nearest = [labels[j] for j in (b @ a.T).argmax(axis=1)]
+    truth = list(evaluation.values())
+    return {
+        "object": float(np.mean([n == t for n, t in zip(nearest, truth)])),
+        "colour": float(np.mean([n[0] == t[0] for n, t in zip(nearest, truth)])),
+        "shape": float(np.mean([n[1] == t[1] for n, t in zip(nearest, truth)])),
+        "train_sentences": len(train), "evaluation_sentences": len(evaluation),
+    }
+
+
+def word_scores(encode, frame: str) -> dict[str, str]:
+    """'right/total' per word kind: each evaluation synonym's nearest training word is of its class."""
+    out = {}
+    for kind, evaluation, train in (("colour", language.COLOUR_SYNONYMS, language.TRAIN_COLOUR_SYNONYMS),
+                                    ("shape", language.SHAPE_SYNONYMS, language.TRAIN_SHAPE_SYNONYMS)):
+        words = [(cls, w) for cls, ws in train.items() for w in ws]
+        ref = _unit([encode(frame.format(w)) for _, w in words])
+        right = total = 0
+        for cls, synonyms in evaluation.items():
+            for w in synonyms:
+                v = _unit([encode(frame.format(w))])[0]
+                right += words[int((ref @ v).argmax())][0] == cls
+                total += 1
+        out[kind] = f"{right}/{total}"
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", type=Path)
+    args = p.parse_args()
+    encode = TextEncoder(DEFAULT_ENCODER).encode
+    train = training_sentences()
+    templates = {t: o for t, o in train.items() if any(t == f.format(colour=o[0], shape=o[1]) for f in language.TEMPLATES)}
+    report = {
+        "encoder": DEFAULT_ENCODER,
+        "nearest_training_instruction": sentence_scores(encode, train, evaluation_sentences()),
+        "nearest_template": sentence_scores(encode, templates, evaluation_sentences()),
+        "words": {frame: word_scores(encode, frame) for frame in ("{}", "the {} one")},
+    }
+    print(json.dumps(report, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

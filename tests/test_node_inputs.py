@@ -1,9 +1,11 @@
 """The node checks its input topics at activation, in-process with real rclpy: with
 `missing_input: refuse` activation fails naming each topic without a publisher of its type (and
-the fix), and succeeds once they are there; with `run` (the default) the node activates, logs one
-ERROR per missing input and /diagnostics says ERROR "missing: ..." for it."""
+the fix), then the joints the model needs that the JointStates do not carry, and succeeds once
+all are there; with `run` (the default) the node activates, logs one ERROR per missing input and
+/diagnostics says ERROR "missing: ..." for it."""
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -67,8 +69,26 @@ def test_missing_inputs_refuse_the_activation_or_run_absent_with_an_error(requir
 
         robot.destroy_publisher(compressed)
         robot.create_publisher(Image, "camera/image_raw", 1)
+        names = ["joint_0", "joint_1"]  # another robot's, then the model's
+        streaming = threading.Event()
+        streaming.set()
+
+        def publish_joints() -> None:
+            while streaming.is_set():
+                joints.publish(JointState(name=list(names), position=[0.1] * len(names)))
+                time.sleep(0.01)
+
+        publisher = threading.Thread(target=publish_joints, daemon=True)
+        publisher.start()
+        assert node.trigger_activate() == failure  # every topic is there, but not the model's joints
+        err = capfd.readouterr().err
+        assert (f"the model needs joints joint1, joint2, joint3, which no JointState on {NS}/joint_states carries "
+                "(seen: joint_0, joint_1)") in err, err
+        names[:] = ["joint1", "joint2", "joint3"]
         assert node.trigger_activate() == success
         assert node.trigger_deactivate() == success and node.trigger_cleanup() == success
+        streaming.clear()
+        publisher.join()
 
         # run (the default): active at once; after discovery_wait, one ERROR for the joints
         robot.destroy_publisher(joints)

@@ -15,7 +15,7 @@ from fusion_node.audio_common import audio_data_stamped_from_msg, audio_stamped_
 from fusion_node.config import PipelineConfig, to_dict
 from fusion_node.convert import BadMessage
 from fusion_node.ros import params
-from fusion_node.ros.inputs import Expected, problems, ros_type_name
+from fusion_node.ros.inputs import Expected, joint_names_problem, problems, ros_type_name
 from fusion_node.ros.launch_support import apply_dds, dds_env, node_overrides, parse_bool, player_command
 from fusion_node.ros.messages import ERROR, OK, WARN, health
 from fusion_node.ros.monitor import NodeMonitor, Window
@@ -124,6 +124,13 @@ def test_input_problems_name_the_topic_the_type_and_the_fix():
                     "/hand/joint_states": ["sensor_msgs/msg/JointState"]})
     assert problems(expected, offered) == {}
     assert ros_type_name(SimpleNamespace) == "types/msg/SimpleNamespace"  # pkg/msg/Name from the module
+    # joint names, merged over publishers: every needed joint, or one line naming the missing and the seen
+    topics = ["/arm/joint_states", "/hand/joint_states"]
+    assert joint_names_problem(("a", "b"), ["b", "x", "a"], topics) == ""
+    assert joint_names_problem(("a", "b"), [], topics) == "no JointState arrived on /arm/joint_states, /hand/joint_states"
+    assert joint_names_problem(("a", "b"), ["a", *(f"j{k}" for k in range(20))], topics[:1]) == (
+        "the model needs joints b, which no JointState on /arm/joint_states carries (seen: a, j0, j1, j2, j3, j4, j5, "
+        "j6, j7, j8, j9, j10, j11, j12, j13, j14 and 5 more): train the model on this robot's joint_names or remap")
 
 
 def _snapshot(monitor: NodeMonitor, now: float) -> dict:

@@ -2,9 +2,11 @@
 
 ROS-free: the node lists each subscription as an Expected (modality, resolved topic, message
 type); `problems` compares that with the publishers the graph shows (topic -> the types they
-publish) and says, per modality, what is wrong in one line a user can act on. The node runs it at
+publish) and says, per modality, what is wrong in one line a user can act on; `joint_names_problem`
+compares the joint names the first JointStates carry with the model's. The node runs them at
 activation: with `missing_input: refuse` a problem fails the transition, with `run` (default)
-the node runs with that input absent and /diagnostics says ERROR "missing: ...".
+the node runs with that input absent and /diagnostics says ERROR ("missing: ...", or for joint
+names "unusable by the model: ..." once they arrive).
 """
 from __future__ import annotations
 
@@ -51,6 +53,20 @@ def problems(expected: Iterable[Expected], offered: Mapping[str, Iterable[str]])
             continue
         found.setdefault(e.modality, []).append(text)
     return found
+
+
+def joint_names_problem(needed: Iterable[str], seen: Iterable[str], topics: Iterable[str]) -> str:
+    """Why the JointStates seen on `topics` cannot feed the model ("" when they carry every joint it needs)."""
+    seen = list(dict.fromkeys(seen))
+    missing = [n for n in needed if n not in set(seen)]
+    where = ", ".join(topics)
+    if not missing:
+        return ""
+    if not seen:
+        return f"no JointState arrived on {where}"
+    shown = ", ".join(seen[:16]) + (f" and {len(seen) - 16} more" if len(seen) > 16 else "")
+    return (f"the model needs joints {', '.join(missing)}, which no JointState on {where} carries (seen: {shown}): "
+            "train the model on this robot's joint_names or remap")
 
 
 def ros_type_name(msg_type: type) -> str:

@@ -47,7 +47,7 @@ from fusion_node.errors import NonFiniteOutput
 from fusion_node.frames import AlignedFrame
 from fusion_node.ratelimit import RateLimiter
 from fusion_node.ros import messages, params
-from fusion_node.ros.inputs import Expected, problems, ros_type_name
+from fusion_node.ros.inputs import Expected, joint_names_problem, problems, ros_type_name
 from fusion_node.ros.logbridge import RosLogBridge
 from fusion_node.ros.monitor import NodeMonitor, frame_stages
 from fusion_node.stamps import StampBook
@@ -275,6 +275,7 @@ class FusionNode(LifecycleNode):
             self._subs = self._create_subscriptions()
             if s.missing_input == "refuse":
                 self._refuse_missing_inputs(time.monotonic() + s.discovery_wait)
+                self._refuse_unknown_joints(time.monotonic() + s.discovery_wait)
         except Exception as exc:  # noqa: BLE001 - e.g. a missing audio_common_msgs package, or an input (refuse)
             self.get_logger().error(f"activate failed: {exc}")
             self.release_active()
@@ -358,6 +359,28 @@ class FusionNode(LifecycleNode):
             raise RuntimeError("missing_input is refuse and " + "; ".join(
                 f"input {m}: {', '.join(texts)}" for m, texts in found.items()) +
                 " (missing_input: run runs without them)")
+
+    def _refuse_unknown_joints(self, deadline: float) -> None:
+        """missing_input: refuse. Raises unless the JointStates that arrive by `deadline` carry
+        every joint the model needs (names merged over publishers and topics)."""
+        from rclpy.wait_for_message import wait_for_message
+        from sensor_msgs.msg import JointState
+
+        needed = tuple(self.pipeline.spec.joint_names)
+        if "joints" not in self.pipeline.spec.inputs or not needed:
+            return
+        topics = [self.resolve_topic_name(t) for t in self.settings.topics.joints]
+        seen: dict[str, None] = {}
+        while time.monotonic() < deadline and not set(needed) <= set(seen):
+            for topic in topics:
+                # its own short-lived subscription and wait set: the executor is busy with this transition
+                ok, msg = wait_for_message(JointState, self, topic, qos_profile=sensor_qos(10),
+                                           time_to_wait=max(0.05, deadline - time.monotonic()))
+                if ok:
+                    seen.update(dict.fromkeys(msg.name))
+        text = joint_names_problem(needed, seen, topics)
+        if text:
+            raise RuntimeError(f"missing_input is refuse and {text} (missing_input: run runs without them)")
 
     def _report_missing_inputs(self) -> None:
         """missing_input: run. One ERROR per input without a publisher of its type; /diagnostics

@@ -226,6 +226,36 @@ def test_a_contract_without_heads_or_joints_is_one_line(robot, capsys):
     assert not (root / "m_none" / "config.json").exists()
 
 
+def test_a_camera_only_contract_trains_exports_evaluates_and_replays(robot, capsys):
+    """Joints and microphone left out (null): the model reads the camera alone, says so in its
+    config.json, exports to ONNX with parity and replays; the node's parameters name no joints."""
+    root, train, test = robot
+    path = _contract(root, "camera_only", lambda d: d["inputs"].update(joints=None, audio=None)
+                     or d.update(heads=[dict(HEADS[0])]))
+    (root / "camera_only_train.yaml").write_text("epochs: 2\n")
+    code, _, err = _cli(capsys, "train", "--contract", path, "--config", root / "camera_only_train.yaml",
+                        "--bags", *train[:2], "--out", root / "m_camera", "--cache", root / "cache", "--export",
+                        "--no-progress")
+    assert code == 0, err
+    spec = json.loads((root / "m_camera" / "config.json").read_text())
+    assert spec["inputs"] == ["image"] and spec["joint_names"] == []
+    from fusion_node.ros.params import load, read_params_file
+
+    _, node = load(read_params_file(root / "m_camera" / "node.yaml"))
+    assert node.topics.image == "/wrist_cam/image" and node.topics.audio == ""
+    code, _, err = _cli(capsys, "eval", root / "m_camera", "--bags", test[0], "--cache", root / "cache",
+                        "--json", root / "camera.json", "--no-progress")
+    assert code == 0, err
+    phase = json.loads((root / "camera.json").read_text())[str(root / "m_camera")]["heads"]["phase"]
+    assert phase["frames"] > 40 and 0.0 <= phase["model"] <= 1.0
+    code, _, err = _cli(capsys, "replay", test[0], "--model", root / "m_camera", "--backend", "onnxruntime",
+                        "--out", root / "replay_camera", "--no-progress")
+    assert code == 0, err
+    stream = read_stream(root / "replay_camera")
+    assert stream["out:phase"].shape == (stream["stamp_ns"].shape[0], 4) and np.isfinite(stream["out:phase"]).all()
+    assert stream["stamp_ns"].shape[0] >= 0.95 * SECONDS * second_robot.CAMERA_HZ
+
+
 def test_a_contract_without_heads_trains_the_fused_state_on_the_joints_ahead(robot, capsys):
     root, train, test = robot
     path = _contract(root, "self_supervised", lambda d: d.update(heads=[]))

@@ -52,7 +52,7 @@ class SyncConfig:
     )
 
 
-HEAD_KINDS: tuple[str, ...] = ("class", "regress", "action_chunk")
+HEAD_KINDS: tuple[str, ...] = ("class", "regress", "action_chunk", "point")
 
 
 @dataclass
@@ -61,22 +61,28 @@ class HeadSpec:
     its labels come from. `source` is /topic.field.path (an index is a number or, for
     JointState-like messages, a joint name). class: logits over `classes`; regress: `size`
     values; action_chunk: the source's `size` values at each of `offsets` seconds after the
-    frame, flattened offset-major ([o0 v0..vK, o1 v0..vK, ...]). `size` is learnt from the
-    labels when training starts (0 in a contract until then)."""
+    frame, flattened offset-major ([o0 v0..vK, o1 v0..vK, ...]); point: a place in the image,
+    [x, y] in [0, 1] of its width and height (x right, y down), read by the attention fusion's
+    pointer over the image grid. `size` is learnt from the labels when training starts (0 in a
+    contract until then). `valid`, another source path: the label counts only on frames where
+    that value (the latest within labels.ttl) is set, a non-empty text or a non-zero number."""
 
     name: str
-    kind: str  # class | regress | action_chunk
+    kind: str  # class | regress | action_chunk | point
     source: str
     classes: tuple[str, ...] = ()
     offsets: tuple[float, ...] = ()  # s after the frame's stamp, increasing (action_chunk)
     size: int = 0  # values per time step (regress, action_chunk)
     weight: float = 1.0  # loss weight
+    valid: str = ""  # /topic.field: the label counts only while this value is set
 
     @property
     def output_size(self) -> int:
         """Width of this head's model output."""
         if self.kind == "class":
             return len(self.classes)
+        if self.kind == "point":
+            return 2
         return self.size * (len(self.offsets) if self.kind == "action_chunk" else 1)
 
 

@@ -33,7 +33,7 @@ from fusion_node.bag.source import BagSource
 from fusion_node.config import ModalitySync, ModelSpec, SyncConfig, to_dict
 from fusion_node.contract import RobotContract, contract_to_dict, read_value
 from fusion_node.contract.bagcheck import check_bag
-from fusion_node.contract.labels import Track, head_labels, hold_current, next_state_labels
+from fusion_node.contract.labels import Track, head_labels, hold_current, next_state_labels, valid_mask
 from fusion_node.convert import header_stamp, stamp_to_sec
 from fusion_node.frames import AlignedFrame, Sample
 from fusion_node.frontend import Frontend
@@ -244,10 +244,10 @@ def build_from_bag(path: str | Path, spec: ModelSpec, sync: SyncConfig, text_enc
         for event in source.events():
             if event.kind == "label":
                 label_stamp = header_stamp(event.decoded) if hasattr(event.decoded, "header") else event.arrival
-                for k, (name, src) in enumerate(sources.items()):
+                for name, (key, src) in sources.items():
                     if src.topic == event.message.topic:
                         try:
-                            tracks[name].add(label_stamp, read_value(event.decoded, src, f"heads[{k}].source"))
+                            tracks[name].add(label_stamp, read_value(event.decoded, src, key))
                         except KeyError:
                             pass  # this message does not carry the indexed element (another publisher)
                 continue
@@ -288,6 +288,8 @@ def _head_columns(contract: RobotContract, tracks: dict[str, Track], stamps: np.
         if not tracks[head.name].stamps:
             log.warning("%s: %s: no message of %s carries this label", path, key, head.source)
         y, mask = head_labels(head, tracks[head.name], stamps, rules.tolerance, rules.max_gap, rules.ttl, key)
+        if head.valid:
+            mask &= valid_mask(tracks[head.name + ".valid"], stamps, rules.ttl)
         out[head.name], out[head.name + ".mask"] = y, mask
         if head.kind == "action_chunk":
             out[head.name + ".hold"] = hold_current(head, tracks[head.name], stamps, rules.tolerance,

@@ -82,7 +82,8 @@ def evaluate_arrays(model, data, idx: np.ndarray | None = None, drop: str | None
 
 
 HEAD_METRICS = {"class": ("accuracy", "majority class", True), "regress": ("mean abs error", "mean value", False),
-                "action_chunk": ("mean abs error", "hold current value", False)}
+                "action_chunk": ("mean abs error", "hold current value", False),
+                "point": ("mean distance", "mean value", False)}
 """kind -> (metric, trivial baseline measured on the same frames, higher is better)."""
 
 
@@ -100,6 +101,9 @@ def head_metrics(outputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], 
         elif h.kind == "class":
             model_v = float((pred.argmax(axis=1) == y).mean())
             base_v = float((y == np.bincount(y, minlength=len(h.classes)).argmax()).mean())
+        elif h.kind == "point":  # Euclidean, in image units (fractions of the width and height)
+            model_v = float(np.linalg.norm(pred - y, axis=1).mean())
+            base_v = float(np.linalg.norm(y.mean(axis=0, keepdims=True) - y, axis=1).mean())
         else:
             model_v = float(np.abs(pred - y).mean())
             guess = labels[h.name + ".hold"][m] if h.kind == "action_chunk" else y.mean(axis=0, keepdims=True)

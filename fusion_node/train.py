@@ -125,8 +125,9 @@ def _objective_cls():
             if not contrastive_only:
                 heads = self.model.spec.heads
                 if heads:
-                    head_input = self.model.head_input(self.model.head(enc), enc)
-                    losses = declared_losses(self.model.tasks.parts(head_input), labels, self.model.tasks)
+                    fused = self.model.head(enc)
+                    losses = declared_losses(self.model.tasks.parts(self.model.head_input(fused, enc), fused), labels,
+                                             self.model.tasks, self.model.image.grid, inputs["present"])
                     weights = {h.name: h.weight for h in heads}
                 else:
                     named = self.model.named_outputs(self.model.forward_encoded(enc))
@@ -346,7 +347,7 @@ def train(cfg: TrainConfig, data, out: str | Path, resume: bool = False, progres
     if len(joints):
         model.joints.set_stats(torch.from_numpy(joints.mean(0)), torch.from_numpy(joints.std(0)))
     for h in spec.heads:
-        if h.kind != "class":
+        if h.kind not in ("class", "point"):  # a point is in image units already
             rows = train_idx[data.heads[h.name + ".mask"][train_idx]]
             if not len(rows):
                 raise ValueError(f"head {h.name}: no training frame has a label from {h.source}")

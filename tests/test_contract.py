@@ -21,6 +21,7 @@ from fusion_node.contract.labels import (
     class_index,
     head_labels,
     next_state_labels,
+    valid_mask,
 )
 from fusion_node.errors import ContractError
 from fusion_node.golden import read_stream
@@ -92,6 +93,51 @@ def test_an_action_chunk_is_the_track_at_each_offset_and_needs_all_of_them():
     np.testing.assert_allclose(y[1], [0.9, -0.45, 1.1, -0.55], atol=1e-6)
 
 
+def test_a_valid_source_masks_the_frames_where_it_is_not_set():
+    track = Track()
+    for t, value in ((0.0, ""), (1.0, "red square"), (2.0, ""), (3.0, np.array([0])), (4.0, np.array([0, 2]))):
+        track.add(t, value)
+    mask = valid_mask(track, np.array([-1.0, 0.5, 1.5, 2.5, 3.5, 4.5, 9.0]), ttl=2.0)
+    # before any value: unknown; then empty, set, empty, zero, a non-zero element; 9 s: older than the ttl
+    assert mask.tolist() == [False, False, True, False, False, True, False]
+
+
+def test_a_point_head_is_the_attention_fusions_pointer_trained_on_distance_and_cell():
+    import torch
+
+    from fusion_node.config import ModelSpec
+    from fusion_node.models import build_model
+    from fusion_node.models.losses import declared_losses
+
+    point = HeadSpec("where", "point", "/truth.xy", valid="/truth.target")
+    spec = contract_from_dict({"version": 1, "name": "p", "inputs": {"camera": {"topic": "/cam", "size": [64, 64]}},
+                               "heads": [{"name": "where", "kind": "point", "source": "/truth.xy",
+                                          "valid": "/truth.target"}]}).model_spec(
+        ModelSpec(fusion="attention", extra={"pointer": False}))
+    assert spec.heads == (point,) and spec.extra["pointer"] is True and point.output_size == 2
+    torch.manual_seed(0)
+    model = build_model(spec)
+    b = 4
+    present = torch.tensor([[1.0, 0.0, 0.0, 0.0]] * b)
+    enc = model.encode(torch.rand(b, 3, 64, 64), torch.zeros(b, spec.audio_samples), torch.zeros(b, 0),
+                       torch.zeros(b, 384), present)
+    fused = model.head(enc)
+    parts = model.tasks.parts(model.head_input(fused, enc), fused)
+    assert parts["where"].shape == (b, 2) and bool(((parts["where"] >= 0) & (parts["where"] <= 1)).all())
+    labels = {"where": torch.tensor([[0.1, 0.9]] * b), "where.mask": torch.tensor([True, True, False, True])}
+    loss = declared_losses(parts, labels, model.tasks, model.image.grid, present)["where"]
+    loss.backward()
+    assert loss.item() > 0 and model.head.ptr_q.weight.grad.abs().sum() > 0  # the pointer learns from it
+    with pytest.raises(ContractError, match=r"^heads\[1\]\.kind: the attention fusion has one image pointer"):
+        contract_from_dict({"version": 1, "name": "p", "inputs": {"camera": {"topic": "/cam"}},
+                            "heads": [{"name": "a", "kind": "point", "source": "/t.xy"},
+                                      {"name": "b", "kind": "point", "source": "/t.uv"}]})
+    with pytest.raises(ContractError, match=r"^heads\[0\]\.kind: a point head needs fusion: attention"):
+        contract_from_dict({"version": 1, "name": "p", "inputs": {"camera": {"topic": "/cam"}},
+                            "heads": [{"name": "a", "kind": "point", "source": "/t.xy"}]}).model_spec(
+            ModelSpec(fusion="gated"))
+
+
 @pytest.mark.parametrize("change, error", [
     (lambda c: c["heads"][2].update(offsets=[0.1, 0.3, 0.2]),
      r"^heads\[2\]\.offsets: \[0\.1, 0\.3, 0\.2\] must be strictly increasing"),
@@ -125,7 +171,7 @@ def test_the_simulated_world_is_one_contract_among_others(tmp_path):
     write_bag(tmp_path / "world", seed=3, duration=2.0)
     with BagReader(tmp_path / "world") as bag:
         check_bag(contract, bag)
-        src = contract.sources()["command"]
+        _, src = contract.sources()["command"]
         track = Track()
         for m in bag.messages([src.topic]):
             msg = bag.decode(m)

@@ -30,8 +30,7 @@ def check_bag(contract: RobotContract, bag: BagReader) -> None:
         if modality_of(info.msgtype) != modality:
             raise ContractError(f"{key}: {topic} is {info.msgtype}, which is not a {modality} message; fix the topic")
     left_out = {modality_of(i.msgtype): t for t, i in bag.topics.items()}
-    for k, src in enumerate(contract.sources().values()):
-        key = f"heads[{k}].source"
+    for key, src in contract.sources().values():
         info = bag.topics.get(src.topic)
         if info is None:
             raise ContractError(f"{key}: topic {src.topic} is not in {bag.path} (topics: "

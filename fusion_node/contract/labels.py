@@ -84,6 +84,22 @@ def align_class(stamps: np.ndarray, index: np.ndarray, t: np.ndarray, ttl: float
     return out, mask
 
 
+def _is_set(value) -> bool:
+    """A `valid` source's value: non-empty text, or a number (any element of a list) not zero."""
+    if isinstance(value, str):
+        return bool(value.strip())
+    return bool(np.any(np.asarray(value) != 0))
+
+
+def valid_mask(track: Track, t: np.ndarray, ttl: float) -> np.ndarray:
+    """Frames at t where the latest `valid` value, younger than ttl, is set (as class labels align)."""
+    track = track.sorted()
+    stamps = np.asarray(track.stamps, np.float64)
+    flags = np.asarray([_is_set(v) for v in track.values], np.int64)
+    value, known = align_class(stamps, flags, t, ttl)
+    return known & (value == 1)
+
+
 def numeric_matrix(track: Track, head: HeadSpec, key: str) -> np.ndarray:
     """A number track's values as [N, size]; every sample must have the same width."""
     widths = {int(np.size(v)) for v in track.values}
@@ -106,7 +122,10 @@ def head_labels(head: HeadSpec, track: Track, t: np.ndarray, tolerance: float, m
         index = np.asarray([class_index(v, head.classes, key) for v in track.values], np.int64)
         return align_class(stamps, index, t, ttl)
     values = numeric_matrix(track, head, key)
-    if head.kind == "regress":
+    if head.kind == "point" and values.shape[1] != 2:
+        raise ContractError(f"{key}: {head.source} has {values.shape[1]} value(s); a point head reads [x, y] in "
+                            "image coordinates (0..1 of the width and height)")
+    if head.kind in ("regress", "point"):
         return align_numeric(stamps, values, t, tolerance, max_gap)
     # the value at the frame too: the chunk's anchor (and the hold baseline) must exist
     parts, (_, mask) = [], align_numeric(stamps, values, t, tolerance, max_gap)

@@ -78,14 +78,27 @@ class RobotContract:
         return {"image": i.camera.topic, "audio": i.audio.topic if i.audio else "",
                 "joints": i.joints.topic if i.joints else "", "text": i.instruction.topic if i.instruction else ""}
 
-    def sources(self) -> dict[str, SourcePath]:
-        return {h.name: parse_source(h.source, f"heads[{k}].source") for k, h in enumerate(self.heads)}
+    def sources(self) -> dict[str, tuple[str, SourcePath]]:
+        """Label track -> (its contract key, its source): each head's labels under its name, and
+        its `valid` source under NAME.valid."""
+        out = {}
+        for k, h in enumerate(self.heads):
+            out[h.name] = (f"heads[{k}].source", parse_source(h.source, f"heads[{k}].source"))
+            if h.valid:
+                out[h.name + ".valid"] = (f"heads[{k}].valid", parse_source(h.valid, f"heads[{k}].valid"))
+        return out
 
     def model_spec(self, base: ModelSpec) -> ModelSpec:
         """`base` (fusion type, encoder, width from the training recipe) with this contract's inputs and heads."""
         audio = self.inputs.audio or AudioInput()
         joints = self.inputs.joints.names if self.inputs.joints else ()
-        return dataclasses.replace(base, name=base.name, image_size=tuple(self.inputs.camera.size),
+        extra = base.extra
+        for k, h in enumerate(self.heads):
+            if h.kind == "point":  # the fusion's image pointer is this head
+                _check(base.fusion == "attention", f"heads[{k}].kind",
+                       f"a point head needs fusion: attention (the recipe has {base.fusion})")
+                extra = {**extra, "pointer": True}
+        return dataclasses.replace(base, name=base.name, extra=extra, image_size=tuple(self.inputs.camera.size),
                                    audio_rate=audio.rate, audio_samples=int(round(audio.window * audio.rate)),
                                    joint_names=tuple(joints), heads=tuple(self.heads),
                                    inputs=tuple(m for m, topic in self.topics().items() if topic))
@@ -120,6 +133,8 @@ class RobotContract:
         names: set[str] = set()
         for k, head in enumerate(self.heads):
             _check_head(head, f"heads[{k}]", names)
+            _check(head.kind != "point" or head.name == next(h.name for h in self.heads if h.kind == "point"),
+                   f"heads[{k}].kind", "the attention fusion has one image pointer: declare one point head")
             names.add(head.name)
         return self
 
@@ -141,6 +156,8 @@ def _check_head(head: HeadSpec, key: str, taken: set[str]) -> None:
            f"{head.name!r} is a FusedState output already; choose another name")
     _check(head.kind in HEAD_KINDS, f"{key}.kind", f"{head.kind!r} is not one of {', '.join(HEAD_KINDS)}")
     parse_source(head.source, f"{key}.source")
+    if head.valid:
+        parse_source(head.valid, f"{key}.valid")
     _check(head.weight > 0, f"{key}.weight", "must be > 0")
     if head.kind == "class":
         _check(len(head.classes) >= 2 and len(set(head.classes)) == len(head.classes), f"{key}.classes",
@@ -148,7 +165,7 @@ def _check_head(head: HeadSpec, key: str, taken: set[str]) -> None:
         _check(not head.offsets, f"{key}.offsets", "only action_chunk heads take offsets; remove them")
         return
     _check(not head.classes, f"{key}.classes", f"a {head.kind} head takes no classes; use kind: class or remove them")
-    if head.kind == "regress":
+    if head.kind in ("regress", "point"):
         _check(not head.offsets, f"{key}.offsets", "only action_chunk heads take offsets; use kind: action_chunk")
         return
     offs = list(head.offsets)

@@ -7,6 +7,8 @@ values are cleaned with elementwise ops rather than data-dependent control flow.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
@@ -214,7 +216,11 @@ class JointEncoder(nn.Module):
         self.register_buffer("mean", torch.zeros(2 * num_joints))
         self.register_buffer("std", torch.ones(2 * num_joints))
         self.register_buffer("chain", torch.triu(torch.ones(num_joints, num_joints)), persistent=False)
-        self.net = nn.Sequential(nn.Linear(6 * num_joints, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        with warnings.catch_warnings():
+            # a contract without joints: the zero-width first layer is its bias alone (the joints
+            # token is always masked absent), which torch's initialiser warns about
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors", UserWarning)
+            self.net = nn.Sequential(nn.Linear(6 * num_joints, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def set_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.mean.copy_(mean.to(self.mean))

@@ -93,17 +93,21 @@ class DeclaredHeads(nn.Module):
     the source's value now and, per offset, the change from it (each standardised the same
     way): chunk = now + change. Its anchor is the "hold the current value" guess, so the head
     learns motion on top of it rather than positions from scratch.
+
+    A point head is the attention fusion's image pointer: where in the image (its expected grid
+    position, [x, y] in [0, 1]); "NAME.pointer" is the map it comes from, for the loss.
     """
 
     def __init__(self, dim: int, proprio: int, heads: tuple, hidden: int = 64) -> None:
         super().__init__()
         self.specs = tuple(heads)
         self.proprio = proprio
-        widths = {h.name: h.output_size + (h.size if h.kind == "action_chunk" else 0) for h in self.specs}
-        self.nets = nn.ModuleDict({h.name: mlp(dim + proprio, hidden, widths[h.name]) for h in self.specs})
-        self.linear = nn.ModuleDict({h.name: nn.Linear(proprio, widths[h.name]) for h in self.specs}) if proprio \
+        learnt = [h for h in self.specs if h.kind != "point"]
+        widths = {h.name: h.output_size + (h.size if h.kind == "action_chunk" else 0) for h in learnt}
+        self.nets = nn.ModuleDict({h.name: mlp(dim + proprio, hidden, widths[h.name]) for h in learnt})
+        self.linear = nn.ModuleDict({h.name: nn.Linear(proprio, widths[h.name]) for h in learnt}) if proprio \
             else None
-        for h in self.specs:
+        for h in learnt:
             if h.kind != "class":
                 self.register_buffer(f"scale_{h.name}", torch.ones(h.output_size))
                 self.register_buffer(f"offset_{h.name}", torch.zeros(h.output_size))
@@ -132,12 +136,18 @@ class DeclaredHeads(nn.Module):
         getattr(self, f"{prefix}offset_{name}").copy_(mean)
         getattr(self, f"{prefix}scale_{name}").copy_(torch.clamp(std, min=1e-3))
 
-    def parts(self, state: torch.Tensor) -> dict[str, torch.Tensor]:
+    def parts(self, state: torch.Tensor, fused: Fused | None = None) -> dict[str, torch.Tensor]:
         """Per head its output in label units, and for action chunks also NAME.now (the current
-        value) and NAME.change (per offset, the change from it)."""
+        value) and NAME.change (per offset, the change from it); a point head's from `fused`,
+        the fusion's output whose pointer it is."""
         out = {}
         proprio = state[:, state.shape[1] - self.proprio :] if self.proprio else None
         for h in self.specs:
+            if h.kind == "point":
+                if fused is None or "target_xy" not in (fused.outputs or {}):
+                    raise ValueError(f"head {h.name}: a point head needs the attention fusion with pointer: true")
+                out[h.name], out[h.name + ".pointer"] = fused.outputs["target_xy"], fused.image_attention
+                continue
             raw = self.nets[h.name](state)
             if self.linear is not None:
                 raw = raw + self.linear[h.name](proprio)
@@ -153,8 +163,8 @@ class DeclaredHeads(nn.Module):
             out[h.name + ".now"], out[h.name + ".change"] = now, change
         return out
 
-    def forward(self, state: torch.Tensor) -> dict[str, torch.Tensor]:
-        parts = self.parts(state)
+    def forward(self, state: torch.Tensor, fused: Fused | None = None) -> dict[str, torch.Tensor]:
+        parts = self.parts(state, fused)
         return {h.name: parts[h.name] for h in self.specs}
 
 

@@ -27,24 +27,34 @@ def task_losses(outputs: dict, labels: dict, grid: tuple[int, int] | None = None
         "command": F.cross_entropy(outputs["command"], labels["command"]),
     }
     if grid is not None and "image_attention" in outputs:
-        gh, gw = grid
-        cx = (labels["target_xy"][:, 0] * gw).long().clamp(0, gw - 1)
-        cy = (labels["target_xy"][:, 1] * gh).long().clamp(0, gh - 1)
-        nll = -torch.log(outputs["image_attention"].gather(1, (cy * gw + cx)[:, None])[:, 0] + 1e-6)
+        nll = pointer_nll(outputs["image_attention"], labels["target_xy"], grid)
         rows = has * (present[:, 0] if present is not None else 1.0)
         losses["pointer"] = (nll * rows).sum() / n
     return losses
 
 
-def declared_losses(parts: dict, labels: dict, tasks: Any) -> dict:
+def pointer_nll(pointer: Any, xy: Any, grid: tuple[int, int]) -> Any:
+    """Per row, -log of the pointer map's mass on the grid cell holding xy ([0, 1] image coordinates)."""
+    import torch
+
+    gh, gw = grid
+    cx = (xy[:, 0] * gw).long().clamp(0, gw - 1)
+    cy = (xy[:, 1] * gh).long().clamp(0, gh - 1)
+    return -torch.log(pointer.gather(1, (cy * gw + cx)[:, None])[:, 0] + 1e-6)
+
+
+def declared_losses(parts: dict, labels: dict, tasks: Any, grid: tuple[int, int] | None = None,
+                    present: Any = None) -> dict:
     """Losses of a contract's heads (models.heads.DeclaredHeads.parts), each over the rows that
     have its label: cross-entropy for class heads; mean squared error in standardised units
     (the error divided by the training labels' std) for regress heads. An action chunk's two
     parts are scored apart: its changes ("NAME.change") against the label's changes from the
     value at the frame, and its current value ("NAME.now") against that value, both in units
     of the changes' std, the current value with a Huber loss: where it cannot be known (joints
-    absent) its large error grows linearly instead of drowning every other loss. Like
-    task_losses, sums are divided by the batch size."""
+    absent) its large error grows linearly instead of drowning every other loss. A point head
+    is scored as the built-in target: its distance to the label, plus the cross-entropy of its
+    pointer map against the grid cell holding the label (rows with an image). Like task_losses,
+    sums are divided by the batch size."""
     import torch
     import torch.nn.functional as F
 
@@ -58,6 +68,11 @@ def declared_losses(parts: dict, labels: dict, tasks: Any) -> dict:
         n = float(mask.shape[0])
         if h.kind == "class":
             per_row = F.cross_entropy(parts[h.name], labels[h.name], reduction="none")
+        elif h.kind == "point":
+            per_row = torch.sqrt(((parts[h.name] - labels[h.name]) ** 2).sum(dim=1) + 1e-8)
+            if grid is not None:
+                per_row = per_row + pointer_nll(parts[h.name + ".pointer"], labels[h.name], grid) * (
+                    present[:, 0] if present is not None else 1.0)
         elif h.kind == "regress":
             per_row = standardised_mse(parts[h.name], labels[h.name], getattr(tasks, f"scale_{h.name}"))
         else:

@@ -89,7 +89,7 @@ class FusionModel(nn.Module):
         if self.tasks is None:
             outputs = fused.outputs
         elif self.spec.heads:
-            outputs = self.tasks(self.head_input(fused, enc))
+            outputs = self.tasks(self.head_input(fused, enc), fused)
         else:
             outputs = self.tasks(fused.state, (fused.outputs or {}).get("target_xy"))
         names = self.output_names[2 : len(self.output_names) - (fused.image_attention is not None)]

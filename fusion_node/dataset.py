@@ -240,7 +240,7 @@ def build_from_bag(path: str | Path, spec: ModelSpec, sync: SyncConfig, text_enc
         if contract:
             check_bag(contract, reader)
             topics = contract.topics()
-        source = BagSource(reader, topics, sync.reference, tuple(s.topic for s in sources.values()))
+        source = BagSource(reader, topics, sync.reference, tuple(src.topic for _, src in sources.values()))
         for event in source.events():
             if event.kind == "label":
                 label_stamp = header_stamp(event.decoded) if hasattr(event.decoded, "header") else event.arrival

@@ -8,6 +8,9 @@ thread and torch eager, in the same run):
 
     .venv/bin/python benchmarks/backbone_table.py --eval out/table/eval-*.json \\
         --json benchmarks/backbone.json --markdown benchmarks/backbone.md
+
+With --base (a --json this script wrote), its rows come first and the new configurations are
+added to them, so a configuration trained later joins the table without retraining the others.
 """
 from __future__ import annotations
 
@@ -106,6 +109,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--eval", nargs="+", required=True, metavar="JSON", help="`fusion eval --json` reports")
     p.add_argument("--label", nargs="*", default=[], metavar="CONFIG=TEXT", help="row names for configurations")
+    p.add_argument("--base", metavar="JSON", help="an earlier table (--json) that the new rows join")
     p.add_argument("--no-latency", action="store_true")
     p.add_argument("--json", metavar="FILE")
     p.add_argument("--markdown", metavar="FILE")
@@ -119,6 +123,8 @@ def main() -> int:
         for entry in table.values():
             first = entry["dirs"][entry["seeds"].index(min(entry["seeds"]))]
             entry["latency"] = latency(first)
+    if args.base:
+        table = {**json.loads(Path(args.base).read_text()), **table}
     text = markdown(table, conditions)
     print(text)
     if args.json:

@@ -59,6 +59,10 @@ class TrainConfig:
     contrastive_weight: float = 0.0  # auxiliary InfoNCE weight (0 = off)
     contrastive_pairs: tuple[Any, ...] = (("image", "joints"), ("image", "text"))
     pretrain_epochs: int = 0  # contrastive-only epochs before the task epochs
+    # a trained model dir to start from (verified against its manifest; the same model but for
+    # name and extra.image_finetune_blocks): fine-tuning a backbone after training the rest on
+    # it frozen, so the new layers do not start from noise (linear probing, then fine-tuning)
+    init: str = ""
     val_fraction: float = 0.1  # share of episodes held out for validation
     stride: int = 2  # keep every n-th camera frame (consecutive frames are near duplicates)
     episodes: int = 0  # generate this many world episodes when no bags are given
@@ -298,6 +302,28 @@ def _init_distributed() -> Dist:
     return Dist(dist.get_rank(), world, f"cuda:{local}" if cuda else "cpu")
 
 
+def warm_start(model, spec: ModelSpec, init: str | Path) -> None:
+    """Load every weight of the verified model dir `init` into `model` (built from `spec`); its
+    config.json must describe the same model but for name and extra.image_finetune_blocks."""
+    from safetensors.torch import load_file
+
+    from fusion_node.model_dir import WEIGHTS_FILE, load_spec, verify
+
+    verify(init)
+
+    def core(s: ModelSpec) -> dict:
+        d = to_dict(s)
+        d["extra"] = {k: v for k, v in d["extra"].items() if k != "image_finetune_blocks"}
+        return {k: v for k, v in d.items() if k != "name"}
+
+    mine, theirs = core(spec), core(load_spec(init))
+    differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+    if differ:
+        raise ValueError(f"train config: init {init} is another model ({', '.join(differ)} differ); "
+                         "start from a model trained with the same recipe")
+    model.load_state_dict(load_file(str(Path(init) / WEIGHTS_FILE)), strict=True)
+
+
 def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     """Linear warmup then cosine decay to 5% of the peak."""
     if step < cfg.warmup_steps:
@@ -361,6 +387,8 @@ def train(cfg: TrainConfig, data, out: str | Path, resume: bool = False, progres
             with_joints = rows[data.present[rows, 2] > 0]
             if model.tasks.linear is not None and len(with_joints) > 2 * data.joints.shape[1]:
                 model.tasks.fit_linear(h.name, *_raw_head_targets(model, data, h, with_joints))
+    if cfg.init:
+        warm_start(model, spec, cfg.init)
     features = image_features(model, data, feature_cache, progress=progress and dist_info.main)
     max_shift = int(round(cfg.audio_jitter * spec.audio_rate))
     if max_shift > data.audio_margin:

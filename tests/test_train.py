@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from fusion_node.cli import main
 from fusion_node.config import ModelSpec, SyncConfig
 from fusion_node.dataset import SampleSet, build_from_bag, load_or_build
+from fusion_node.errors import ModelVerificationError
 from fusion_node.evaluate import CONDITIONS, evaluate_models, task_metrics
 from fusion_node.model_card import write_model_card
 from fusion_node.models import load_model
@@ -279,3 +280,24 @@ def test_text_alternatives_replace_instructions_at_the_configured_rate() -> None
     assert set(chosen[text_index[rows] == 0]) == {0, 1} and set(chosen[text_index[rows] == 2]) == {2, 3}
     again, _ = alts.draw(np.random.default_rng(0), text_index, 0.3)
     np.testing.assert_array_equal(rows, again)
+
+
+def test_init_starts_from_a_trained_model_and_refuses_another(tmp_path, data):
+    base = train(_cfg(epochs=1), data, tmp_path / "a", progress=False)
+    assert base["history"]
+    a = load_file(str(tmp_path / "a" / "model.safetensors"))
+    # at a negligible learning rate the warm-started run ends where its init was; a cold one does not
+    tiny_lr = dict(epochs=1, lr=1e-12, weight_decay=0.0, seed=5)
+    train(_cfg(init=str(tmp_path / "a"), **tiny_lr), data, tmp_path / "b", progress=False)
+    train(_cfg(**tiny_lr), data, tmp_path / "c", progress=False)
+    b = load_file(str(tmp_path / "b" / "model.safetensors"))
+    c = load_file(str(tmp_path / "c" / "model.safetensors"))
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) < 1e-6
+    assert max(float((a[k].float() - c[k].float()).abs().max()) for k in a) > 0.01
+    with pytest.raises(ValueError, match=r"init .* is another model \(dim, extra differ\)"):
+        train(_cfg(init=str(tmp_path / "a"), dim=48, extra={"token_dim": 48, "image_width": 8}), data,
+              tmp_path / "d", progress=False)
+    weights = tmp_path / "a" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ModelVerificationError, match="does not match"):
+        train(_cfg(init=str(tmp_path / "a")), data, tmp_path / "e", progress=False)

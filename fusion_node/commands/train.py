@@ -38,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--contrastive", type=float, metavar="W", help="auxiliary contrastive loss weight")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--init", metavar="MODEL_DIR",
+                   help="start from this trained model (same recipe; e.g. to fine-tune its backbone)")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--cache", default=DEFAULT_CACHE, help=f"dataset/episode cache (default {DEFAULT_CACHE})")
     p.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
@@ -49,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 _FLAG_FIELDS = {"fusion": "fusion", "image_encoder": "image_encoder",
                 "name": "name", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
-                "seed": "seed", "contrastive": "contrastive_weight", "threads": "threads",
+                "seed": "seed", "contrastive": "contrastive_weight", "threads": "threads", "init": "init",
                 "generate": "episodes", "episode_seconds": "episode_seconds"}
 
 

@@ -95,9 +95,10 @@ def test_explicit_tensorrt_without_tensorrt_is_a_clear_error(model_dir: Path) ->
         create_backend(PipelineConfig(model_dir=str(model_dir), backend="tensorrt", device="cuda"))
 
 
-def test_explicit_onnxruntime_without_onnx_names_the_file(torch_only_dir: Path) -> None:
-    with pytest.raises(ModelFileError, match=str(torch_only_dir / "model.onnx")):
+def test_explicit_onnxruntime_without_onnx_names_the_file_and_the_command(torch_only_dir: Path) -> None:
+    with pytest.raises(ModelFileError, match=str(torch_only_dir / "model.onnx")) as err:
         create_backend(PipelineConfig(model_dir=str(torch_only_dir), backend="onnxruntime"))
+    assert f"run `fusion export onnx --model-dir {torch_only_dir}`" in str(err.value)
 
 
 def test_torch_on_cuda_without_gpu_is_a_clear_error(model_dir: Path) -> None:

@@ -96,5 +96,6 @@ def _pick(cfg: PipelineConfig, onnx_path: Path) -> tuple[str, str]:
         log.info("backend auto: onnxruntime on CPU chosen: %s exists and runs faster than torch eager on CPU", onnx_path)
         return "onnxruntime", "cpu"
     # A warning: the model's own deployment artifact is missing, so this runs slower than it should.
-    log.warning("backend auto: torch on CPU chosen because %s is missing (run `fusion export onnx`)", onnx_path)
+    log.warning("backend auto: torch on CPU chosen because %s is missing (run `fusion export onnx --model-dir %s`)",
+                onnx_path, Path(onnx_path).parent)
     return "torch", "cpu"

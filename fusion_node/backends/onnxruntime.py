@@ -73,7 +73,7 @@ class OnnxRuntimeBackend:
     ) -> None:
         path = Path(onnx_path)
         if not path.is_file():
-            raise ModelFileError(path, "ONNX model not found (run `fusion export onnx`)")
+            raise ModelFileError(path, f"ONNX model not found (run `fusion export onnx --model-dir {path.parent}`)")
         providers = providers_for(device, precision, cache_dir)
         try:
             self.session = ort.InferenceSession(

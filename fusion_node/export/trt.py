@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     onnx_path = Path(args.onnx) if args.onnx else Path(args.model_dir) / "model.onnx"
     out = Path(args.out) if args.out else default_engine_path(args.model_dir, args.precision)
     if not onnx_path.is_file():
-        raise ModelFileError(onnx_path, "ONNX model not found (run `fusion export onnx` first)")
+        raise ModelFileError(onnx_path, f"ONNX model not found (run `fusion export onnx --model-dir {onnx_path.parent}` first)")
     calibration = None
     if args.calib_bag:
         from fusion_node.export.inputs import bag_inputs

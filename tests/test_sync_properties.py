@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -9,6 +10,7 @@ from fusion_node.config import ModalitySync, SyncConfig
 from fusion_node.frames import AudioChunk, ImageSample, JointSample
 from fusion_node.sync import SyncBuffer
 from fusion_node.sync.buffer import EVICT_EVERY, EVICT_FRAMES
+from fusion_node.sync.policies import EXACT_EPS
 
 NAMES = ("a", "b")
 SLOPE = np.array([0.7, -1.3])
@@ -153,3 +155,57 @@ def test_hostile_audio_never_stops_the_frames(p: dict) -> None:
     for f in frames:
         if f.present["audio"]:
             assert f.audio.shape == (8000,) and np.all(np.isfinite(f.audio))
+
+
+label_streams = st.fixed_dictionaries({
+    "seed": st.integers(0, 2**31),
+    "gap": st.sampled_from([0.005, 0.02, 0.1]),
+    "tolerance": st.floats(0.01, 0.08),
+    "ttl": st.sampled_from([0.0, 0.15, 1.0]),
+})
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(label_streams)
+def test_labels_align_as_the_live_policies_do(p: dict) -> None:
+    """contract.labels aligns a bag's label track the way the sync buffer aligns the live streams:
+    a class label as `latest` within the TTL (the instruction's policy), numbers interpolated
+    between the samples around the frame (the joints' policy). Where both give a value they agree;
+    class labels agree on presence too. Offline, numbers differ by design at the ends of a track
+    (held, not extrapolated) and across gaps (max_gap, not the nearest sample's distance)."""
+    from fusion_node.contract.labels import align_class, align_numeric
+    from fusion_node.frames import TextSample
+
+    rng = np.random.default_rng(p["seed"])
+    n = 60
+    stamps = np.cumsum(rng.uniform(0.3, 1.7, n) * p["gap"])
+    values = rng.normal(size=(n, 2))
+    classes = rng.integers(0, 4, n)
+    frames = np.sort(rng.uniform(stamps[0] - 0.05, stamps[-1] + 0.3, 80))
+    tol = p["tolerance"]
+    buf = SyncBuffer(SyncConfig(horizon=100.0, joint_names=NAMES, modalities={
+        "image": ModalitySync("reference", 0.0, 0.0),
+        "joints": ModalitySync("interpolate", tol, 0.0),
+        "text": ModalitySync("latest", 0.0, 0.0, ttl=p["ttl"])}))
+    for s, v, c in zip(stamps, values, classes):
+        buf.add("joints", JointSample(float(s), NAMES, v, np.full(2, np.nan)), float(s))
+        buf.add("text", TextSample(float(s), f"class {c}"), float(s))
+    out = []
+    for t in frames:
+        buf.add("image", ImageSample(float(t), IMG), float(stamps[-1]))
+    out = buf.poll(float(stamps[-1]) + 100.0) + buf.flush()
+    assert [f.stamp for f in out] == pytest.approx(list(frames))
+
+    index, known = align_class(stamps, classes, frames, p["ttl"])
+    assert [f.text for f in out] == [f"class {c}" if k else None for c, k in zip(index, known)]
+
+    numbers, has = align_numeric(stamps, values, frames, tolerance=tol, max_gap=np.inf)
+    live = np.array([f.present["joints"] for f in out])
+    inside = (frames >= stamps[0]) & (frames <= stamps[-1])
+    both = live & has & inside
+    assert both.sum() >= 10
+    got = np.stack([f.joint_position for f in np.array(out, object)[both]])
+    # stamps are one clock to within EXACT_EPS (float seconds from integer nanoseconds): the
+    # values may differ by as much as the signal moves in that time
+    slope = np.abs(np.diff(values, axis=0) / np.diff(stamps)[:, None]).max()
+    np.testing.assert_allclose(got, numbers[both], rtol=1e-6, atol=1e-5 + EXACT_EPS * slope)

@@ -3,9 +3,15 @@
 Numbers are interpolated linearly between the samples around the frame (as joints are),
 held for `tolerance` past either end of the track, and missing across gaps longer than
 `max_gap`; class labels take the latest sample at or before the frame while it is younger
-than `ttl` (as instructions do). An action chunk is the number track read at the frame's
-stamp plus each offset: a frame whose chunk runs past the recording has no label. A frame
-without a label is masked out of that head's loss and metric, never dropped.
+than `ttl` (as instructions do). Whole tracks are aligned at once here, vectorised, where the
+sync buffer serves one frame at a time from a ring; tests/test_sync_properties.py holds the two
+to the same values. Numbers differ by design only where a recording's labels are sparser than
+live joints: at a track's ends (held, where live joints are extrapolated from the last two
+samples) and across gaps (up to `max_gap`, where joints need a sample within their tolerance).
+
+An action chunk is the number track read at the frame's stamp plus each offset: a frame whose
+chunk runs past the recording has no label. A frame without a label is masked out of that
+head's loss and metric, never dropped.
 """
 from __future__ import annotations
 

@@ -72,6 +72,8 @@ def test_bad_arguments_are_clear_errors(tmp_path):
         e2e.run(parser.parse_args(["--model", str(tmp_path / "m"), "--duration", "0"]))
     with pytest.raises(ValueError, match="audio-slack"):
         e2e.run(parser.parse_args(["--model", str(tmp_path / "m"), "--audio-slack", "-0.01"]))
+    with pytest.raises(ValueError, match="audio-chunk"):
+        e2e.run(parser.parse_args(["--model", str(tmp_path / "m"), "--audio-chunk", "0.5"]))
 
 
 def test_audio_slack_reaches_the_node_as_a_double_parameter():

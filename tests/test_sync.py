@@ -324,6 +324,28 @@ def test_audio_window_stitches_jittered_chunks_and_reports_gaps():
     assert f.present["audio"] and f.age["audio"] < 0.001  # the newest run, as placed, reaches t
 
 
+def test_audio_window_is_the_same_samples_whatever_the_chunk_length():
+    """A microphone driver's chunk length is a latency setting, not an input change: 5, 20 and 32 ms
+    chunks of one signal give every frame the same window (benchmarks/e2e.md)."""
+    cfg = SyncConfig(modalities={"image": ModalitySync("reference", 0.0, 0.0),
+                                 "audio": ModalitySync("window", 0.05, 0.1)})
+    stamps = (0.6, 0.8333, 1.0, 1.2005)
+    windows = {}
+    for n in (80, 320, 512):
+        buf = SyncBuffer(cfg)
+        for k in range(int(1.3 * 16000) // n):
+            c = chunk(n * k, n=n)
+            buf.add("audio", c, c.end)
+        for t in stamps:
+            buf.add("image", img(t), t)
+        frames = buf.poll(2.0) + buf.flush()
+        assert [f.stamp for f in frames] == list(stamps) and all(f.present["audio"] for f in frames)
+        windows[n] = np.stack([f.audio for f in frames])
+    assert windows[80].shape == (4, 8000) and np.abs(windows[80]).max() > 0.5
+    np.testing.assert_allclose(windows[320], windows[80], atol=1e-6)
+    np.testing.assert_allclose(windows[512], windows[80], atol=1e-6)
+
+
 def _slack_cfg(slack: float) -> SyncConfig:
     return SyncConfig(modalities={"image": ModalitySync("reference", 0.0, 0.0),
                                   "audio": ModalitySync("window", 0.05, 0.08, slack=slack)})

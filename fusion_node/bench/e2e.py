@@ -13,7 +13,8 @@ under three Fast DDS settings applied
 to every process: the defaults, the shipped large shared-memory profile (shm) and LARGE_DATA.
 CPU is per process, in % of one core. --audio-slack runs the node with the audio window's
 slack (sync.modalities.audio.slack): frames complete on the last complete chunk instead of
-waiting for the chunk that covers their stamp.
+waiting for the chunk that covers their stamp. --audio-chunk sets the microphone's chunk length
+(a driver setting, e.g. audio_common's `chunk`): a frame waits up to one chunk for its audio.
 """
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", help="node backend (default auto)")
     parser.add_argument("--audio-slack", type=float, default=None, metavar="S",
                         help="run the node with sync.modalities.audio.slack S (default: the node's, 0)")
+    parser.add_argument("--audio-chunk", type=float, default=0.02, metavar="S",
+                        help="seconds of audio per microphone message (default 0.02)")
     parser.add_argument("--rates", type=float, nargs="+", default=[10.0, 30.0, 60.0], metavar="HZ",
                         help="camera rates (default 10 30 60)")
     parser.add_argument("--duration", type=float, default=4.0, metavar="S", help="seconds per rate (default 4)")
@@ -155,9 +158,11 @@ def node_arguments(model: str, backend: str, mode: str, audio_slack: float | Non
 class Runner:
     """The processes of one DDS mode: the node (when started) and one player + consumer per phase."""
 
-    def __init__(self, mode: str, domain: int, workdir: Path, reliable: bool = False) -> None:
+    def __init__(self, mode: str, domain: int, workdir: Path, reliable: bool = False,
+                 audio_chunk: float = 0.02) -> None:
         self.mode = mode
         self.reliable = reliable  # sensors published and subscribed reliable instead of best effort
+        self.audio_chunk = audio_chunk  # s per microphone message
         self.env = _env(mode, domain)
         self.workdir = workdir
         self.node: subprocess.Popen | None = None
@@ -199,6 +204,7 @@ class Runner:
                         *(["--diagnostics"] if with_node else []), *(["--reliable"] if self.reliable else [])),
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         player_cmd = self._procs("player", "--rate", str(rate), "--duration", str(duration), "--warmup", str(WARMUP_S),
+                                 "--audio-chunk", repr(self.audio_chunk),
                                  "--wait", str(wait), *(["--reliable"] if self.reliable else []),
                               "--report", str(p_json), *(["--wait-topic", STATE_TOPIC] if with_node else []))
         try:
@@ -286,7 +292,7 @@ def _float(text: str | None) -> float | None:
 def run_mode(mode: str, args: argparse.Namespace, domain: int, workdir: Path, rates: list[float],
              duration: float, peak: bool, progress) -> dict[str, Any]:
     """Baseline rows, node rows and the peak search under one DDS setting."""
-    runner = Runner(mode, domain, workdir, args.reliable)
+    runner = Runner(mode, domain, workdir, args.reliable, args.audio_chunk)
     rows = []
 
     def phase(rate: float, seconds: float, with_node: bool, wait: float = 30.0) -> dict[str, Any]:
@@ -405,6 +411,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--duration and --rates must be positive")
     if args.audio_slack is not None and not 0.0 <= args.audio_slack <= 1.0:
         raise ValueError("--audio-slack must be between 0 and 1 seconds")
+    if not 0.001 <= args.audio_chunk <= 0.1:
+        raise ValueError("--audio-chunk must be between 0.001 and 0.1 seconds")
     domain = args.domain_id if args.domain_id is not None else 100 + os.getpid() % 100
 
     def progress(text: str) -> None:
@@ -418,7 +426,7 @@ def run(args: argparse.Namespace) -> int:
     rows = [r for m in results for r in m["rows"]]
     report = {
         "benchmark": "e2e", "model": model, "backend": args.backend, "rates_hz": rates, "duration_s": duration,
-        "audio_slack_s": args.audio_slack, "reliable": args.reliable,
+        "audio_slack_s": args.audio_slack, "audio_chunk_s": args.audio_chunk, "reliable": args.reliable,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "modes": results, "targets": [t for t in (target_check(rows, m) for m in modes) if t],
         "wall_s": time.monotonic() - started,

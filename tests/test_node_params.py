@@ -165,6 +165,15 @@ def test_health_levels_follow_inputs_and_inference():
         for m in ("image", "audio", "joints"):
             mon.arrived(m, 10.0 + i / 30, True)
         mon.frame_done(0.004, 0.010, {"image": 0.5})
+    mon.stamped("audio", 10.0, 0.032)  # audio_capturer's default: 512 samples at 16 kHz
+    period = {s.name.split(": ")[1]: s for s in health(_snapshot(mon, 11.0), first, {}, **kw)}
+    assert period["input audio"].level == OK and period["input audio"].values["chunk_ms"] == "32"
+    assert "; 32 ms chunks: frames wait up to that for their audio" in period["input audio"].message
+    slack = {s.name.split(": ")[1]: s for s in health(_snapshot(mon, 11.0), first, {}, **kw, audio_slack=0.03)}
+    assert "chunks" not in slack["input audio"].message  # the window does not wait for them
+    mon.stamped("audio", 10.032, 0.005)
+    short = {s.name.split(": ")[1]: s for s in health(_snapshot(mon, 11.0), first, {}, **kw)}
+    assert short["input audio"].values["chunk_ms"] == "5" and "chunks" not in short["input audio"].message
     mon.refused("audio", "malformed", "unsupported audio encoding 'U8'")
     mon.refused("audio", "audio_max_chunk", "audio chunk seconds 2.00625 exceeds the limit 1")
     second = _snapshot(mon, 11.0)

@@ -15,6 +15,9 @@ from fusion_node.frames import FusedOutput
 from fusion_node.fused_state import fused_state_fields
 
 OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
+# s of audio chunk beyond the slack that the audio status names as a wait (benchmarks/e2e.md:
+# 10 ms chunks already keep the node over the latency bound, 5 ms ones within it)
+CHUNK_HINT_S = 0.008
 
 
 def time_msg(t: float):
@@ -80,6 +83,7 @@ def health(
     model_id: str,
     max_loss: float = 0.02,
     mismatch: dict[str, str] | None = None,
+    audio_slack: float = 0.0,
 ) -> list[Status]:
     """Statuses for one diagnostics period: one per input, one for inference.
 
@@ -88,6 +92,10 @@ def health(
 
     `previous` is the snapshot of the last period, so counts that grew since then (malformed,
     skipped, errors) degrade the level for one period instead of forever.
+
+    Audio chunks longer than CHUNK_HINT_S beyond `audio_slack` (the sync window's) are named in
+    the audio status: every frame waits up to one chunk for its audio, a latency the driver's
+    chunk setting controls.
     """
     statuses = []
     for m in MODALITIES:
@@ -123,6 +131,12 @@ def health(
         missing = s.get("gap_missing", 0.0) - (prev or {}).get("gap_missing", 0.0)
         expected = s.get("gap_expected", 0.0) - (prev or {}).get("gap_expected", 0.0)
         loss = missing / expected if expected > 0 else 0.0
+        chunk = s.get("chunk_s", 0.0) if m == "audio" else 0.0
+        if chunk > 0.0:
+            values["chunk_ms"] = _fmt(1e3 * chunk)
+            if level == OK and chunk - audio_slack > CHUNK_HINT_S:
+                msg += (f"; {1e3 * chunk:.0f} ms chunks: frames wait up to that for their audio (a driver chunk "
+                        "of about 5 ms removes the wait: docs/node.md)")
         values["transport_loss_pct"] = _fmt(100.0 * loss)  # this period, from the stamps
         values["transport_missing_total"] = _fmt(float(round(s.get("gap_missing", 0.0))))
         if loss > max_loss:

@@ -94,9 +94,11 @@ class StampGaps:
         self._last = float("-inf")  # stamp (frames) or end (audio) of the newest message
         self.expected = 0.0
         self.missing = 0.0
+        self.duration = 0.0  # s of the newest audio chunk: at slack 0 a frame waits up to that for it
 
     def add(self, stamp: float, duration: float = 0.0) -> None:
         if duration > 0.0:  # audio: continuity of samples
+            self.duration = duration
             gap = stamp - self._last
             if self._last > float("-inf") and 0.5 * duration < gap <= MAX_LOSS_GAP:
                 self.missing += gap / duration
@@ -156,6 +158,7 @@ class InputCounter:
             "lost": self.lost,
             "gap_missing": self.gaps.missing,
             "gap_expected": self.gaps.expected,
+            "chunk_s": self.gaps.duration,
             "refused": dict(self.refused),
             "rate_hz": rate,
             "age": (now - last) if last is not None else float("inf"),

@@ -728,6 +728,7 @@ class FusionNode(LifecycleNode):
             reference=self.cfg.sync.reference, stale_after=s.diagnostics.stale_after,
             max_latency=s.diagnostics.max_latency, backend=pipeline.backend.name, model_id=pipeline.model_id,
             max_loss=s.diagnostics.max_loss, mismatch=mismatch,
+            audio_slack=self.cfg.sync.modalities["audio"].slack if "audio" in self.cfg.sync.modalities else 0.0,
         )
         self._previous_snapshot = snapshot
         for status in statuses:

@@ -223,7 +223,9 @@ def render(contract: RobotContract, by: dict[str, list[TopicSeen]], chosen: set[
         lines += [f"  {b}" for b in body]
     lines += yaml.safe_dump({"labels": data["labels"]}, sort_keys=False, default_flow_style=None).splitlines()
     lines.append("# Heads: what the model predicts, with labels from any topic (source: /topic.field.path;")
-    lines.append("# an index is a number or a joint name). Topics that look like label sources:")
+    lines.append("# an index is a number or a joint name). Kinds: class, regress, action_chunk, point ([x, y] in")
+    lines.append("# [0, 1] of the image); optional valid: /topic.field and weight: N (docs/your-robot.md).")
+    lines.append("# Topics that look like label sources:")
     for s in labels:
         lines.append(f"#   {s.topic}: {_comment(s)}")
         for path, values in s.values.items():

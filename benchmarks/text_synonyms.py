@@ -12,6 +12,10 @@ measures that, with no model in the loop:
 - words: each evaluation synonym alone ("crimson"; also in "the crimson one"), against the
   training words for each colour and shape. The score is how often its nearest training word
   belongs to the right colour or shape.
+- probe: the best a learned linear readout could do. Logistic regressions from the vector to the colour
+  and to the shape, fitted on the training instructions and scored on the evaluation
+  paraphrases; the same on the encoder's per-token outputs (max and mean over the tokens), which
+  a token-attending text input would read instead of the pooled vector.
 
     .venv/bin/python benchmarks/text_synonyms.py --json benchmarks/text_synonyms.json
 """
@@ -23,6 +27,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from fusion_node.text import DEFAULT_ENCODER, TextEncoder
 from fusion_node.world import language
@@ -85,18 +90,61 @@ def word_scores(encode, frame: str) -> dict[str, str]:
     return out
 
 
+def _fit_predict(train_x: np.ndarray, train_y: list[str], eval_x: np.ndarray, l2: float = 5e-5) -> list[str]:
+    """Multinomial logistic regression (L2-penalised, full-batch L-BFGS): the eval rows' classes."""
+    classes = sorted(set(train_y))
+    x, e = torch.as_tensor(train_x, dtype=torch.float64), torch.as_tensor(eval_x, dtype=torch.float64)
+    y = torch.as_tensor([classes.index(c) for c in train_y])
+    w = torch.zeros(x.shape[1], len(classes), dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(len(classes), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x @ w + b, y) + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return [classes[i] for i in (e @ w + b).argmax(1).tolist()]
+
+
+def probe_scores(train_x: np.ndarray, train: dict[str, Obj], eval_x: np.ndarray,
+                 evaluation: dict[str, Obj]) -> dict[str, float]:
+    """Colour, shape and object accuracy of linear readouts fitted on the training instructions."""
+    truth = list(evaluation.values())
+    pred = [_fit_predict(train_x, [o[k] for o in train.values()], eval_x) for k in (0, 1)]
+    return {
+        "object": float(np.mean([(pred[0][i], pred[1][i]) == t for i, t in enumerate(truth)])),
+        "colour": float(np.mean([p == t[0] for p, t in zip(pred[0], truth)])),
+        "shape": float(np.mean([p == t[1] for p, t in zip(pred[1], truth)])),
+    }
+
+
+def token_features(model, texts: list[str]) -> np.ndarray:
+    """Max and mean of the encoder's per-token outputs (special tokens left out), unit norm."""
+    rows = model.encode(texts, output_value="token_embeddings", convert_to_numpy=False, show_progress_bar=False)
+    return _unit([np.concatenate([t[1:-1].max(0), t[1:-1].mean(0)]) for t in (r.cpu().numpy() for r in rows)])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    encode = TextEncoder(DEFAULT_ENCODER).encode
-    train = training_sentences()
+    encoder = TextEncoder(DEFAULT_ENCODER)
+    encode = encoder.encode
+    model = encoder._load()  # the SentenceTransformer itself: its per-token outputs
+    train, evaluation = training_sentences(), evaluation_sentences()
     templates = {t: o for t, o in train.items() if any(t == f.format(colour=o[0], shape=o[1]) for f in language.TEMPLATES)}
     report = {
         "encoder": DEFAULT_ENCODER,
-        "nearest_training_instruction": sentence_scores(encode, train, evaluation_sentences()),
-        "nearest_template": sentence_scores(encode, templates, evaluation_sentences()),
+        "nearest_training_instruction": sentence_scores(encode, train, evaluation),
+        "nearest_template": sentence_scores(encode, templates, evaluation),
         "words": {frame: word_scores(encode, frame) for frame in ("{}", "the {} one")},
+        "probe_sentence_vector": probe_scores(encoder.encode_batch(train), train, encoder.encode_batch(evaluation),
+                                              evaluation),
+        "probe_token_outputs": probe_scores(token_features(model, list(train)), train,
+                                            token_features(model, list(evaluation)), evaluation),
     }
     print(json.dumps(report, indent=1))
     if args.json:

@@ -37,6 +37,16 @@ class ModelFileError(BackendError):
         super().__init__(f"{self.path}: {reason}")
 
 
+def export_command(model_dir: str | Path) -> str:
+    """The command that writes a model directory's ONNX graph, for the messages that need it."""
+    return f"`fusion export onnx --model-dir {model_dir}`"
+
+
+def onnx_missing(onnx_path: str | Path) -> ModelFileError:
+    """The error for a model directory without its ONNX graph."""
+    return ModelFileError(onnx_path, f"ONNX model not found (run {export_command(Path(onnx_path).parent)} first)")
+
+
 class EngineMismatchError(BackendError):
     """A cached TensorRT engine was built for another graph, TensorRT, GPU or precision."""
 

@@ -11,7 +11,7 @@ import importlib.util
 import logging
 from pathlib import Path
 
-from fusion_node.backends.base import BACKENDS, DEVICES, Backend, default_engine_path, engine_cache_dir
+from fusion_node.backends.base import BACKENDS, DEVICES, Backend, default_engine_path, engine_cache_dir, export_command
 from fusion_node.config import PipelineConfig
 from fusion_node.export.cache_key import current_gpu
 from fusion_node.model_dir import ONNX_FILE
@@ -96,6 +96,6 @@ def _pick(cfg: PipelineConfig, onnx_path: Path) -> tuple[str, str]:
         log.info("backend auto: onnxruntime on CPU chosen: %s exists and runs faster than torch eager on CPU", onnx_path)
         return "onnxruntime", "cpu"
     # A warning: the model's own deployment artifact is missing, so this runs slower than it should.
-    log.warning("backend auto: torch on CPU chosen because %s is missing (run `fusion export onnx --model-dir %s`)",
-                onnx_path, Path(onnx_path).parent)
+    log.warning("backend auto: torch on CPU chosen because %s is missing (run %s)",
+                onnx_path, export_command(Path(onnx_path).parent))
     return "torch", "cpu"

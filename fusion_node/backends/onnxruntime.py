@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from fusion_node.backends.base import ModelFileError, check_inputs
+from fusion_node.backends.base import ModelFileError, check_inputs, onnx_missing
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class OnnxRuntimeBackend:
     ) -> None:
         path = Path(onnx_path)
         if not path.is_file():
-            raise ModelFileError(path, f"ONNX model not found (run `fusion export onnx --model-dir {path.parent}`)")
+            raise onnx_missing(path)
         providers = providers_for(device, precision, cache_dir)
         try:
             self.session = ort.InferenceSession(

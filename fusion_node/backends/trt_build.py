@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fusion_node.backends.base import BackendError, ModelFileError
+from fusion_node.backends.base import BackendError, ModelFileError, onnx_missing
 from fusion_node.export.cache_key import PRECISIONS, CacheKey, current_gpu, normalize_version, sha256_file, write_key
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def build_engine(
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not onnx_path.is_file():
-        raise ModelFileError(onnx_path, f"ONNX model not found (run `fusion export onnx --model-dir {onnx_path.parent}`)")
+        raise onnx_missing(onnx_path)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or "unknown parser error"
         raise ModelFileError(onnx_path, f"TensorRT cannot parse it: {errors[:400]}")

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fusion_node.backends.base import ModelFileError, default_engine_path, engine_cache_dir
+from fusion_node.backends.base import default_engine_path, engine_cache_dir, onnx_missing
 from fusion_node.backends.trt_build import FP32_NAME_PATTERN, build_engine
 from fusion_node.export.cache_key import PRECISIONS, CacheKey
 from fusion_node.export.parity import TOLERANCES, ParityRow, compare, format_table
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     onnx_path = Path(args.onnx) if args.onnx else Path(args.model_dir) / "model.onnx"
     out = Path(args.out) if args.out else default_engine_path(args.model_dir, args.precision)
     if not onnx_path.is_file():
-        raise ModelFileError(onnx_path, f"ONNX model not found (run `fusion export onnx --model-dir {onnx_path.parent}` first)")
+        raise onnx_missing(onnx_path)
     calibration = None
     if args.calib_bag:
         from fusion_node.export.inputs import bag_inputs

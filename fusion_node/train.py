@@ -11,6 +11,7 @@ takes its own slice of each epoch's order; rank 0 writes files.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -23,10 +24,14 @@ import numpy as np
 
 from fusion_node.config import ModelSpec, to_dict
 
+log = logging.getLogger(__name__)
+
 CHECKPOINT = "checkpoint.safetensors"
 CHECKPOINT_META = "checkpoint.json"
 TRAIN_LOG = "train_log.json"
 TRAIN_YAML = "train.yaml"
+BEST = "checkpoint_best.safetensors"  # the kept epoch's model weights under keep: best
+KEEP = ("last", "best")
 
 
 @dataclass
@@ -64,6 +69,10 @@ class TrainConfig:
     # it frozen, so the new layers do not start from noise (linear probing, then fine-tuning)
     init: str = ""
     val_fraction: float = 0.1  # share of episodes held out for validation
+    # which epoch's weights the model keeps: "last", or "best" by the validation split, scored
+    # against each declared head's trivial baseline (selection_score; contract models only). A
+    # few bags of one robot overfit within the epochs a recipe gives them: best guards that.
+    keep: str = "last"
     stride: int = 2  # keep every n-th camera frame (consecutive frames are near duplicates)
     episodes: int = 0  # generate this many world episodes when no bags are given
     episode_seconds: float = 20.0
@@ -90,6 +99,7 @@ class TrainConfig:
             (self.text_noise >= 0, "text_noise must be >= 0"),
             (0 <= self.text_augment <= 1, "text_augment must be in [0, 1]"),
             (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
+            (self.keep in KEEP, f"keep must be one of {', '.join(KEEP)}"),
             (self.stride >= 1, "stride must be >= 1"),
             (set(self.loss_weights) <= {*TASKS, "pointer"},
              f"loss_weights keys must be among {', '.join(TASKS)}, pointer"),
@@ -255,6 +265,36 @@ def save_checkpoint(out: Path, objective, optimizer, epoch: int, step: int, hist
     (out / CHECKPOINT_META).write_text(json.dumps(meta, indent=1))
 
 
+def _save_weights(model, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.replace(path)
+
+
+def selection_score(record: dict[str, float], heads) -> float:
+    """An epoch's validation score for keep: best (lower is better): each declared head's error
+    divided by its trivial baseline's on the same frames, averaged over the heads. Errors are the
+    metric itself, or 1 - accuracy for a class head, so heads in different units weigh alike."""
+    from fusion_node.evaluate import HEAD_METRICS
+
+    ratios = []
+    for h in heads:
+        model, base = record.get(f"val_{h.name}_model", math.nan), record.get(f"val_{h.name}_baseline", math.nan)
+        if HEAD_METRICS[h.kind][2]:
+            model, base = 1.0 - model, 1.0 - base
+        if math.isfinite(model) and math.isfinite(base):
+            ratios.append(model / base if base > 0 else model)
+    return float(np.mean(ratios)) if ratios else math.nan
+
+
+def best_epoch(history: list[dict]) -> int | None:
+    """The epoch with the lowest finite val_score (the first of equals), or None."""
+    scored = [(r["val_score"], r["epoch"]) for r in history if math.isfinite(r.get("val_score", math.nan))]
+    return min(scored)[1] if scored else None
+
+
 def load_checkpoint(out: Path, objective, optimizer) -> dict:
     from safetensors.torch import load_file
 
@@ -364,9 +404,16 @@ def train(cfg: TrainConfig, data, out: str | Path, resume: bool = False, progres
         # the effective recipe: `fusion train --config OUT/train.yaml --out OUT` reproduces the run
         (out / TRAIN_YAML).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     spec = with_label_sizes(spec, data) if spec is not None else cfg.model_spec()
+    if cfg.keep == "best" and not spec.heads:
+        raise ValueError("train config: keep: best scores epochs against a contract's declared heads and "
+                         "their baselines; the built-in heads have none: use keep: last")
     torch.manual_seed(cfg.seed)
     model = build_model(spec)
     train_idx, val_idx = split_episodes(data.episode, cfg.val_fraction, cfg.seed)
+    keep_best = cfg.keep == "best" and len(val_idx) > 0
+    if cfg.keep == "best" and not keep_best and dist_info.main:
+        log.warning("keep: best needs validation bags (val_fraction %g of %d bags leaves none): keeping the "
+                    "last epoch", cfg.val_fraction, len(np.unique(data.episode)))
     if len(train_idx) < cfg.batch_size:
         raise ValueError(f"only {len(train_idx)} training samples for batch size {cfg.batch_size}")
     joints = data.joints[train_idx][data.present[train_idx, 2] > 0]
@@ -462,14 +509,24 @@ def train(cfg: TrainConfig, data, out: str | Path, resume: bool = False, progres
                   **{f"train_{k}": v / max(1, steps_per_epoch) for k, v in sums.items()}}
         if len(val_idx) and not contrastive_only and dist_info.main:
             record.update({f"val_{k}": v for k, v in evaluate_arrays(model, data, val_idx, features=features).items()})
+            if spec.heads:
+                record["val_score"] = selection_score(record, spec.heads)
         history.append(record)
         if dist_info.main:
+            if keep_best and best_epoch(history) == epoch:
+                _save_weights(model, out / BEST)
             save_checkpoint(out, objective, optimizer, epoch, step, history, cfg)
     bar.close()
     summary = {"name": spec.name, "fusion": spec.fusion, "parameters": count_parameters(model),
                "samples": {"train": int(len(train_idx)), "val": int(len(val_idx))},
                "seconds": round(time.perf_counter() - t_start, 1), "history": history, "config": to_dict(cfg)}
+    kept = best_epoch(history) if keep_best else None
+    summary["kept_epoch"] = kept if kept is not None else (history[-1]["epoch"] if history else None)
     if dist_info.main:
+        if kept is not None:
+            from safetensors.torch import load_file
+
+            model.load_state_dict(load_file(str(out / BEST)))
         model.eval()
         save_model(out, spec, model)
         if export:

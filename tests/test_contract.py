@@ -344,6 +344,22 @@ def test_the_second_robot_trains_evaluates_and_replays_by_cli(robot, capsys):
         ("audio_capture", second_robot.TOPICS["audio"], second_robot.TOPICS["audio_info"])
     assert node.topics.joints == ("/joint_states",) and node.topics.text == "instruction"  # left out: the default, unused
 
+    # keep: best (the contract default): the model is the epoch scoring best on the validation bag,
+    # and evaluating it there gives that epoch's figures again
+    from fusion_node.train import best_epoch, split_episodes
+
+    log = json.loads((root / "model" / "train_log.json").read_text())
+    assert log["config"]["keep"] == "best" and log["kept_epoch"] == best_epoch(log["history"])
+    kept = log["history"][log["kept_epoch"]]
+    assert kept["val_score"] == min(r["val_score"] for r in log["history"])
+    _, val_rows = split_episodes(np.arange(TRAIN_BAGS), log["config"]["val_fraction"], log["config"]["seed"])
+    code, out, err = _cli(capsys, "eval", root / "model", "--bags", *[train[i] for i in val_rows],
+                          "--cache", root / "cache", "--json", root / "val.json", "--no-naive", "--no-progress")
+    assert code == 0, err
+    val = json.loads((root / "val.json").read_text())[str(root / "model")]["heads"]
+    for name in val:
+        assert val[name]["model"] == pytest.approx(kept[f"val_{name}_model"], rel=1e-4, abs=1e-6), name
+
     code, out, err = _cli(capsys, "eval", root / "model", "--bags", *test, "--cache", root / "cache",
                           "--json", root / "eval.json", "--no-progress")
     assert code == 0, err

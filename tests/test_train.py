@@ -125,6 +125,24 @@ def test_training_reduces_loss_and_writes_a_loadable_model(tmp_path, data):
     assert log["samples"]["train"] + log["samples"]["val"] == len(data)
 
 
+def test_keep_best_scores_each_head_against_its_baseline_and_needs_declared_heads(tmp_path, data):
+    from fusion_node.config import HeadSpec
+    from fusion_node.train import best_epoch, selection_score
+
+    heads = (HeadSpec("phase", "class", "/p.phase", classes=("a", "b")), HeadSpec("grip", "regress", "/j.grip"))
+    # class: (1 - 0.9) / (1 - 0.5) = 0.2; regress: 0.1 / 0.4 = 0.25
+    record = {"val_phase_model": 0.9, "val_phase_baseline": 0.5, "val_grip_model": 0.1, "val_grip_baseline": 0.4}
+    assert selection_score(record, heads) == pytest.approx(0.225)
+    assert selection_score({**record, "val_grip_model": float("nan")}, heads) == pytest.approx(0.2)
+    history = [{"epoch": 0, "val_score": 0.5}, {"epoch": 1}, {"epoch": 2, "val_score": 0.3},
+               {"epoch": 3, "val_score": float("nan")}, {"epoch": 4, "val_score": 0.3}]
+    assert best_epoch(history) == 2 and best_epoch(history[:2]) == 0 and best_epoch([{"epoch": 0}]) is None
+    with pytest.raises(ValueError, match="keep: best scores epochs against a contract's declared heads"):
+        train(_cfg(keep="best"), data, tmp_path / "m", progress=False)
+    with pytest.raises(ValueError, match="keep must be one of last, best"):
+        _cfg(keep="first").validate()
+
+
 def test_resume_gives_the_same_weights(tmp_path, data):
     cfg = _cfg(fusion="attention", modality_dropout=0.3)
     train(cfg, data, tmp_path / "a", progress=False)

@@ -55,8 +55,11 @@ _FLAG_FIELDS = {"fusion": "fusion", "image_encoder": "image_encoder",
                 "generate": "episodes", "episode_seconds": "episode_seconds"}
 
 
-# A robot's camera needs the pretrained backbone; the simulated world's defaults stay as they were.
-CONTRACT_DEFAULTS = {"fusion": "attention", "image_encoder": "efficientnet_lite0", "extra": {"pointer": False}}
+# A robot's camera needs the pretrained backbone, and a few bags of one robot overfit within a
+# recipe's epochs, so its model is the epoch best on the validation bags; the simulated world's
+# defaults stay as they were.
+CONTRACT_DEFAULTS = {"fusion": "attention", "image_encoder": "efficientnet_lite0", "extra": {"pointer": False},
+                     "keep": "best"}
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -162,9 +165,9 @@ def run(args: argparse.Namespace) -> int:
         (Path(args.out) / CONTRACT_FILE).write_text(yaml.safe_dump(contract_to_dict(contract), sort_keys=False))
         write_node_params(contract, args.bags, Path(args.out))
     if int(os.environ.get("RANK", "0")) == 0:
-        last = summary["history"][-1] if summary["history"] else {}
-        vals = ", ".join(f"{k[4:]} {v:.3f}" for k, v in last.items() if k.startswith("val_"))
-        tail = f"; val: {vals}" if vals else ""
+        kept = next((r for r in summary["history"] if r["epoch"] == summary["kept_epoch"]), {})
+        vals = ", ".join(f"{k[4:]} {v:.3f}" for k, v in kept.items() if k.startswith("val_"))
+        tail = f"; kept epoch {kept['epoch'] + 1} of {len(summary['history'])}, val: {vals}" if vals else ""
         print(f"wrote {args.out} ({summary['name']}, {summary['parameters']} parameters, "
               f"{summary['samples']['train']} train samples, {summary['seconds']:.0f} s){tail}")
     return 0

@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 from pathlib import Path
 
-import numpy as np
 from safetensors.torch import load_file
 
 from fusion_node.cli import main as fusion
@@ -64,8 +64,9 @@ def main() -> None:
     for head, first in runs[0]["best"].items():
         cells = []
         for which in ("best", "last"):
-            v = np.array([r[which][head]["model"] for r in runs])
-            cells.append(f"{v.mean():.3f} ± {v.std():.3f} ({', '.join(f'{x:.3f}' for x in v)})")
+            v = [r[which][head]["model"] for r in runs]
+            std = statistics.stdev(v) if len(v) > 1 else 0.0  # sample std, as the project's other tables
+            cells.append(f"{statistics.mean(v):.3f} ± {std:.3f} ({', '.join(f'{x:.3f}' for x in v)})")
         print(f"| {head} | {first['metric']} | {cells[0]} | {cells[1]} | {first['baseline']:.3f} ({first['baseline_name']}) |")
     print("kept epochs (1-based):", ", ".join(f"{r['kept_epoch'] + 1} of {r['epochs']}" for r in runs))
 

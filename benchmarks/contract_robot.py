@@ -76,10 +76,12 @@ def main_(args: argparse.Namespace) -> dict:
         log = json.loads((model / "train_log.json").read_text())
         report = out / f"eval-s{seed}.json"
         eval_s = cli("eval", model, "--bags", *test, "--cache", cache, "--json", report, "--no-progress")
-        heads = json.loads(report.read_text())[str(model)]["heads"]
+        evaluation = json.loads(report.read_text())[str(model)]
         runs.append({"seed": seed, "train_wall_s": round(secs, 1), "train_loop_s": log["seconds"],
                      "train_samples": log["samples"]["train"], "val_samples": log["samples"]["val"],
-                     "eval_wall_s": round(eval_s, 1), "heads": heads})
+                     "kept_epoch": log["kept_epoch"], "epochs_trained": len(log["history"]),
+                     "eval_wall_s": round(eval_s, 1), "heads": evaluation["heads"],
+                     "missing": evaluation["missing"]})
         print(f"seed {seed}: train {secs:.0f} s (loop {log['seconds']:.0f} s), eval {eval_s:.0f} s", flush=True)
     summary = {}
     for h in HEADS:
@@ -89,10 +91,17 @@ def main_(args: argparse.Namespace) -> dict:
                               "model_std": statistics.stdev(model_v) if len(model_v) > 1 else 0.0,
                               "baseline": rows[0]["baseline"], "baseline_name": rows[0]["baseline_name"],
                               "frames": rows[0]["frames"]}
+    # each head with one input masked as absent (fusion eval's "without ..." columns)
+    missing = {m: {h["name"]: _mean_std([r["missing"][m][h["name"]]["model"] for r in runs]) for h in HEADS}
+               for m in runs[0]["missing"]}
     timings["train_cold_cache_s"] = runs[0]["train_wall_s"]
     return {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "bags": {
         "train": args.train, "test": args.test, "seconds": args.seconds, "camera_hz": second_robot.CAMERA_HZ},
-        "epochs": args.epochs, "timings": timings, "runs": runs, "summary": summary}
+        "epochs": args.epochs, "timings": timings, "runs": runs, "summary": summary, "missing_summary": missing}
+
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
 def markdown(result: dict) -> str:

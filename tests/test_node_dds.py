@@ -311,7 +311,7 @@ def test_another_robots_joint_names_are_one_error_not_a_wait(live_node, ros_env,
     joints deadline (their stamp-to-publish time stays far below it)."""
     proc, log = live_node
     names = ",".join(f"joint_{k}" for k in range(6))
-    player, consumer = _play(ros_env, tmp_path, live_node, "--rate", "30", "--duration", "3", "--joint-names", names)
+    player, consumer = _play(ros_env, tmp_path, live_node, "--rate", "30", "--duration", "4", "--joint-names", names)
     assert proc.poll() is None, log.read_text()[-2000:]
     joints = _inputs(consumer["diagnostics"])["joints"]
     assert joints["level"] == 2, joints  # ERROR
@@ -324,11 +324,12 @@ def test_another_robots_joint_names_are_one_error_not_a_wait(live_node, ros_env,
     assert "dropped joints sample (invalid)" not in text.split("which no JointState carries")[-1]
     # stamps are the player's wall clock (it publishes /clock): stamp to arrival at the consumer.
     # The module's node heard the previous test's joint1..joint3 publisher: frames wait for it
-    # (by design) until it has been silent for the sync horizon (2 s), so only the last second
-    # of this 3 s run is sure to be past it.
+    # (by design) until it has been silent for the sync horizon (2 s), so only the last 1.5 s of
+    # this 4 s run are sure to be past it. A loaded CI machine delivered 4 frames a second there
+    # (best-effort camera, latest wins), so a handful is what can be asked for.
     last = max(stamp for stamp, _, _ in consumer["samples"]) * 1e-9
-    delays = sorted(arrival - stamp * 1e-9 for stamp, arrival, _ in consumer["samples"] if stamp * 1e-9 > last - 1.0)
-    assert len(delays) >= 8
+    delays = sorted(arrival - stamp * 1e-9 for stamp, arrival, _ in consumer["samples"] if stamp * 1e-9 > last - 1.5)
+    assert len(delays) >= 4, delays
     # frames stopped waiting the 50 ms joints deadline (audio and joints are published on time):
     # a frame that waited it arrives at least 50 ms after its stamp. The fastest frame is the
     # measure: a loaded machine's backlog delays the later ones, but it does not make every frame wait.

@@ -86,9 +86,9 @@ def main_(args: argparse.Namespace) -> dict:
     summary = {}
     for h in HEADS:
         rows = [r["heads"][h["name"]] for r in runs]
-        model_v = [r["model"] for r in rows]
-        summary[h["name"]] = {"kind": h["kind"], "metric": rows[0]["metric"], "model_mean": statistics.mean(model_v),
-                              "model_std": statistics.stdev(model_v) if len(model_v) > 1 else 0.0,
+        stats = _mean_std([r["model"] for r in rows])
+        summary[h["name"]] = {"kind": h["kind"], "metric": rows[0]["metric"], "model_mean": stats["mean"],
+                              "model_std": stats["std"],
                               "baseline": rows[0]["baseline"], "baseline_name": rows[0]["baseline_name"],
                               "frames": rows[0]["frames"]}
     # each head with one input masked as absent (fusion eval's "without ..." columns)

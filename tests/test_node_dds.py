@@ -83,6 +83,12 @@ def _play(ros_env, tmp: Path, live_node, *player_args: str, topic: str = "/fusio
     return json.loads(p_json.read_text()), json.loads(c_json.read_text())
 
 
+def _last_delays(consumer: dict, seconds: float) -> list[float]:
+    """Stamp-to-arrival delays (s), sorted, of the FusedStates stamped in the run's last `seconds`."""
+    last = max(stamp for stamp, _, _ in consumer["samples"]) * 1e-9
+    return sorted(arrival - stamp * 1e-9 for stamp, arrival, _ in consumer["samples"] if stamp * 1e-9 > last - seconds)
+
+
 def _inputs(diagnostics: dict) -> dict[str, dict]:
     return {name.rsplit("input ", 1)[1]: d for name, d in diagnostics.items() if ": input " in name}
 
@@ -327,8 +333,7 @@ def test_another_robots_joint_names_are_one_error_not_a_wait(live_node, ros_env,
     # (by design) until it has been silent for the sync horizon (2 s), so only the last 1.5 s of
     # this 4 s run are sure to be past it. A loaded CI machine delivered 4 frames a second there
     # (best-effort camera, latest wins), so a handful is what can be asked for.
-    last = max(stamp for stamp, _, _ in consumer["samples"]) * 1e-9
-    delays = sorted(arrival - stamp * 1e-9 for stamp, arrival, _ in consumer["samples"] if stamp * 1e-9 > last - 1.5)
+    delays = _last_delays(consumer, 1.5)
     assert len(delays) >= 4, delays
     # frames stopped waiting the 50 ms joints deadline (audio and joints are published on time):
     # a frame that waited it arrives at least 50 ms after its stamp. The fastest frame is the
@@ -344,8 +349,7 @@ def test_a_missing_microphone_costs_frames_their_audio_not_its_deadline(live_nod
     assert proc.poll() is None, log.read_text()[-2000:]
     assert player["sent"]["audio"] == 0 and player["sent"]["image"] >= 110
     assert consumer["state"]["present"] == [True, False, True, True]
-    last = max(stamp for stamp, _, _ in consumer["samples"]) * 1e-9
-    delays = sorted(arrival - stamp * 1e-9 for stamp, arrival, _ in consumer["samples"] if stamp * 1e-9 > last - 1.5)
+    delays = _last_delays(consumer, 1.5)
     assert len(delays) >= 4, delays  # as in the joint-names test: a loaded machine delivers few
     # a frame that waited the audio deadline arrives at least 80 ms after its stamp; the fastest
     # frame is the measure (a loaded machine's backlog delays later ones, it makes no frame wait)

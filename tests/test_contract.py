@@ -324,8 +324,9 @@ def test_the_second_robot_trains_evaluates_and_replays_by_cli(robot, capsys):
     root, train, test = robot
     contract = _contract(root, "contract")
     (root / "train.yaml").write_text("epochs: 40\n")
-    code, out, err = _cli(capsys, "train", "--contract", contract, "--config", root / "train.yaml", "--bags", *train,
-                          "--out", root / "model", "--cache", root / "cache", "--export", "--no-progress")
+    code, train_out, err = _cli(capsys, "train", "--contract", contract, "--config", root / "train.yaml",
+                                "--bags", *train, "--out", root / "model", "--cache", root / "cache", "--export",
+                                "--no-progress")
     assert code == 0, err
     spec = json.loads((root / "model" / "config.json").read_text())
     # the planner reads a chunk's layout from the model's config: offsets, and values per offset
@@ -352,6 +353,9 @@ def test_the_second_robot_trains_evaluates_and_replays_by_cli(robot, capsys):
     assert log["config"]["keep"] == "best" and log["kept_epoch"] == best_epoch(log["history"])
     kept = log["history"][log["kept_epoch"]]
     assert kept["val_score"] == min(r["val_score"] for r in log["history"])
+    # the command's last line names the kept epoch (1-based) and its score as the ratio it is
+    assert f"kept epoch {log['kept_epoch'] + 1} of 40" in train_out
+    assert f"score (error / baseline) {kept['val_score']:.3f}" in train_out
     _, val_rows = split_episodes(np.arange(TRAIN_BAGS), log["config"]["val_fraction"], log["config"]["seed"])
     code, out, err = _cli(capsys, "eval", root / "model", "--bags", *[train[i] for i in val_rows],
                           "--cache", root / "cache", "--json", root / "val.json", "--no-naive", "--no-progress")

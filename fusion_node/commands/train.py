@@ -166,7 +166,9 @@ def run(args: argparse.Namespace) -> int:
         write_node_params(contract, args.bags, Path(args.out))
     if int(os.environ.get("RANK", "0")) == 0:
         kept = next((r for r in summary["history"] if r["epoch"] == summary["kept_epoch"]), {})
-        vals = ", ".join(f"{k[4:]} {v:.3f}" for k, v in kept.items() if k.startswith("val_"))
+        # the score is a ratio, not a head's figure: name what it divides so it is not read as one
+        labels = {"val_score": "score (error / baseline)"}
+        vals = ", ".join(f"{labels.get(k, k[4:])} {v:.3f}" for k, v in kept.items() if k.startswith("val_"))
         tail = f"; kept epoch {kept['epoch'] + 1} of {len(summary['history'])}, val: {vals}" if vals else ""
         print(f"wrote {args.out} ({summary['name']}, {summary['parameters']} parameters, "
               f"{summary['samples']['train']} train samples, {summary['seconds']:.0f} s){tail}")

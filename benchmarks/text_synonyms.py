@@ -54,6 +54,11 @@ def training_sentences() -> dict[str, Obj]:
     return out
 
 
+def template_sentences(train: dict[str, Obj]) -> dict[str, Obj]:
+    """The training instructions that are templates (the canonical words in a template frame)."""
+    return {t: o for t, o in train.items() if any(t == f.format(colour=o[0], shape=o[1]) for f in language.TEMPLATES)}
+
+
 def evaluation_sentences() -> dict[str, Obj]:
     out: dict[str, Obj] = {}
     for colour, shape in itertools.product(language.COLOUR_SYNONYMS, language.SHAPE_SYNONYMS):
@@ -153,8 +158,7 @@ def finetune_scores(train: dict[str, Obj], evaluation: dict[str, Obj], seed: int
     texts = list(train)
     labels = [torch.tensor([c.index(o[k]) for o in train.values()]) for k, c in enumerate(classes)]
     protos = [torch.nn.Parameter(_embed(model, c)) for c in classes]
-    templates = {t: o for t, o in train.items()
-                 if any(t == f.format(colour=o[0], shape=o[1]) for f in language.TEMPLATES)}
+    templates = template_sentences(train)
     opt = torch.optim.AdamW([{"params": model.parameters(), "lr": lr}, {"params": protos, "lr": 1e-2}],
                             weight_decay=0.01)
     history = []
@@ -186,12 +190,13 @@ def main() -> None:
     p.add_argument("--json", type=Path)
     p.add_argument("--finetune-seeds", type=int, nargs="*", default=[0, 1, 2],
                    help="seeds of the encoder fine-tuning runs (none: skip them; about a minute each)")
+    p.add_argument("--finetune-lr", type=float, default=2e-5, help="the encoder's learning rate when fine-tuned")
     args = p.parse_args()
     encoder = TextEncoder(DEFAULT_ENCODER)
     encode = encoder.encode
     model = encoder._load()  # the SentenceTransformer itself: its per-token outputs
     train, evaluation = training_sentences(), evaluation_sentences()
-    templates = {t: o for t, o in train.items() if any(t == f.format(colour=o[0], shape=o[1]) for f in language.TEMPLATES)}
+    templates = template_sentences(train)
     report = {
         "encoder": DEFAULT_ENCODER,
         "nearest_training_instruction": sentence_scores(encode, train, evaluation),
@@ -201,7 +206,9 @@ def main() -> None:
                                               evaluation),
         "probe_token_outputs": probe_scores(token_features(model, list(train)), train,
                                             token_features(model, list(evaluation)), evaluation),
-        "finetuned": {str(seed): finetune_scores(train, evaluation, seed) for seed in args.finetune_seeds},
+        "finetuned": {str(seed): finetune_scores(train, evaluation, seed, lr=args.finetune_lr)
+                      for seed in args.finetune_seeds},
+        "finetune_lr": args.finetune_lr,
     }
     print(json.dumps(report, indent=1))
     if args.json:

@@ -12,6 +12,8 @@ measures that, with no model in the loop:
 - words: each evaluation synonym alone ("crimson"; also in "the crimson one"), against the
   training words for each colour and shape. The score is how often its nearest training word
   belongs to the right colour or shape.
+- static words: the same, on the encoder's input word-piece table (mean over a word's pieces),
+  before any context: what the lexicon itself knows.
 - probe: the best a learned linear readout could do. Logistic regressions from the vector to the colour
   and to the shape, fitted on the training instructions and scored on the evaluation
   paraphrases; the same on the encoder's per-token outputs (max and mean over the tokens), which
@@ -97,6 +99,12 @@ def word_scores(encode, frame: str) -> dict[str, str]:
                 total += 1
         out[kind] = f"{right}/{total}"
     return out
+
+
+def static_encoder(model):
+    """A word's vector from the encoder's input embedding table: the mean of its word pieces' rows."""
+    table = model[0].auto_model.embeddings.word_embeddings.weight.detach().numpy()
+    return lambda text: table[model.tokenizer(text, add_special_tokens=False)["input_ids"]].mean(axis=0)
 
 
 def _fit_predict(train_x: np.ndarray, train_y: list[str], eval_x: np.ndarray, l2: float = 5e-5) -> list[str]:
@@ -202,6 +210,7 @@ def main() -> None:
         "nearest_training_instruction": sentence_scores(encode, train, evaluation),
         "nearest_template": sentence_scores(encode, templates, evaluation),
         "words": {frame: word_scores(encode, frame) for frame in ("{}", "the {} one")},
+        "static_words": word_scores(static_encoder(model), "{}"),
         "probe_sentence_vector": probe_scores(encoder.encode_batch(train), train, encoder.encode_batch(evaluation),
                                               evaluation),
         "probe_token_outputs": probe_scores(token_features(model, list(train)), train,

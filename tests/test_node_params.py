@@ -104,6 +104,14 @@ def test_resolve_model_dir_names_where_it_looked(tmp_path):
     assert params.resolve_model_dir(str(tmp_path / "m")) == tmp_path / "m"
 
 
+def test_a_relative_model_dir_resolves_with_no_ros_environment(tmp_path, monkeypatch, repo_root):
+    # a venv with the ROS wheels but nothing sourced: ament_index cannot search, the checkout is used
+    monkeypatch.delenv("AMENT_PREFIX_PATH", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert params.package_share() is None
+    assert params.resolve_model_dir("models/default") == repo_root / "models" / "default"
+
+
 def test_input_problems_name_the_topic_the_type_and_the_fix():
     expected = [Expected("image", "/cam/image_raw", "sensor_msgs/msg/Image"),
                 Expected("audio", "/audio_stamped", "audio_common_msgs/msg/AudioDataStamped"),

@@ -362,7 +362,8 @@ def package_share() -> Path | None:
         return None
     try:
         return Path(get_package_share_directory(NODE_NAME))
-    except (PackageNotFoundError, ValueError):
+    # OSError: AMENT_PREFIX_PATH unset, as in a plain venv with the ROS wheels but nothing sourced
+    except (PackageNotFoundError, ValueError, OSError):
         return None
 
 

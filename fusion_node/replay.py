@@ -190,6 +190,7 @@ def pipeline_config(config: str | None, model: str | None, backend: str | None, 
         cfg.backend = backend
     if device:
         cfg.device = device
-    if not Path(cfg.model_dir).is_dir():
-        raise FileNotFoundError(f"model directory not found: {cfg.model_dir}")
+    from fusion_node.ros.params import resolve_model_dir
+
+    cfg.model_dir = str(resolve_model_dir(cfg.model_dir))  # as the node does: the default from any directory
     return cfg

@@ -235,6 +235,17 @@ def test_config_takes_the_node_params_file_or_pipeline_fields(repo_root: Path, m
         pipeline_config(str(plain), str(models["torch"]), None, None)
 
 
+def test_replay_finds_the_default_model_from_any_directory(repo_root: Path, tmp_path: Path, monkeypatch) -> None:
+    from fusion_node.model_dir import model_id
+    from fusion_node.replay import pipeline_config
+
+    monkeypatch.chdir(tmp_path)  # no models/ here: the installed share or the checkout has it
+    cfg = pipeline_config(None, None, None, None)
+    assert model_id(cfg.model_dir) == model_id(repo_root / "models" / "default")
+    with pytest.raises(FileNotFoundError, match="'nowhere' not found"):
+        pipeline_config(None, "nowhere", None, None)
+
+
 STORED_BAG = Path(__file__).resolve().parent / "data" / "replay" / "sample"
 STORED_GOLDEN = STORED_BAG.parent / "golden_default.npz"
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default"

@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("replay", help="run the pipeline over a bag offline", description=DESCRIPTION)
     p.add_argument("bag", metavar="BAG", help="rosbag2 directory, .mcap or .db3 file")
     p.add_argument("--out", metavar="OUT", help="output bag directory (default: BAG.replay)")
-    p.add_argument("--model", metavar="DIR", help="model directory (default: the config's, models/default)")
+    p.add_argument("--model", metavar="DIR", help="model directory (default: the config's, models/default); a relative one is "
+                   "looked up as the node's model_dir is: the installed share, the working directory, the checkout")
     p.add_argument("--config", metavar="YAML",
                    help="pipeline config: the node's params file (config/fusion.yaml) or PipelineConfig fields")
     p.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "torch"), help="inference backend")
@@ -58,13 +59,12 @@ def run(args: argparse.Namespace) -> int:
     from fusion_node.golden import compare_golden, write_golden
     from fusion_node.model_dir import CONTRACT_FILE
     from fusion_node.pipeline import Pipeline
-    from fusion_node.ros.params import resolve_model_dir
 
     bag = Path(args.bag)
     out = Path(args.out) if args.out else bag.with_name(bag.name + ".replay")
     overrides = _topic_overrides(args.topic)
     cfg = pipeline_config(args.config, args.model, args.backend, args.device)
-    contract_file = resolve_model_dir(cfg.model_dir) / CONTRACT_FILE
+    contract_file = Path(cfg.model_dir) / CONTRACT_FILE
     if contract_file.is_file():  # a model of the user's robot reads the topics it was trained on
         overrides = {**load_contract(contract_file).topics(), **overrides}
     if args.threads < 1:

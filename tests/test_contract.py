@@ -212,6 +212,13 @@ def test_init_proposes_the_robots_topics_sizes_and_joint_names(robot, capsys):
     # the custom label topic is proposed with the class names seen, though its package exists nowhere
     assert "source: /task/phase.phase, classes: [idle, reach, grasp, lift]" in text
     assert "source: /arm_controller/commands.data, offsets: [0.1, 0.2, 0.3, 0.4, 0.5]" in text
+    # the phase's uint8 index is an enum: a class head to name, not a regression on its number
+    step = next(line for line in text.splitlines() if "source: /task/phase.step" in line)
+    assert "kind: class" in step and "classes: [step_0, step_1, step_2, step_3]" in step, step
+    uncommented = text.replace("heads: []", "heads:\n  " + step.removeprefix("#     "))
+    (root / "init_step.yaml").write_text(uncommented)
+    assert [(h.kind, h.classes) for h in load_contract(root / "init_step.yaml").heads] == \
+        [("class", ("step_0", "step_1", "step_2", "step_3"))]
     assert c.heads == ()
     code, _, err = _cli(capsys, "init", *train[:1], "--out", root / "init.yaml")
     assert code == 1 and "exists" in err

@@ -5,7 +5,8 @@ busiest) and the alternatives are listed; the camera's resolution and encoding, 
 layout, rate and channels, the joint names seen (merged over publishers, in first-seen
 order) and the topics that look like label sources (with their fields and, for text fields,
 the values seen) are written beside the keys they inform. Heads are proposed as comments:
-only the user knows the task.
+only the user knows the task. An integer field with few small values (a phase or mode enum) is
+proposed as a class head, not a regression on its index.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from fusion_node.convert import BadMessage, audio_from_msg, encoded_image_size
 _SKIP_TYPES = {AUDIO_INFO, "rosgraph_msgs/msg/Clock", "rcl_interfaces/msg/Log", "tf2_msgs/msg/TFMessage",
                "diagnostic_msgs/msg/DiagnosticArray", "fusion_msgs/msg/FusedState", "sensor_msgs/msg/CameraInfo"}
 _SCAN = 3000  # messages per topic read for joint names and label values (bounded work per bag)
-_MAX_VALUES = 16  # distinct text values listed per field
+_MAX_VALUES = 16  # distinct text values listed per field; also the most integer classes proposed
 
 
 @dataclass
@@ -48,6 +49,8 @@ class TopicSeen:
     joint_names: list[str] = field(default_factory=list)
     values: dict[str, list[str]] = field(default_factory=dict)  # text field -> distinct values seen
     numbers: list[str] = field(default_factory=list)  # numeric field paths
+    # scalar integer field -> distinct values seen, while they look like class indices (else absent)
+    integers: dict[str, set[int]] = field(default_factory=dict)
     vectors: list[str] = field(default_factory=list)  # the numeric paths that hold arrays
     resolution: tuple[int, int] | None = None  # (width, height)
 
@@ -146,6 +149,13 @@ def _collect_fields(s: TopicSeen, msg: Any) -> None:
             s.numbers.append(path)
             if array:
                 s.vectors.append(path)
+            elif isinstance(value, int):
+                s.integers[path] = set()
+        if path in s.integers:
+            if isinstance(value, int) and 0 <= value < _MAX_VALUES:
+                s.integers[path].add(value)
+            else:  # not an index into a short list of classes
+                del s.integers[path]
 
 
 def _pick(candidates: list[TopicSeen], prefer_raw: bool = False) -> TopicSeen | None:
@@ -232,7 +242,14 @@ def render(contract: RobotContract, by: dict[str, list[TopicSeen]], chosen: set[
             lines.append(f"#     - {{name: {path.split('.')[-1]}, kind: class, source: {s.topic}.{path}, "
                          f"classes: [{', '.join(values)}]}}")
         for path in s.numbers[:8]:
-            lines.append(f"#     - {{name: {path.split('.')[-1]}, kind: regress, source: {s.topic}.{path}}}")
+            name = path.split('.')[-1]
+            if path in s.integers:
+                seen = s.integers[path]
+                classes = ", ".join(f"{name}_{i}" for i in range(max(2, max(seen) + 1)))
+                lines.append(f"#     - {{name: {name}, kind: class, source: {s.topic}.{path}, classes: [{classes}]}}"
+                             f"  # integers seen: {', '.join(map(str, sorted(seen)))}; name them")
+            else:
+                lines.append(f"#     - {{name: {name}, kind: regress, source: {s.topic}.{path}}}")
         for path in s.vectors[:2]:
             lines.append(f"#     - {{name: next_{path.split('.')[-1]}, kind: action_chunk, "
                          f"source: {s.topic}.{path}, offsets: [0.1, 0.2, 0.3, 0.4, 0.5]}}")

@@ -415,7 +415,9 @@ def train(cfg: TrainConfig, data, out: str | Path, resume: bool = False, progres
         log.warning("keep: best needs validation bags (val_fraction %g of %d bags leaves none): keeping the "
                     "last epoch", cfg.val_fraction, len(np.unique(data.episode)))
     if len(train_idx) < cfg.batch_size:
-        raise ValueError(f"only {len(train_idx)} training samples for batch size {cfg.batch_size}")
+        raise ValueError(f"only {len(train_idx)} training samples from {len(np.unique(data.episode[train_idx]))} "
+                         f"training bag(s) for batch size {cfg.batch_size}: record more bags, or lower batch_size "
+                         f"(or stride, which keeps one camera frame in {cfg.stride}) in the train config")
     joints = data.joints[train_idx][data.present[train_idx, 2] > 0]
     if len(joints):
         model.joints.set_stats(torch.from_numpy(joints.mean(0)), torch.from_numpy(joints.std(0)))

@@ -143,6 +143,13 @@ def test_keep_best_scores_each_head_against_its_baseline_and_needs_declared_head
         _cfg(keep="first").validate()
 
 
+def test_too_few_samples_for_a_batch_name_the_bags_and_the_settings(tmp_path, data):
+    # 2 bags of 2 s at 30 Hz, one held out for validation: 60 frames to train on
+    with pytest.raises(ValueError, match=r"only 60 training samples from 1 training bag\(s\) for batch size 64: "
+                                         r"record more bags, or lower batch_size \(or stride"):
+        train(_cfg(batch_size=64), data, tmp_path / "m", progress=False)
+
+
 def test_resume_gives_the_same_weights(tmp_path, data):
     cfg = _cfg(fusion="attention", modality_dropout=0.3)
     train(cfg, data, tmp_path / "a", progress=False)

@@ -67,6 +67,17 @@ def test_auto_on_cuda_request_without_gpu_logs_each_skipped_candidate(
     assert "falling back to CPU" in caplog.text
 
 
+def test_no_gpu_is_info_for_device_auto_and_a_warning_when_cuda_was_asked(
+        model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has a GPU provider: the CPU fallback is not exercised")
+    with caplog.at_level(logging.INFO, logger="fusion_node.backends"):
+        for device in ("auto", "cuda", "cpu"):
+            OnnxRuntimeBackend(model_dir / "model.onnx", device=device)
+    said = [r.levelname for r in caplog.records if "no GPU execution provider usable" in r.getMessage()]
+    assert said == ["INFO", "WARNING"]
+
+
 def test_all_backends_agree_through_create_backend(model_dir: Path) -> None:
     inputs = random_inputs(ModelSpec(name="backends"), batch=1, seed=9)
     ort_out = create_backend(PipelineConfig(model_dir=str(model_dir), backend="onnxruntime")).run(inputs)

@@ -84,7 +84,9 @@ class OnnxRuntimeBackend:
             raise ModelFileError(path, f"ONNX Runtime cannot load it: {str(exc).splitlines()[0][:300]}") from exc
         running = self.session.get_providers()[0]
         if device in ("cuda", "auto") and running == "CPUExecutionProvider":
-            log.warning("onnxruntime: no GPU execution provider usable, running on CPU")
+            # asked for a GPU: worth a warning; auto on a CPU-only machine is the expected outcome
+            (log.warning if device == "cuda" else log.info)(
+                "onnxruntime: no GPU execution provider usable, running on CPU")
         suffix = f"-{precision}" if running == "TensorrtExecutionProvider" and precision != "fp32" else ""
         self.name = f"onnxruntime-{_SHORT.get(running, running)}{suffix}"
         self.path = path

@@ -152,9 +152,11 @@ def test_record_stores_every_played_message_in_an_mcap(tmp_path: Path, ros_env) 
     topics = ["/camera/image_raw", "/joint_states", "/instruction"]
     env = ros_env
     out = tmp_path / "rec"
-    recorder = _fusion("record", str(out), *topics, "--discovery", "30", env=env)
+    # the recorder starts first and gives up waiting before the player starts: the topics join when
+    # they appear, and one that never does is named, not silently absent
+    recorder = _fusion("record", str(out), *topics, "/never_published", "--discovery", "0.5", env=env)
     try:
-        time.sleep(1.0)
+        time.sleep(2.0)
         player = _fusion("play", str(src), "--topics", *topics, "--wait-subscribers", "30", "--no-progress", env=env)
         p_out, p_err = player.communicate(timeout=90)
         assert player.returncode == 0, p_err[-800:]
@@ -166,7 +168,8 @@ def test_record_stores_every_played_message_in_an_mcap(tmp_path: Path, ros_env) 
             if proc.poll() is None:
                 proc.kill()
     assert recorder.returncode == 0, r_err[-800:]
-    assert "dropped 0" in r_out
+    assert "dropped 0; never published: /never_published" in r_out
+    assert "warning: not published within 0.5 s: /camera/image_raw, /joint_states, /instruction, /never_published" in r_err
     with BagReader(src) as r:
         expected = {t: r.topics[t].count for t in topics}
     with (out / "rec.mcap").open("rb") as f:

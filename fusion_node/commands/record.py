@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--all", action="store_true", help="record every topic, including ones appearing later")
     p.add_argument("--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (default: never)")
     p.add_argument("--discovery", type=float, default=5.0, metavar="S",
-                   help="wait up to S seconds for the topics to appear (default 5)")
+                   help="wait up to S seconds for the topics before recording starts; a topic that appears "
+                        "later is recorded from then on, one never published is named at the end (default 5)")
     p.add_argument("--queue-size", type=int, default=20_000, help="messages buffered for the writer (default 20000)")
     p.add_argument("--queue-mb", type=float, default=1024.0, help="MB buffered for the writer (default 1024)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it is an existing bag")

@@ -28,7 +28,7 @@ class RecordOptions:
     topics: tuple[str, ...] = ()  # empty: every topic seen (see all_topics)
     all_topics: bool = False
     duration: float = 0.0  # s; 0 = until interrupted
-    discovery: float = 5.0  # s to wait for the requested topics to appear
+    discovery: float = 5.0  # s to wait for the requested topics before recording starts (later ones still join)
     queue_size: int = 20_000  # messages held between callbacks and the writer thread
     queue_mb: float = 1024.0  # and at most this many MB of them (VGA frames are ~1 MB each)
     overwrite: bool = False
@@ -40,12 +40,14 @@ class RecordStats:
     counts: dict[str, int] = field(default_factory=dict)
     dropped: int = 0
     skipped: dict[str, str] = field(default_factory=dict)
+    never: list[str] = field(default_factory=list)  # requested topics no publisher ever offered
     wall: float = 0.0
 
     def summary(self, out: Path) -> str:
         per = ", ".join(f"{t} {n}" for t, n in sorted(self.counts.items()))
         n = sum(self.counts.values())
-        return f"recorded {n} messages in {self.wall:.1f} s to {out} ({per}); dropped {self.dropped}"
+        never = f"; never published: {', '.join(self.never)}" if self.never else ""
+        return f"recorded {n} messages in {self.wall:.1f} s to {out} ({per}); dropped {self.dropped}{never}"
 
 
 def _publisher_qos(node, topic: str):
@@ -183,21 +185,25 @@ def record(out: str | Path, opts: RecordOptions) -> RecordStats:
         while (rec.missing() or not rec.subscribed) and time.monotonic() < deadline and not stopping.is_set():
             rec.subscribe_available()
             executor.spin_once(timeout_sec=0.05)
+        # A robot often starts after its recorder: a topic not up yet is recorded from when it appears.
+        print(f"recording {', '.join(rec.subscribed) or 'nothing yet'} to {out}", file=sys.stderr)
         if rec.missing():
-            raise RuntimeError(f"topic(s) not published within {opts.discovery:g} s: {', '.join(rec.missing())}")
-        print(f"recording {', '.join(rec.subscribed)} to {out}", file=sys.stderr)
+            print(f"warning: not published within {opts.discovery:g} s: {', '.join(rec.missing())}; "
+                  "recording each from when it appears", file=sys.stderr)
         t0 = time.monotonic()
         next_scan = t0 + 0.5
         while not stopping.is_set() and (opts.duration <= 0 or time.monotonic() - t0 < opts.duration):
             executor.spin_once(timeout_sec=0.05)
-            if opts.all_topics and time.monotonic() >= next_scan:
-                rec.subscribe_available()
+            if (opts.all_topics or rec.missing()) and time.monotonic() >= next_scan:
+                for topic in rec.subscribe_available():
+                    print(f"recording {topic} from now", file=sys.stderr)
                 next_scan = time.monotonic() + 0.5
     except KeyboardInterrupt:
         pass
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        rec.stats.never = rec.missing()
         rec.stop()
         rec.stats.wall = time.monotonic() - t0
         executor.shutdown()

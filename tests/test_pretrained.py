@@ -188,3 +188,9 @@ def test_inspect_camera_on_a_bag_reads_the_chosen_topic(fusion_cmd: list[str], t
     assert front.stdout.count("bgr8") == 2 and "Egyptian_cat" in front.stdout
     wrist = _inspect(fusion_cmd, str(bag), "--topic", "/wrist/image/compressed", "--frames", "1")
     assert wrist.returncode == 0 and "jpeg" in wrist.stdout and "espresso" in wrist.stdout
+    blind = tmp_path / "joints_only"
+    with BagWriter(blind) as w:
+        w.add_topic("/joint_states", "sensor_msgs/msg/JointState")
+    none = _inspect(fusion_cmd, str(blind))
+    assert none.returncode == 2 and "no image topic" in none.stderr and "/joint_states (sensor_msgs/msg/JointState)" \
+        in none.stderr and "--topic" not in none.stderr, none.stderr

@@ -48,9 +48,11 @@ def _bag_frames(path: Path, topic: str | None, count: int) -> list[tuple[np.ndar
     with BagReader(path) as bag:
         images = sorted(t for t, i in bag.topics.items() if modality_of(i.msgtype) == "image")
         if topic is None:
-            if len(images) != 1:
-                raise UsageError(f"{path}: {'several' if images else 'no'} image topics ({', '.join(images) or 'none'});"
-                                 " choose one with --topic")
+            if not images:
+                have = ", ".join(f"{t} ({i.msgtype})" for t, i in sorted(bag.topics.items())) or "none"
+                raise UsageError(f"{path}: no image topic (sensor_msgs/Image or CompressedImage); topics: {have}")
+            if len(images) > 1:
+                raise UsageError(f"{path}: several image topics ({', '.join(images)}); choose one with --topic")
             topic = images[0]
         elif topic not in images:
             raise UsageError(f"{path}: {topic} is not an image topic here; image topics: {', '.join(images) or 'none'}")

@@ -39,6 +39,16 @@ class Window:
 STAGES = ("transport", "convert", "sync", "queue", "preprocess", "inference", "publish", "node", "total")
 # A frame released this long after its last input arrived left on a deadline, not on completion.
 DEADLINE_SLACK = 0.002
+# Stamp -> receipt outside these bounds (s) is not transport: the stamps come from another clock
+# (a bag played without --clock, a camera's own unsynchronised clock). A little negative is skew
+# between two machines' clocks, and is shown as measured.
+TRANSPORT_RANGE = (-1.0, 10.0)
+
+
+def transport_delay(received: float, stamp: float) -> float:
+    """Camera stamp -> receipt in s on the ROS clock, or NaN where the two cannot share a clock."""
+    delay = received - stamp
+    return delay if TRANSPORT_RANGE[0] <= delay <= TRANSPORT_RANGE[1] else float("nan")
 
 
 def frame_stages(frame: Any, out: Any, note: tuple[float, float, float], picked: float,

@@ -49,7 +49,7 @@ from fusion_node.ratelimit import RateLimiter
 from fusion_node.ros import messages, params
 from fusion_node.ros.inputs import Expected, joint_names_problem, problems, ros_type_name
 from fusion_node.ros.logbridge import RosLogBridge
-from fusion_node.ros.monitor import NodeMonitor, frame_stages
+from fusion_node.ros.monitor import NodeMonitor, frame_stages, transport_delay
 from fusion_node.stamps import StampBook
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
@@ -544,7 +544,14 @@ class FusionNode(LifecycleNode):
             if modality == "image":
                 note = None
                 if modality == self._reference:  # (receipt, converted, transport) for frame_stages
-                    note = (arrival, time.monotonic(), math.nan if self._sim_time else received - sample.stamp)
+                    transport = math.nan if self._sim_time else transport_delay(received, sample.stamp)
+                    note = (arrival, time.monotonic(), transport)
+                    if transport != transport and not self._sim_time:
+                        off = received - sample.stamp
+                        self._warn(("clock", modality), f"{modality} stamps are {abs(off):.1f} s "
+                                   f"{'behind' if off > 0 else 'ahead of'} this node's clock: transport and total "
+                                   "are not measured (a bag: play it with --clock and run the node with "
+                                   "use_sim_time; a camera: synchronise its clock)")
                 self._stamps.add(sample.stamp, msg.header.stamp, note)
                 self.monitor.stamped("image", sample.stamp)
                 if not self._frame_id:

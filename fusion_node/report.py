@@ -139,7 +139,7 @@ def _latency(res: ReplayResult, path: Path) -> str:
         a = a[np.isfinite(a)]
         if a.size:
             ages.append(a)
-            names.append(f"{m}\np50 {np.median(a):.1f} ms")
+            names.append(f"{m}\np50 {round(float(np.median(a)), 1) + 0.0:.1f} ms")  # + 0.0: "0.0", not "-0.0"
     if ages:
         parts = axes[2].boxplot(ages, vert=False, patch_artist=True, showfliers=True)
         for patch, name in zip(parts["boxes"], names):

@@ -22,6 +22,12 @@ measures that, with no model in the loop:
   classified by cosine to learned prototypes that start at the canonical words), then scored as
   above, per epoch and per seed. This is what fine-tuning the text encoder inside the fusion
   model could at best teach it about the held-out words.
+- colour survey: matplotlib's XKCD colour survey names 949 colours with their RGB. Each name
+  within a CIELAB distance of one of the world's four object colours is given that colour, and
+  every name containing an evaluation synonym is dropped. Scored: the lookup itself (an evaluation
+  synonym's survey RGB -> the nearest world colour, no encoder), and those names as training
+  text (each in three training sentences) for the colour probe and for the fine-tuning above:
+  whether many more colour words teach the encoder's vector the held-out ones.
 
     .venv/bin/python benchmarks/text_synonyms.py --json benchmarks/text_synonyms.json
 """
@@ -32,11 +38,14 @@ import itertools
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
+from matplotlib import colors as mcolors
 
 from fusion_node.text import DEFAULT_ENCODER, TextEncoder
 from fusion_node.world import language
+from fusion_node.world.scene import COLOURS
 
 Obj = tuple[str, str]  # (colour, shape) in the canonical words
 
@@ -193,6 +202,66 @@ def finetune_scores(train: dict[str, Obj], evaluation: dict[str, Obj], seed: int
     return history
 
 
+def _lab(rgb: tuple[float, float, float]) -> np.ndarray:
+    """CIELAB (L 0-100) of an RGB triple in 0-1."""
+    return cv2.cvtColor(np.float32([[rgb]]), cv2.COLOR_RGB2LAB)[0, 0].astype(np.float64)
+
+
+def nearest_world_colour(rgb: tuple[float, float, float]) -> tuple[str, float]:
+    """The world's object colour nearest in CIELAB, and the distance (CIE76 delta E)."""
+    lab = _lab(rgb)
+    dist = {c: float(np.linalg.norm(lab - _lab(tuple(v / 255 for v in ref)))) for c, ref in COLOURS.items()}
+    best = min(dist, key=dist.get)
+    return best, dist[best]
+
+
+def survey_colours(max_delta_e: float) -> dict[str, str]:
+    """XKCD survey names within max_delta_e of a world colour, none containing an evaluation synonym."""
+    held_out = {w for ws in language.COLOUR_SYNONYMS.values() for w in ws}
+    out = {}
+    for key, value in mcolors.XKCD_COLORS.items():
+        name = key.removeprefix("xkcd:")
+        if set(name.replace("/", " ").split()) & held_out:
+            continue
+        colour, dist = nearest_world_colour(mcolors.to_rgb(value))
+        if dist <= max_delta_e:
+            out[name] = colour
+    return out
+
+
+def survey_sentences(names: dict[str, str], per_name: int = 3) -> dict[str, Obj]:
+    """Each survey name in per_name training frames (templates and training paraphrases) with a
+    training shape word, drawn with a fixed seed."""
+    rng = np.random.default_rng(0)
+    frames = language.TEMPLATES + language.TRAIN_PARAPHRASES
+    shapes = [(shape, w) for shape, ws in language.TRAIN_SHAPE_SYNONYMS.items() for w in ws]
+    out: dict[str, Obj] = {}
+    for name, colour in names.items():
+        for _ in range(per_name):
+            shape, word = shapes[rng.integers(len(shapes))]
+            out[frames[rng.integers(len(frames))].format(colour=name, shape=word)] = (colour, shape)
+    return out
+
+
+def survey_scores(encoder: TextEncoder, train: dict[str, Obj], evaluation: dict[str, Obj],
+                  seeds: list[int], lr: float, max_delta_e: float = 40.0) -> dict:
+    names = survey_colours(max_delta_e)
+    lookup = {w: nearest_world_colour(mcolors.to_rgb(mcolors.XKCD_COLORS["xkcd:" + w]))[0]
+              for ws in language.COLOUR_SYNONYMS.values() for w in ws}
+    right = sum(lookup[w] == colour for colour, ws in language.COLOUR_SYNONYMS.items() for w in ws)
+    augmented = {**train, **survey_sentences(names)}
+    return {
+        "max_delta_e": max_delta_e,
+        "names": {c: sum(v == c for v in names.values()) for c in COLOURS},
+        "lookup": f"{right}/{len(lookup)}",
+        "lookup_colours": lookup,
+        "train_sentences": len(augmented),
+        "probe_sentence_vector": probe_scores(encoder.encode_batch(augmented), augmented,
+                                              encoder.encode_batch(evaluation), evaluation),
+        "finetuned": {str(seed): finetune_scores(augmented, evaluation, seed, lr=lr) for seed in seeds},
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", type=Path)
@@ -218,6 +287,7 @@ def main() -> None:
         "finetuned": {str(seed): finetune_scores(train, evaluation, seed, lr=args.finetune_lr)
                       for seed in args.finetune_seeds},
         "finetune_lr": args.finetune_lr,
+        "colour_survey": survey_scores(encoder, train, evaluation, args.finetune_seeds, args.finetune_lr),
     }
     print(json.dumps(report, indent=1))
     if args.json:

@@ -5,7 +5,8 @@ auto_activate, audio, dds) and `fusion play BAG` as a separate process. An empty
 (default) picks the preset whose message type the bag carries. With clock:=true (default)
 the player publishes /clock and the node runs with use_sim_time, so the bag's time drives it.
 The player waits up to `wait` seconds for the node's subscriptions (configure loads the
-model first) before it starts publishing.
+model first) before it starts publishing; topics the node does not read (a bag's ground truth)
+are played without waiting for them.
 
 Arguments of the player: bag (required), rate, loop, start_offset, topics (space-separated;
 empty plays every topic), clock, wait.

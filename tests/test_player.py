@@ -244,3 +244,30 @@ def test_custom_type_plays_and_records_through_a_package_built_from_the_bag(bag:
     assert values == list(range(N_FRAMES))
     assert info.msgtype == "acme_msgs/msg/Thing" and info.msgdef.strip() == stored.msgdef.strip()
     assert info.digest == stored.digest
+
+
+def test_a_topic_nobody_reads_does_not_hold_the_bag_back(bag: Path, ros_domain_id: int, ros_env) -> None:
+    """Waiting for subscribers ends once the listening node's subscriptions have matched; the
+    topic it does not read is named and still played, not waited for until the timeout."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import Image
+
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=ros_domain_id)
+    node = rclpy.create_node("play_partial_listener", context=ctx)
+    frames: list[int] = []
+    node.create_subscription(Image, "/camera/image_raw", lambda m: frames.append(int(m.data[0])), 100)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    start = time.monotonic()
+    player = _fusion("play", str(bag), "--rate", "4", "--wait-subscribers", "120", "--no-build-types",
+                     "--no-progress", env=ros_env)
+    out, err = _listen_while_playing(player, executor, node, ctx, lambda: len(frames) >= N_FRAMES)
+    elapsed = time.monotonic() - start
+    assert player.returncode == 0, err[-800:]
+    assert "playing without a subscriber: /instruction\n" in err and "warning: no subscriber" not in err
+    assert f"published {N_FRAMES + 1} messages on 2 topics" in out
+    assert frames == list(range(N_FRAMES))
+    assert elapsed < 60, elapsed  # the old wait ran the full 120 s

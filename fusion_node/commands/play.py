@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--clock-rate", type=float, default=100.0, metavar="HZ", help="/clock rate (default 100)")
     p.add_argument(
         "--wait-subscribers", type=float, default=0.0, metavar="S",
-        help="wait up to S seconds for a subscriber on every played topic before starting",
+        help="wait up to S seconds for subscribers before starting: until every played topic has one, or "
+             "until no new one has matched for 1 s (a topic nothing reads is named, and played)",
     )
     p.add_argument("--qos-depth", type=int, default=0,
                    help="publisher history depth (default: 2 s of each topic's rate, at least 100)")

@@ -34,7 +34,7 @@ class PlayOptions:
     namespace: str = ""  # recorded topics are published under it (a namespaced node's inputs); /clock stays global
     ros_args: tuple[str, ...] = ()  # passed to rclpy.init after --ros-args (remaps -r FROM:=TO, ...)
     clock_hz: float = 0.0  # 0: no /clock
-    wait_subscribers: float = 0.0  # s to wait for a subscriber on every topic before starting
+    wait_subscribers: float = 0.0  # s at most to wait for subscribers before starting (_wait_for_subscribers)
     qos_depth: int = 0  # publisher history; 0: 2 s of the topic's recorded rate, at least 100
     build_types: bool = True  # build rclpy packages for types the bag defines but nothing installs
     progress: bool = True
@@ -147,11 +147,26 @@ def _build_missing(bag: BagReader, topics: list[str]) -> None:
         print(f"warning: {exc}", file=sys.stderr)
 
 
-def _wait_for_subscribers(topics: dict[str, _Topic], timeout: float) -> None:
+# A node creates its subscriptions together (the fusion node on activate; a recorder polls the
+# graph every 0.5 s), so a second without a new match means no one else is coming: a topic that
+# nothing reads (a bag's ground truth, /tf) must not hold the whole bag back for the full wait.
+SUBSCRIBER_SETTLE = 1.0  # s
+
+
+def _wait_for_subscribers(topics: dict[str, _Topic], timeout: float, settle: float = SUBSCRIBER_SETTLE) -> list[str]:
+    """Wait until every topic has a subscriber, or until some have and no further topic matched
+    for `settle` s, or `timeout` s; returns the topics still without one."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(t.publisher.get_subscription_count() > 0 for t in topics.values()):
-            return
+    matched: set[str] = set()
+    changed = time.monotonic()
+    while True:
+        now = time.monotonic()
+        have = {name for name, t in topics.items() if t.publisher.get_subscription_count() > 0}
+        if have != matched:
+            matched, changed = have, now
+        missing = [name for name in topics if name not in matched]
+        if not missing or now >= deadline or (matched and now - changed >= settle):
+            return missing
         time.sleep(0.02)
 
 
@@ -206,7 +221,12 @@ def play(bag_path: str | Path, opts: PlayOptions, node=None) -> PlayStats:
 
                 clock = node.create_publisher(Clock, CLOCK_TOPIC, 10)
             if opts.wait_subscribers > 0:
-                _wait_for_subscribers(topics, opts.wait_subscribers)
+                missing = _wait_for_subscribers(topics, opts.wait_subscribers)
+                if len(missing) == len(topics):
+                    print(f"warning: no subscriber appeared within {opts.wait_subscribers:g} s; playing anyway",
+                          file=sys.stderr)
+                elif missing:  # common and harmless (ground truth, /tf): said, not warned about
+                    print(f"playing without a subscriber: {', '.join(missing)}", file=sys.stderr)
             try:
                 _play_loop(bag, topics, clock, opts, stats)
             except KeyboardInterrupt:  # the normal end of --loop: report what was played

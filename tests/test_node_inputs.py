@@ -2,7 +2,8 @@
 `missing_input: refuse` activation fails naming each topic without a publisher of its type (and
 the fix), then the joints the model needs that the JointStates do not carry, and succeeds once
 all are there; with `run` (the default) the node activates, logs one ERROR per missing input and
-/diagnostics says ERROR "missing: ..." for it."""
+/diagnostics says ERROR "missing: ..." for it. Parameter overrides the node does not declare, which
+rclpy drops without a word, are named in a warning."""
 from __future__ import annotations
 
 import threading
@@ -117,4 +118,25 @@ def test_missing_inputs_refuse_the_activation_or_run_absent_with_an_error(requir
         robot.destroy_node()
         rclpy.shutdown(context=robot_ctx)
         node.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+
+def test_a_parameter_override_the_node_does_not_declare_is_named(require_fusion_msgs, capfd):
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from fusion_node.ros.node import FusionNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    try:
+        node = FusionNode(context=ctx, namespace=NS, parameter_overrides=[
+            Parameter("model_dir", value=str(REPO / "models" / "default")), Parameter("warmup_runs", value=0),
+            Parameter("sync.modalities.audio.slak", value=0.02), Parameter("use_sim_time", value=False)])
+        assert node.ignored_parameters == ["sync.modalities.audio.slak (did you mean sync.modalities.audio.slack?)"]
+        assert node.get_parameter("sync.modalities.audio.slack").value == 0.0  # the typo changed nothing
+        err = capfd.readouterr().err
+        assert "ignored, not parameters of this node: sync.modalities.audio.slak (did you mean" in err, err
+        node.destroy_node()
+    finally:
         rclpy.shutdown(context=ctx)

@@ -302,6 +302,18 @@ def test_audio_stamped_reads_the_portaudio_format():
         audio_stamped_from_msg(SimpleNamespace(header=_header()))
 
 
+def test_overrides_nothing_declares_are_named_with_the_nearest_declared_name():
+    names = ["model_dir", "modeldir", "sync.modalities.audio.slak", "sync.audio_slack", "use_sim_time",
+             "qos_overrides./camera/image_raw.subscription.depth", "topic.image"]
+    assert params.not_declared(names) == [
+        "modeldir (did you mean model_dir?)",
+        "sync.audio_slack",  # no declared name close enough to suggest
+        "sync.modalities.audio.slak (did you mean sync.modalities.audio.slack?)",
+        "topic.image (did you mean topics.image?)",
+    ]
+    assert params.not_declared(params.defaults()) == []
+
+
 def test_launch_helpers():
     assert dds_env("large")["FASTDDS_BUILTIN_TRANSPORTS"] == "LARGE_DATA"
     assert dds_env("inherit") == {}

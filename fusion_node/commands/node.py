@@ -10,10 +10,7 @@ import argparse
 import sys
 
 from fusion_node.ros.launch_support import DDS_MODES, apply_dds, default_params_file, node_overrides
-from fusion_node.ros.params import AUDIO_SOURCES, BACKENDS, NODE_NAME, load, read_params_file, resolve_model_dir
-
-# Parameters rclpy itself declares; a params file may set them for any node.
-ROS_OWNED = ("use_sim_time", "start_type_description_service", "start_parameter_event_publisher")
+from fusion_node.ros.params import AUDIO_SOURCES, BACKENDS, NODE_NAME, ROS_OWNED, load, read_params_file, resolve_model_dir
 
 DESCRIPTION = """Run the live fusion node: subscribe to camera, audio, joints and instruction
 topics, align them, run the model on a worker thread and publish fusion_msgs/FusedState and

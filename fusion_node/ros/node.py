@@ -100,6 +100,11 @@ class FusionNode(LifecycleNode):
     def __init__(self, node_name: str = params.NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self._param_errors = self._declare_parameters()
+        # rclpy keeps every override given for this node, declared or not (a private attribute,
+        # but the only record of them); undeclared ones would otherwise vanish without a word.
+        self.ignored_parameters = params.not_declared(getattr(self, "_parameter_overrides", {}))
+        if self.ignored_parameters:
+            self.get_logger().warning("ignored, not parameters of this node: " + "; ".join(self.ignored_parameters))
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.cfg = None
         self.settings = params.NodeSettings()

@@ -9,8 +9,9 @@ configs or raises ValueError naming every bad parameter.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ from fusion_node.config import PipelineConfig, SyncConfig, from_dict, load_yaml,
 from fusion_node.ros.inputs import MISSING_INPUT
 
 NODE_NAME = "fusion_node"
+# Parameters rclpy declares on every node (qos_overrides.* too, per subscription); a params file may
+# set them for any node, and they are not ours to check.
+ROS_OWNED = ("use_sim_time", "start_type_description_service", "start_parameter_event_publisher")
 
 
 
@@ -227,6 +231,19 @@ def defaults() -> dict[str, Any]:
     flat = _flatten(to_dict(PipelineConfig()))
     flat.update(_flatten(to_dict(NodeSettings())))
     return flat
+
+
+def not_declared(names: Iterable[str]) -> list[str]:
+    """The overridden names this node does not declare, which rclpy silently ignores (a typo in a
+    params file or a `-p`), each with the declared name it most resembles."""
+    base = defaults()
+    out = []
+    for name in sorted(set(names)):
+        if name in base or name in ROS_OWNED or name.startswith("qos_overrides."):
+            continue
+        close = difflib.get_close_matches(name, base, n=1, cutoff=0.8)
+        out.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return out
 
 
 def _type_name(value: Any) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,18 @@ def test_truncated_mcap_keeps_messages_before_the_damage(tmp_path: Path) -> None
     # Whole chunks before the cut are delivered intact and in order.
     frames = [int(g.data[0]) for g in got if hasattr(g, "encoding")]
     assert 50 < len(frames) < 400 and frames == list(range(len(frames)))
+
+
+def test_a_damaged_mcap_without_the_mcap_package_is_one_line_naming_it(tmp_path: Path, monkeypatch) -> None:
+    """A robot install may lack the optional `mcap` package that reads a damaged MCAP."""
+    bag = write_bag(tmp_path / "b", n=30)
+    mcap_file = bag / "b.mcap"
+    os.truncate(mcap_file, mcap_file.stat().st_size // 2)
+    monkeypatch.setitem(sys.modules, "mcap.stream_reader", None)  # import raises ImportError, as when absent
+    with pytest.raises(BagError) as err, BagReader(bag):
+        pass
+    text = _one_line(err)
+    assert text.startswith(f"{bag}: cannot open bag: ") and text.endswith("pip install mcap)"), text
 
 
 def test_recording_without_metadata_is_read_through_its_mcap_file(tmp_path: Path) -> None:

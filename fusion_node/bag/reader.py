@@ -142,6 +142,11 @@ class BagReader:
             if self._mcap_file() is None:
                 raise BagError(f"{self._target}: cannot open bag: {_one_line(exc)}") from None
             # Indexed access failed: fall back to reading the MCAP records in file order.
+            try:
+                import mcap.stream_reader  # noqa: F401 - an optional dependency (the `bags` extra)
+            except ImportError:
+                raise BagError(f"{self._target}: cannot open bag: {_one_line(exc)} (a damaged MCAP is read up to "
+                               "the damage with the `mcap` package: pip install mcap)") from None
             self.damaged = _one_line(exc)
             self._stream = _McapStream(self._mcap_file())
             self._register(self._stream.connections())

@@ -4,9 +4,9 @@ Starts fusion.launch.py (same arguments: params_file, model, backend, namespace,
 auto_activate, audio, dds) and `fusion play BAG` as a separate process. An empty audio
 (default) picks the preset whose message type the bag carries. With clock:=true (default)
 the player publishes /clock and the node runs with use_sim_time, so the bag's time drives it.
-The player waits up to `wait` seconds for the node's subscriptions (configure loads the
-model first) before it starts publishing; topics the node does not read (a bag's ground truth)
-are played without waiting for them.
+The player waits up to `wait` seconds for the node's own subscriptions (configure loads the
+model first; other nodes' subscriptions do not count) before it starts publishing; topics the
+node does not read (a bag's ground truth) are played without waiting for them.
 
 Arguments of the player: bag (required), rate, loop, start_offset, topics (space-separated;
 empty plays every topic), clock, wait.

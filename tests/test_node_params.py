@@ -412,6 +412,8 @@ def test_play_bag_player_command():
     assert "--namespace" not in cmd
     ns = player_command("b", "1", False, "0", "", True, "5", "/robot1")
     assert ns[ns.index("--namespace") + 1] == "/robot1"
+    # the player waits for the launched node itself, not for whoever else subscribes
+    assert cmd[cmd.index("--wait-node") + 1] == "/fusion_node" and ns[ns.index("--wait-node") + 1] == "/robot1/fusion_node"
 
 
 def test_player_publishes_under_the_namespace_after_remapping():

@@ -271,3 +271,35 @@ def test_a_topic_nobody_reads_does_not_hold_the_bag_back(bag: Path, ros_domain_i
     assert f"published {N_FRAMES + 1} messages on 2 topics" in out
     assert frames == list(range(N_FRAMES))
     assert elapsed < 60, elapsed  # the old wait ran the full 120 s
+
+
+def test_waiting_for_a_named_node_ignores_other_subscribers(bag: Path, ros_domain_id: int, ros_env) -> None:
+    """play_bag.launch.py's case: the fusion node subscribes seconds after the player starts (its
+    model loads first) while another node already reads one of the topics. --wait-node waits for
+    the named node, which then receives the whole bag."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=ros_domain_id)
+    bystander = rclpy.create_node("play_bystander", context=ctx)
+    bystander.create_subscription(String, "/instruction", lambda m: None, 10)  # there before the player
+    node = rclpy.create_node("play_late_node", namespace="/late", context=ctx)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(bystander)
+    executor.add_node(node)
+    player = _fusion("play", str(bag), "--rate", "4", "--wait-subscribers", "120", "--wait-node", "/late/play_late_node",
+                     "--no-build-types", "--no-progress", env=ros_env)
+    deadline = time.monotonic() + 4.0  # the bag plays in 0.4 s: without the wait it would be over by then
+    while time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.01)
+    assert player.poll() is None
+    frames: list[int] = []
+    node.create_subscription(Image, "/camera/image_raw", lambda m: frames.append(int(m.data[0])), 100)
+    out, err = _listen_while_playing(player, executor, node, ctx, lambda: len(frames) >= N_FRAMES)
+    assert player.returncode == 0, err[-800:]
+    assert frames == list(range(N_FRAMES))
+    assert "playing without a subscriber: /instruction\n" in err  # the bystander's subscription does not count

@@ -28,6 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="wait up to S seconds for subscribers before starting: until every played topic has one, or "
              "until no new one has matched for 1 s (a topic nothing reads is named, and played)",
     )
+    p.add_argument("--wait-node", default="", metavar="NODE",
+                   help="with --wait-subscribers: count only this node's subscriptions (its full name, e.g. "
+                        "/robot1/fusion_node), so a node starting alongside the player is waited for even where "
+                        "others already subscribe")
     p.add_argument("--qos-depth", type=int, default=0,
                    help="publisher history depth (default: 2 s of each topic's rate, at least 100)")
     p.add_argument("--no-build-types", action="store_true",
@@ -53,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         ros_args=tuple(args.ros_args),
         clock_hz=args.clock_rate if args.clock else 0.0,
         wait_subscribers=args.wait_subscribers,
+        wait_node=args.wait_node if not args.wait_node or args.wait_node.startswith("/") else "/" + args.wait_node,
         qos_depth=args.qos_depth,
         build_types=not args.no_build_types,
         progress=not args.no_progress,

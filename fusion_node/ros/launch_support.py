@@ -11,7 +11,7 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
-from fusion_node.ros.params import AUDIO_SOURCES, package_share
+from fusion_node.ros.params import AUDIO_SOURCES, NODE_NAME, package_share
 
 # Fast DDS' default shared-memory segment is 512 KB: a VGA rgb8 image (921,600 bytes) is then
 # fragmented. Two remedies, measured by `fusion bench e2e`:
@@ -123,10 +123,13 @@ def player_command(bag: str, rate: str, loop: bool, start_offset: str, topics: s
                    wait: str, namespace: str = "") -> list[str]:
     """`fusion play` for play_bag.launch.py, run with the launching Python (where fusion_node imports:
     a colcon install puts the `fusion` script in lib/fusion_node, off PATH). With a namespace the
-    bag's topics are published under it, where the namespaced node subscribes."""
+    bag's topics are published under it, where the namespaced node subscribes. The player waits for
+    the launched node's own subscriptions: it is still loading its model while other nodes of the
+    robot may already subscribe to some of the topics."""
+    ns = namespace.strip("/")
     cmd = [sys.executable, "-m", "fusion_node.cli", "play", bag, "--rate", rate, "--start-offset", start_offset,
-           "--wait-subscribers", wait, "--no-progress"]
-    if namespace.strip("/"):
+           "--wait-subscribers", wait, "--wait-node", f"/{ns}/{NODE_NAME}" if ns else f"/{NODE_NAME}", "--no-progress"]
+    if ns:
         cmd += ["--namespace", namespace]
     if loop:
         cmd.append("--loop")

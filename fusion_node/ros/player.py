@@ -35,6 +35,7 @@ class PlayOptions:
     ros_args: tuple[str, ...] = ()  # passed to rclpy.init after --ros-args (remaps -r FROM:=TO, ...)
     clock_hz: float = 0.0  # 0: no /clock
     wait_subscribers: float = 0.0  # s at most to wait for subscribers before starting (_wait_for_subscribers)
+    wait_node: str = ""  # full node name: only its subscriptions end the wait; empty: anyone's
     qos_depth: int = 0  # publisher history; 0: 2 s of the topic's recorded rate, at least 100
     build_types: bool = True  # build rclpy packages for types the bag defines but nothing installs
     progress: bool = True
@@ -153,15 +154,31 @@ def _build_missing(bag: BagReader, topics: list[str]) -> None:
 SUBSCRIBER_SETTLE = 1.0  # s
 
 
-def _wait_for_subscribers(topics: dict[str, _Topic], timeout: float, settle: float = SUBSCRIBER_SETTLE) -> list[str]:
+def _full_name(namespace: str, name: str) -> str:
+    return f"{namespace.rstrip('/')}/{name}"
+
+
+def _subscribed(node, topic: _Topic, wait_node: str) -> bool:
+    """A subscription has matched the topic's publisher (wait_node's own, when one is named)."""
+    if topic.publisher.get_subscription_count() == 0:
+        return False
+    return not wait_node or any(_full_name(i.node_namespace, i.node_name) == wait_node
+                                for i in node.get_subscriptions_info_by_topic(topic.publisher.topic_name))
+
+
+def _wait_for_subscribers(node, topics: dict[str, _Topic], timeout: float, wait_node: str = "",
+                          settle: float = SUBSCRIBER_SETTLE) -> list[str]:
     """Wait until every topic has a subscriber, or until some have and no further topic matched
-    for `settle` s, or `timeout` s; returns the topics still without one."""
+    for `settle` s, or `timeout` s; returns the topics still without one. With wait_node (a full
+    node name), only that node's subscriptions count: a node starting alongside the player
+    (play_bag.launch.py) is waited for even where others, such as robot_state_publisher on
+    /joint_states, already subscribe."""
     deadline = time.monotonic() + timeout
     matched: set[str] = set()
     changed = time.monotonic()
     while True:
         now = time.monotonic()
-        have = {name for name, t in topics.items() if t.publisher.get_subscription_count() > 0}
+        have = {name for name, t in topics.items() if _subscribed(node, t, wait_node)}
         if have != matched:
             matched, changed = have, now
         missing = [name for name in topics if name not in matched]
@@ -221,10 +238,11 @@ def play(bag_path: str | Path, opts: PlayOptions, node=None) -> PlayStats:
 
                 clock = node.create_publisher(Clock, CLOCK_TOPIC, 10)
             if opts.wait_subscribers > 0:
-                missing = _wait_for_subscribers(topics, opts.wait_subscribers)
+                missing = _wait_for_subscribers(node, topics, opts.wait_subscribers, opts.wait_node)
                 if len(missing) == len(topics):
-                    print(f"warning: no subscriber appeared within {opts.wait_subscribers:g} s; playing anyway",
-                          file=sys.stderr)
+                    who = f"{opts.wait_node} subscribed to none of the played topics" if opts.wait_node else \
+                        "no subscriber appeared"
+                    print(f"warning: {who} within {opts.wait_subscribers:g} s; playing anyway", file=sys.stderr)
                 elif missing:  # common and harmless (ground truth, /tf): said, not warned about
                     print(f"playing without a subscriber: {', '.join(missing)}", file=sys.stderr)
             try:

@@ -423,6 +423,7 @@ def test_player_publishes_under_the_namespace_after_remapping():
     assert published_name("/camera/image_raw", PlayOptions(namespace="/robot1/")) == "/robot1/camera/image_raw"
     opts = PlayOptions(namespace="robot1", remap={"/camera/image_raw": "/cam"})
     assert published_name("/camera/image_raw", opts) == "/robot1/cam"
+    assert published_name("/clock", opts) == "/clock"  # what every node's sim time reads, namespaced or not
 
 
 @pytest.mark.parametrize("fmt,raw,expected", [

@@ -303,3 +303,52 @@ def test_waiting_for_a_named_node_ignores_other_subscribers(bag: Path, ros_domai
     assert player.returncode == 0, err[-800:]
     assert frames == list(range(N_FRAMES))
     assert "playing without a subscriber: /instruction\n" in err  # the bystander's subscription does not count
+
+
+def test_a_recorded_clock_is_played_unless_the_player_publishes_its_own(tmp_path: Path, ros_domain_id: int,
+                                                                       ros_env) -> None:
+    """A bag recorded on sim time carries /clock. Played with --clock, only the player's clock (the
+    bag's log time) reaches /clock: two sources would throw a sim-time node's time back and forth.
+    Played without it, the recorded clock drives /clock, outside any namespace."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import Image
+
+    ts = get_typestore()
+    T = ts.types
+    sim = 5_000_000_000  # the simulator's clock: 5 s, while the log time is 2023
+    path = tmp_path / "simbag"
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        clk = w.add_connection("/clock", "rosgraph_msgs/msg/Clock", typestore=ts)
+        cam = w.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=ts)
+        for i in range(N_FRAMES):
+            t, c = T0 + i * PERIOD, sim + i * PERIOD
+            stamp = T["builtin_interfaces/msg/Time"](sec=c // 10**9, nanosec=c % 10**9)
+            w.write(clk, t, ts.serialize_cdr(T["rosgraph_msgs/msg/Clock"](clock=stamp), "rosgraph_msgs/msg/Clock"))
+            img = T["sensor_msgs/msg/Image"](header=T["std_msgs/msg/Header"](stamp=stamp, frame_id="cam"), height=1,
+                                             width=1, encoding="mono8", is_bigendian=0, step=1,
+                                             data=np.full(1, i, np.uint8))
+            w.write(cam, t, ts.serialize_cdr(img, "sensor_msgs/msg/Image"))
+
+    def clocks_heard(*args: str) -> tuple[list[int], str]:
+        ctx = Context()
+        rclpy.init(context=ctx, domain_id=ros_domain_id)
+        node = rclpy.create_node("play_clock_listener", context=ctx)
+        heard: list[int] = []
+        node.create_subscription(Clock, "/clock", lambda m: heard.append(m.clock.sec * 10**9 + m.clock.nanosec), 100)
+        node.create_subscription(Image, "/camera/image_raw", lambda m: None, 100)
+        executor = SingleThreadedExecutor(context=ctx)
+        executor.add_node(node)
+        player = _fusion("play", str(path), "--rate", "4", "--wait-subscribers", "30", "--topics", "/clock",
+                         *args, "--no-progress", env=ros_env)
+        _out, err = _listen_while_playing(player, executor, node, ctx, lambda: False)
+        assert player.returncode == 0, err[-800:]
+        return heard, err
+
+    heard, err = clocks_heard("/camera/image_raw", "--clock", "--clock-rate", "50")
+    assert "warning: not playing /clock: --clock publishes the bag's log time there instead" in err
+    assert heard and all(T0 <= c <= T0 + N_FRAMES * PERIOD for c in heard), heard[:5]
+    heard, err = clocks_heard("--namespace", "robot1")
+    assert heard == [sim + i * PERIOD for i in range(N_FRAMES)]

@@ -83,6 +83,8 @@ def published_name(topic: str, opts: PlayOptions) -> str:
     """Where a recorded topic is published: remapped, then moved under the namespace."""
     name = opts.remap.get(topic, topic)
     ns = opts.namespace.strip("/")
+    if name == CLOCK_TOPIC:  # a namespaced node's clock subscription is still the global one
+        return name
     return f"/{ns}/{name.lstrip('/')}" if ns else name
 
 
@@ -97,6 +99,10 @@ def _setup_topics(node, bag: BagReader, opts: PlayOptions, stats: PlayStats) -> 
         _build_missing(bag, wanted)
     topics: dict[str, _Topic] = {}
     for name in wanted:
+        if name == CLOCK_TOPIC and opts.clock_hz > 0:
+            # Two /clock sources would throw every use_sim_time node's time back and forth between them.
+            stats.skipped[name] = "--clock publishes the bag's log time there instead of the recorded clock"
+            continue
         info = bag.topics[name]
         cls = message_class(info.msgtype)
         if cls is None:

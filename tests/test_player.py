@@ -352,3 +352,10 @@ def test_a_recorded_clock_is_played_unless_the_player_publishes_its_own(tmp_path
     assert heard and all(T0 <= c <= T0 + N_FRAMES * PERIOD for c in heard), heard[:5]
     heard, err = clocks_heard("--namespace", "robot1")
     assert heard == [sim + i * PERIOD for i in range(N_FRAMES)]
+
+
+def test_a_start_offset_past_the_end_is_one_line_naming_the_length(bag: Path, ros_env) -> None:
+    player = _fusion("play", str(bag), "--start-offset", "100", "--loop", "--no-progress", env=ros_env)
+    _out, err = player.communicate(timeout=60)  # it used to loop over no message at all, forever
+    assert player.returncode != 0
+    assert err.strip().splitlines()[-1] == "error: --start-offset 100 s is outside the bag, which is 1.65 s long"

@@ -235,6 +235,10 @@ def play(bag_path: str | Path, opts: PlayOptions, node=None) -> PlayStats:
     try:
         with BagReader(bag_path) as bag:
             bag.require_messages()
+            length = bag.duration
+            if opts.start_offset < 0 or (length is not None and opts.start_offset > length):
+                raise ValueError(f"--start-offset {opts.start_offset:g} s is outside the bag, which is "
+                                 f"{length:.2f} s long" if length is not None else "--start-offset must be >= 0")
             topics = _setup_topics(node, bag, opts, stats)
             for name, why in stats.skipped.items():
                 print(f"warning: not playing {name}: {why}", file=sys.stderr)
@@ -295,7 +299,7 @@ def _play_loop(bag: BagReader, topics: dict[str, _Topic], clock, opts: PlayOptio
                 stats.published[topic.publisher.topic_name] += 1
                 bar.update(1)
             stats.loops += 1
-            if not opts.loop:
+            if not opts.loop or wall0 is None:  # a pass that published nothing would loop on nothing forever
                 break
     finally:
         bar.close()

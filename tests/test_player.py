@@ -359,3 +359,16 @@ def test_a_start_offset_past_the_end_is_one_line_naming_the_length(bag: Path, ro
     _out, err = player.communicate(timeout=60)  # it used to loop over no message at all, forever
     assert player.returncode != 0
     assert err.strip().splitlines()[-1] == "error: --start-offset 100 s is outside the bag, which is 1.65 s long"
+
+
+@pytest.mark.parametrize("change,error", [
+    ({"duration": -1.0}, "--duration must be >= 0, got -1"),  # it used to record forever
+    ({"discovery": -0.5}, "--discovery must be >= 0, got -0.5"),
+    ({"queue_size": 0}, "--queue-size and --queue-mb must be positive, got 0 and 1024"),
+])
+def test_record_refuses_bad_options_before_creating_the_bag(tmp_path: Path, change, error) -> None:
+    from fusion_node.ros.recorder import RecordOptions, record
+
+    with pytest.raises(ValueError) as exc:
+        record(tmp_path / "rec", RecordOptions(topics=("/a",), **change))
+    assert str(exc.value) == error and not (tmp_path / "rec").exists()

@@ -158,6 +158,11 @@ def record(out: str | Path, opts: RecordOptions) -> RecordStats:
     """Record until opts.duration elapses or SIGINT/SIGTERM; the bag is closed either way."""
     if not opts.topics and not opts.all_topics:
         raise ValueError("name the topics to record, or pass --all")
+    for name, value in (("--duration", opts.duration), ("--discovery", opts.discovery)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value:g}")
+    if opts.queue_size < 1 or opts.queue_mb <= 0:
+        raise ValueError(f"--queue-size and --queue-mb must be positive, got {opts.queue_size} and {opts.queue_mb:g}")
     from fusion_node.rosenv import ensure_ros_env
 
     ensure_ros_env()

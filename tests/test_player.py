@@ -372,3 +372,14 @@ def test_record_refuses_bad_options_before_creating_the_bag(tmp_path: Path, chan
     with pytest.raises(ValueError) as exc:
         record(tmp_path / "rec", RecordOptions(topics=("/a",), **change))
     assert str(exc.value) == error and not (tmp_path / "rec").exists()
+
+
+@pytest.mark.parametrize("args,error", [
+    (["--clock", "--clock-rate", "0"], "--clock-rate must be positive, got 0"),  # was: no /clock at all
+    (["--qos-depth", "-1"], "--qos-depth must be >= 0, got -1"),  # was: a DDS error from deep in rcl
+    (["--wait-subscribers", "-1"], "--wait-subscribers must be >= 0, got -1"),
+])
+def test_play_refuses_bad_options_in_one_line(bag: Path, ros_env, args, error) -> None:
+    player = _fusion("play", str(bag), *args, "--no-progress", env=ros_env)
+    out, err = player.communicate(timeout=60)
+    assert player.returncode == 1 and err.strip().splitlines()[-1] == f"error: {error}" and not out

@@ -168,6 +168,8 @@ def test_inspect_camera_on_a_file_and_its_hints(fusion_cmd: list[str], tmp_path:
     assert out.returncode == 1 and "warning: blurred" in out.stdout
     missing = _inspect(fusion_cmd, str(tmp_path / "nothing.png"))
     assert missing.returncode == 2 and "no such file or bag" in missing.stderr
+    never = _inspect(fusion_cmd, "/camera/image_raw", "--live", "--timeout", "0")
+    assert never.returncode == 2 and never.stderr.strip() == "error: --timeout must be positive, got 0"
 
 
 def test_inspect_camera_on_a_bag_reads_the_chosen_topic(fusion_cmd: list[str], tmp_path: Path) -> None:

@@ -75,6 +75,8 @@ def run_camera(args: argparse.Namespace) -> int:
 
     if args.frames < 1:
         raise UsageError("--frames must be >= 1")
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout must be positive, got {args.timeout:g}")
     if args.live:
         from fusion_node import rosenv
 

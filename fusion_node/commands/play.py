@@ -47,6 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.clock and args.clock_rate <= 0:  # 0 would mean no clock at all, under --clock
+        raise ValueError(f"--clock-rate must be positive, got {args.clock_rate:g}")
     opts = PlayOptions(
         rate=args.rate,
         loop=args.loop,

@@ -215,8 +215,12 @@ def _sleep_until(target: float) -> None:
 
 def play(bag_path: str | Path, opts: PlayOptions, node=None) -> PlayStats:
     """Publish the bag on `node` (a fresh node when None); returns what was published."""
-    if opts.rate <= 0:
-        raise ValueError(f"--rate must be positive, got {opts.rate}")
+    for problem in (f"--rate must be positive, got {opts.rate:g}" if opts.rate <= 0 else "",
+                    f"clock_hz must be >= 0 (0: no /clock), got {opts.clock_hz:g}" if opts.clock_hz < 0 else "",
+                    f"--qos-depth must be >= 0, got {opts.qos_depth}" if opts.qos_depth < 0 else "",
+                    f"--wait-subscribers must be >= 0, got {opts.wait_subscribers:g}" if opts.wait_subscribers < 0 else ""):
+        if problem:
+            raise ValueError(problem)
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 

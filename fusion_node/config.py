@@ -183,10 +183,18 @@ def _coerce(type_name: Any, value: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{where}: expected a list")
         return tuple(value)
-    if t == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+    # A wrong scalar type is named here: later it would surface as a TypeError deep in training.
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if t == "float":
+        if not number:
+            raise ValueError(f"{where}: expected a number, got {value!r}")
         return float(value)
-    if t == "int" and isinstance(value, bool):
-        raise ValueError(f"{where}: expected an integer")
+    if t == "int" and not (number and isinstance(value, int)):
+        raise ValueError(f"{where}: expected an integer, got {value!r}")
+    if t == "bool" and not isinstance(value, bool):
+        raise ValueError(f"{where}: expected true or false, got {value!r}")
+    if t == "str" and not isinstance(value, str):
+        raise ValueError(f"{where}: expected a string, got {value!r}")
     return value
 
 

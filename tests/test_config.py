@@ -26,6 +26,11 @@ def test_round_trip() -> None:
         ({"sync": {"joint_names": "joint1"}}, "expected a list"),
         ({"sync": {"max_entries": True}}, "expected an integer"),
         ({"sync": []}, "expected a mapping"),
+        # a scalar of the wrong type is named where it is read, not met later as a TypeError
+        ({"sync": {"horizon": "2s"}}, r"SyncConfig.horizon: expected a number, got '2s'"),
+        ({"sync": {"max_entries": 2.5}}, r"SyncConfig.max_entries: expected an integer, got 2.5"),
+        ({"backend": 3}, r"PipelineConfig.backend: expected a string, got 3"),
+        ({"sync": {"modalities": {"audio": {"slack": None}}}}, r"ModalitySync.slack: expected a number, got None"),
     ],
 )
 def test_bad_config_is_a_clear_error(data: dict, message: str) -> None:
@@ -44,3 +49,10 @@ def test_yaml_errors_name_the_file(tmp_path) -> None:
     scalar.write_text("3\n")
     with pytest.raises(ValueError, match="expected a mapping"):
         load_yaml(scalar)
+
+
+def test_a_train_config_value_of_the_wrong_type_is_one_line() -> None:
+    from fusion_node.train import TrainConfig
+
+    with pytest.raises(ValueError, match=r"^TrainConfig.lr: expected a number, got 'abc'$"):  # was a TypeError
+        from_dict(TrainConfig, {"lr": "abc"})

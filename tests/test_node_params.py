@@ -494,13 +494,16 @@ def test_the_change_state_guard_overrides_the_handler_rclpy_calls():
 
 
 def test_transport_is_measured_only_where_stamp_and_receipt_can_share_a_clock():
-    from fusion_node.ros.monitor import transport_delay
+    from fusion_node.ros.monitor import other_clock_warning, transport_delay
 
     now = 1_800_000_000.0
     assert transport_delay(now, now - 0.012) == pytest.approx(0.012, abs=1e-6)
     assert transport_delay(now, now + 0.2) == pytest.approx(-0.2, abs=1e-6)  # another machine's clock, a little ahead
     for stamp in (now - 96_684_162.8, now - 11.0, now + 1.5, 0.0):  # a bag's own time, a camera's own clock
         assert math.isnan(transport_delay(now, stamp)), stamp
+    assert other_clock_warning("image", now, now - 96_684_162.8).startswith(
+        "image stamps are 96684162.8 s behind this node's clock: transport and total are not measured (a bag: play")
+    assert other_clock_warning("image", now, now + 1.5).startswith("image stamps are 1.5 s ahead of this node's clock")
 
 
 def test_frame_stages_add_up_and_name_what_the_frame_waited_for():

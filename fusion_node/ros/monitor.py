@@ -51,6 +51,14 @@ def transport_delay(received: float, stamp: float) -> float:
     return delay if TRANSPORT_RANGE[0] <= delay <= TRANSPORT_RANGE[1] else float("nan")
 
 
+def other_clock_warning(modality: str, received: float, stamp: float) -> str:
+    """What to tell the user when transport_delay is NaN: how far off the stamps are, and the fix."""
+    off = received - stamp
+    return (f"{modality} stamps are {abs(off):.1f} s {'behind' if off > 0 else 'ahead of'} this node's clock: "
+            "transport and total are not measured (a bag: play it with --clock and run the node with "
+            "use_sim_time; a camera: synchronise its clock)")
+
+
 def frame_stages(frame: Any, out: Any, note: tuple[float, float, float], picked: float,
                  published: float) -> tuple[dict[str, float], str]:
     """(seconds per stage, what the frame waited for) of one published frame.

@@ -49,7 +49,7 @@ from fusion_node.ratelimit import RateLimiter
 from fusion_node.ros import messages, params
 from fusion_node.ros.inputs import Expected, joint_names_problem, problems, ros_type_name
 from fusion_node.ros.logbridge import RosLogBridge
-from fusion_node.ros.monitor import NodeMonitor, frame_stages, transport_delay
+from fusion_node.ros.monitor import NodeMonitor, frame_stages, other_clock_warning, transport_delay
 from fusion_node.stamps import StampBook
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
@@ -551,12 +551,8 @@ class FusionNode(LifecycleNode):
                 if modality == self._reference:  # (receipt, converted, transport) for frame_stages
                     transport = math.nan if self._sim_time else transport_delay(received, sample.stamp)
                     note = (arrival, time.monotonic(), transport)
-                    if transport != transport and not self._sim_time:
-                        off = received - sample.stamp
-                        self._warn(("clock", modality), f"{modality} stamps are {abs(off):.1f} s "
-                                   f"{'behind' if off > 0 else 'ahead of'} this node's clock: transport and total "
-                                   "are not measured (a bag: play it with --clock and run the node with "
-                                   "use_sim_time; a camera: synchronise its clock)")
+                    if math.isnan(transport) and not self._sim_time:
+                        self._warn(("clock", modality), other_clock_warning(modality, received, sample.stamp))
                 self._stamps.add(sample.stamp, msg.header.stamp, note)
                 self.monitor.stamped("image", sample.stamp)
                 if not self._frame_id:

@@ -26,7 +26,6 @@ NODE_NAME = "fusion_node"
 ROS_OWNED = ("use_sim_time", "start_type_description_service", "start_parameter_event_publisher")
 
 
-
 @dataclass(frozen=True)
 class AudioSource:
     """A microphone driver as it ships: the message type it publishes and on which topic."""

@@ -215,11 +215,12 @@ def _sleep_until(target: float) -> None:
 
 def play(bag_path: str | Path, opts: PlayOptions, node=None) -> PlayStats:
     """Publish the bag on `node` (a fresh node when None); returns what was published."""
-    for problem in (f"--rate must be positive, got {opts.rate:g}" if opts.rate <= 0 else "",
-                    f"clock_hz must be >= 0 (0: no /clock), got {opts.clock_hz:g}" if opts.clock_hz < 0 else "",
-                    f"--qos-depth must be >= 0, got {opts.qos_depth}" if opts.qos_depth < 0 else "",
-                    f"--wait-subscribers must be >= 0, got {opts.wait_subscribers:g}" if opts.wait_subscribers < 0 else ""):
-        if problem:
+    for bad, problem in ((opts.rate <= 0, f"--rate must be positive, got {opts.rate:g}"),
+                         (opts.clock_hz < 0, f"clock_hz must be >= 0 (0: no /clock), got {opts.clock_hz:g}"),
+                         (opts.qos_depth < 0, f"--qos-depth must be >= 0, got {opts.qos_depth}"),
+                         (opts.wait_subscribers < 0, f"--wait-subscribers must be >= 0, got {opts.wait_subscribers:g}"),
+                         (opts.start_offset < 0, f"--start-offset must be >= 0, got {opts.start_offset:g}")):
+        if bad:
             raise ValueError(problem)
     import rclpy
     from rclpy.signals import SignalHandlerOptions
@@ -239,10 +240,9 @@ def play(bag_path: str | Path, opts: PlayOptions, node=None) -> PlayStats:
     try:
         with BagReader(bag_path) as bag:
             bag.require_messages()
-            length = bag.duration
-            if opts.start_offset < 0 or (length is not None and opts.start_offset > length):
+            if bag.duration is not None and opts.start_offset > bag.duration:
                 raise ValueError(f"--start-offset {opts.start_offset:g} s is outside the bag, which is "
-                                 f"{length:.2f} s long" if length is not None else "--start-offset must be >= 0")
+                                 f"{bag.duration:.2f} s long")
             topics = _setup_topics(node, bag, opts, stats)
             for name, why in stats.skipped.items():
                 print(f"warning: not playing {name}: {why}", file=sys.stderr)
